@@ -52,15 +52,21 @@ impl Model {
             return Err(Error::Unsupported("categorical features".into()));
         }
         let param = &learner.learner_model_param;
-        let num_class = parse_count("num_class", param.num_class.as_ref()).map_err(Error::Invalid)?;
-        let num_target = parse_count("num_target", param.num_target.as_ref()).map_err(Error::Invalid)?;
-        let num_feature = parse_count("num_feature", param.num_feature.as_ref()).map_err(Error::Invalid)?;
+        let num_class =
+            parse_count("num_class", param.num_class.as_ref()).map_err(Error::Invalid)?;
+        let num_target =
+            parse_count("num_target", param.num_target.as_ref()).map_err(Error::Invalid)?;
+        let num_feature =
+            parse_count("num_feature", param.num_feature.as_ref()).map_err(Error::Invalid)?;
         let groups = num_class.max(num_target).max(1);
 
         let base_scores = parse_base_score(&param.base_score).map_err(Error::Invalid)?;
         let base_margin: Vec<f32> = match base_scores.len() {
             1 => vec![objective.base_margin(base_scores[0]); groups],
-            n if n == groups => base_scores.iter().map(|&b| objective.base_margin(b)).collect(),
+            n if n == groups => base_scores
+                .iter()
+                .map(|&b| objective.base_margin(b))
+                .collect(),
             n => {
                 return Err(Error::Invalid(format!(
                     "base_score has {n} values for {groups} output groups"
@@ -166,7 +172,11 @@ fn load_booster(
                 .ok_or_else(|| Error::Invalid("dart booster without gbtree".into()))?;
             let model: GbTreeModel = serde_json::from_value(model_of(inner)?)?;
             let weights = gb.weight_drop.as_deref().unwrap_or(&[]);
-            Ok(Booster::Trees(Forest::build(&model, Some(weights), groups)?))
+            Ok(Booster::Trees(Forest::build(
+                &model,
+                Some(weights),
+                groups,
+            )?))
         }
         "gblinear" => {
             let model: GbLinearModel = serde_json::from_value(model_of(gb)?)?;

@@ -24,8 +24,14 @@ pub enum Objective {
 impl Objective {
     pub fn from_name(name: &str) -> Result<Self, Error> {
         Ok(match name {
-            "reg:squarederror" | "reg:linear" | "reg:squaredlogerror" | "reg:pseudohubererror"
-            | "reg:absoluteerror" | "reg:quantileerror" | "rank:pairwise" | "rank:ndcg"
+            "reg:squarederror"
+            | "reg:linear"
+            | "reg:squaredlogerror"
+            | "reg:pseudohubererror"
+            | "reg:absoluteerror"
+            | "reg:quantileerror"
+            | "rank:pairwise"
+            | "rank:ndcg"
             | "rank:map" => Objective::Identity,
             "binary:logistic" | "reg:logistic" => Objective::Logistic,
             "binary:logitraw" => Objective::LogitRaw,

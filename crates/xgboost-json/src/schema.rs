@@ -85,7 +85,11 @@ pub(crate) fn parse_base_score(raw: &str) -> Result<Vec<f32>, String> {
     let inner = raw.trim().trim_start_matches('[').trim_end_matches(']');
     inner
         .split(',')
-        .map(|v| v.trim().parse::<f32>().map_err(|e| format!("base_score {raw:?}: {e}")))
+        .map(|v| {
+            v.trim()
+                .parse::<f32>()
+                .map_err(|e| format!("base_score {raw:?}: {e}"))
+        })
         .collect()
 }
 

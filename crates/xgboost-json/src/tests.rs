@@ -52,14 +52,21 @@ fn logistic_base_score_is_a_probability_in_both_forms() {
         let m = Model::from_json(stump("binary:logistic", base, 0, "").as_bytes()).unwrap();
         // margin = logit(0.5) + 2 = 2
         let p = predict1(&m, &[1.0, 0.0]);
-        assert!((p - 1.0 / (1.0 + (-2.0f32).exp())).abs() < 1e-7, "{base}: {p}");
+        assert!(
+            (p - 1.0 / (1.0 + (-2.0f32).exp())).abs() < 1e-7,
+            "{base}: {p}"
+        );
     }
 }
 
 #[test]
 fn categorical_models_are_refused() {
-    let doc = stump("reg:squarederror", "0", 0, "").replace(r#""split_type":[0,0,0]"#, r#""split_type":[1,0,0]"#);
-    assert!(matches!(Model::from_json(doc.as_bytes()), Err(Error::Unsupported(_))));
+    let doc = stump("reg:squarederror", "0", 0, "")
+        .replace(r#""split_type":[0,0,0]"#, r#""split_type":[1,0,0]"#);
+    assert!(matches!(
+        Model::from_json(doc.as_bytes()),
+        Err(Error::Unsupported(_))
+    ));
 }
 
 #[test]
@@ -68,19 +75,29 @@ fn unknown_objective_and_garbage_are_errors() {
         Model::from_json(stump("reg:mystery", "0", 0, "").as_bytes()),
         Err(Error::Unsupported(_))
     ));
-    assert!(matches!(Model::from_json(b"{\"not\":1}"), Err(Error::Json(_))));
+    assert!(matches!(
+        Model::from_json(b"{\"not\":1}"),
+        Err(Error::Json(_))
+    ));
     assert!(Model::from_json(b"\x00\x01").is_err());
 }
 
 #[test]
 fn inconsistent_trees_are_invalid() {
-    let doc = stump("reg:squarederror", "0", 0, "").replace(r#""num_nodes":"3""#, r#""num_nodes":"4""#);
-    assert!(matches!(Model::from_json(doc.as_bytes()), Err(Error::Invalid(_))));
+    let doc =
+        stump("reg:squarederror", "0", 0, "").replace(r#""num_nodes":"3""#, r#""num_nodes":"4""#);
+    assert!(matches!(
+        Model::from_json(doc.as_bytes()),
+        Err(Error::Invalid(_))
+    ));
 }
 
 #[test]
 fn python_style_base_score_lists_per_class() {
-    assert_eq!(schema::parse_base_score("[1E-1,-2E-1]").unwrap(), vec![0.1, -0.2]);
+    assert_eq!(
+        schema::parse_base_score("[1E-1,-2E-1]").unwrap(),
+        vec![0.1, -0.2]
+    );
     assert_eq!(schema::parse_base_score("5E-1").unwrap(), vec![0.5]);
     assert!(schema::parse_base_score("[x]").is_err());
 }

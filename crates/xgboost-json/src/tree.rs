@@ -48,11 +48,17 @@ impl Forest {
                 w.len()
             )));
         }
-        let mut forest = Forest { nodes: Vec::new(), roots: Vec::new(), leaf_vectors: Vec::new() };
+        let mut forest = Forest {
+            nodes: Vec::new(),
+            roots: Vec::new(),
+            leaf_vectors: Vec::new(),
+        };
         for (t, tree) in model.trees.iter().enumerate() {
             let group = model.tree_info[t];
             if group >= groups {
-                return Err(Error::Invalid(format!("tree {t} feeds group {group} of {groups}")));
+                return Err(Error::Invalid(format!(
+                    "tree {t} feeds group {group} of {groups}"
+                )));
             }
             let weight = dart_weights.map_or(1.0, |w| w[t]);
             forest.push_tree(t, tree, group as u32, weight, groups)?;
@@ -74,12 +80,16 @@ impl Forest {
             .parse()
             .map_err(|_| Error::Invalid(format!("tree {t}: num_nodes")))?;
         let leaf_size: usize = match &tree.tree_param.size_leaf_vector {
-            Some(s) => s.parse().map_err(|_| Error::Invalid(format!("tree {t}: size_leaf_vector")))?,
+            Some(s) => s
+                .parse()
+                .map_err(|_| Error::Invalid(format!("tree {t}: size_leaf_vector")))?,
             None => 1,
         };
         let vector_leaves = leaf_size > 1;
         if vector_leaves && leaf_size != groups {
-            return Err(Error::Invalid(format!("tree {t}: {leaf_size}-leaf vector for {groups} groups")));
+            return Err(Error::Invalid(format!(
+                "tree {t}: {leaf_size}-leaf vector for {groups} groups"
+            )));
         }
         let lens = [
             tree.left_children.len(),
@@ -87,14 +97,21 @@ impl Forest {
             tree.split_indices.len(),
             tree.default_left.len(),
         ];
-        if n == 0 || lens.iter().any(|&l| l != n) || (!vector_leaves && tree.split_conditions.len() != n) {
-            return Err(Error::Invalid(format!("tree {t}: arrays do not match num_nodes {n}")));
+        if n == 0
+            || lens.iter().any(|&l| l != n)
+            || (!vector_leaves && tree.split_conditions.len() != n)
+        {
+            return Err(Error::Invalid(format!(
+                "tree {t}: arrays do not match num_nodes {n}"
+            )));
         }
         if tree.split_type.iter().any(|&s| s != 0) {
             return Err(Error::Unsupported(format!("tree {t}: categorical splits")));
         }
         if vector_leaves && tree.base_weights.len() != n * leaf_size {
-            return Err(Error::Invalid(format!("tree {t}: base_weights do not hold {n} leaf vectors")));
+            return Err(Error::Invalid(format!(
+                "tree {t}: base_weights do not hold {n} leaf vectors"
+            )));
         }
         let offset = self.nodes.len() as u32;
         for i in 0..n {
@@ -103,17 +120,26 @@ impl Forest {
                 let value = if vector_leaves {
                     let pool = self.leaf_vectors.len();
                     self.leaf_vectors.extend(
-                        tree.base_weights[i * leaf_size..(i + 1) * leaf_size].iter().map(|v| v * weight),
+                        tree.base_weights[i * leaf_size..(i + 1) * leaf_size]
+                            .iter()
+                            .map(|v| v * weight),
                     );
                     pool as f32
                 } else {
                     tree.split_conditions[i] * weight
                 };
-                Node { feature: 0, value, left: LEAF, right: LEAF }
+                Node {
+                    feature: 0,
+                    value,
+                    left: LEAF,
+                    right: LEAF,
+                }
             } else {
                 let (l, r) = (l as usize, r as usize);
                 if l >= n || r >= n || r == 0 || l == 0 {
-                    return Err(Error::Invalid(format!("tree {t}: node {i} has bad children")));
+                    return Err(Error::Invalid(format!(
+                        "tree {t}: node {i} has bad children"
+                    )));
                 }
                 let threshold = if vector_leaves {
                     tree.split_conditions.get(i).copied().ok_or_else(|| {
@@ -123,12 +149,22 @@ impl Forest {
                     tree.split_conditions[i]
                 };
                 let feature = tree.split_indices[i] & !DEFAULT_LEFT;
-                let flag = if tree.default_left[i] != 0 { DEFAULT_LEFT } else { 0 };
-                Node { feature: feature | flag, value: threshold, left: offset + l as u32, right: offset + r as u32 }
+                let flag = if tree.default_left[i] != 0 {
+                    DEFAULT_LEFT
+                } else {
+                    0
+                };
+                Node {
+                    feature: feature | flag,
+                    value: threshold,
+                    left: offset + l as u32,
+                    right: offset + r as u32,
+                }
             };
             self.nodes.push(node);
         }
-        self.roots.push((offset, if vector_leaves { VECTOR } else { group }, weight));
+        self.roots
+            .push((offset, if vector_leaves { VECTOR } else { group }, weight));
         Ok(())
     }
 
@@ -155,7 +191,11 @@ impl Forest {
             let feature = (node.feature & !DEFAULT_LEFT) as usize;
             let x = row.get(feature).copied().unwrap_or(f32::NAN);
             let next = if x.is_nan() {
-                if node.feature & DEFAULT_LEFT != 0 { node.left } else { node.right }
+                if node.feature & DEFAULT_LEFT != 0 {
+                    node.left
+                } else {
+                    node.right
+                }
             } else if x < node.value {
                 node.left
             } else {

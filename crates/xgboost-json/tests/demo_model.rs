@@ -10,23 +10,35 @@ fn demo(path: &str) -> String {
 
 #[test]
 fn demo_model_matches_xgboost_predict() {
-    let model = xgboost_json::Model::from_json(demo("model/xgboost-model.json").as_bytes()).unwrap();
+    let model =
+        xgboost_json::Model::from_json(demo("model/xgboost-model.json").as_bytes()).unwrap();
     assert_eq!(model.num_features(), 8);
     assert_eq!(model.feature_names()[0], "age");
 
     let data = demo("data/customers.csv");
-    let expected: Vec<f64> = demo("model/expected.csv").lines().map(|l| l.parse().unwrap()).collect();
+    let expected: Vec<f64> = demo("model/expected.csv")
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
     let mut rows = Vec::new();
     for line in data.lines().skip(1) {
         let fields: Vec<&str> = line.split(',').collect();
         // customer_id, 8 features, churned
         for f in &fields[1..9] {
-            rows.push(if f.is_empty() { f32::NAN } else { f.parse::<f64>().unwrap() as f32 });
+            rows.push(if f.is_empty() {
+                f32::NAN
+            } else {
+                f.parse::<f64>().unwrap() as f32
+            });
         }
     }
     let got = model.predict(&rows);
     assert_eq!(got.len(), expected.len());
-    let worst = got.iter().zip(&expected).map(|(g, e)| (*g as f64 - e).abs()).fold(0.0, f64::max);
+    let worst = got
+        .iter()
+        .zip(&expected)
+        .map(|(g, e)| (*g as f64 - e).abs())
+        .fold(0.0, f64::max);
     assert!(worst < 1e-6, "largest difference from xgboost: {worst}");
     // The same through the one-row path.
     let mut one = [0f32];

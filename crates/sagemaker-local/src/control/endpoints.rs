@@ -1,0 +1,293 @@
+//! Endpoints and their lifecycle. Create goes `Creating` -> `InService` (or `Failed`);
+//! update goes `Updating` -> `InService` on the new config, or back to the old one with a
+//! `FailureReason` when the new models cannot load. The old config serves until the switch.
+//! Transitions run after a configurable delay and resume after a restart.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{
+    models::{EndpointConfigRecord, missing_config},
+    require_name,
+};
+use crate::{
+    AppState,
+    db::{ENDPOINT_CONFIGS, ENDPOINTS},
+    error::AwsError,
+};
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct EndpointRecord {
+    pub name: String,
+    pub arn: String,
+    /// The config that serves traffic (none until the first successful create).
+    pub config_name: Option<String>,
+    /// The config being rolled out by a create or update.
+    pub pending_config: Option<String>,
+    pub status: String,
+    pub failure_reason: Option<String>,
+    pub created: f64,
+    pub last_modified: f64,
+    /// Identifies the transition in flight, so a stale timer never applies.
+    pub transition: Option<String>,
+    pub transition_started: Option<f64>,
+}
+
+fn missing_endpoint(state: &AppState, name: &str) -> AwsError {
+    AwsError::validation_exception(format!(
+        "Could not find endpoint \"{}\".",
+        state.arn("endpoint", name)
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EndpointInput {
+    endpoint_name: String,
+    endpoint_config_name: String,
+}
+
+pub fn create(state: &AppState, input: EndpointInput) -> Result<Value, AwsError> {
+    require_name("endpointName", &input.endpoint_name, &['-'], 63)?;
+    let arn = state.arn("endpoint", &input.endpoint_name);
+    let record = state.db.write(|txn| {
+        if txn
+            .get::<EndpointRecord>(ENDPOINTS, &input.endpoint_name)?
+            .is_some()
+        {
+            return Err(AwsError::validation_exception(format!(
+                "Cannot create already existing endpoint \"{arn}\"."
+            )));
+        }
+        if txn
+            .get::<EndpointConfigRecord>(ENDPOINT_CONFIGS, &input.endpoint_config_name)?
+            .is_none()
+        {
+            return Err(missing_config(state, &input.endpoint_config_name));
+        }
+        let now = state.now();
+        let record = EndpointRecord {
+            name: input.endpoint_name.clone(),
+            arn: arn.clone(),
+            config_name: None,
+            pending_config: Some(input.endpoint_config_name.clone()),
+            status: "Creating".into(),
+            failure_reason: None,
+            created: now,
+            last_modified: now,
+            transition: Some(uuid::Uuid::new_v4().to_string()),
+            transition_started: Some(now),
+        };
+        txn.put(ENDPOINTS, &record.name, &record)?;
+        Ok(record)
+    })?;
+    schedule(state, &record);
+    Ok(json!({ "EndpointArn": arn }))
+}
+
+pub fn update(state: &AppState, input: EndpointInput) -> Result<Value, AwsError> {
+    let record = state.db.write(|txn| {
+        let mut ep: EndpointRecord = txn
+            .get(ENDPOINTS, &input.endpoint_name)?
+            .ok_or_else(|| missing_endpoint(state, &input.endpoint_name))?;
+        if ep.status != "InService" {
+            return Err(AwsError::validation_exception(format!(
+                "Cannot update in-progress endpoint \"{}\".",
+                ep.arn
+            )));
+        }
+        if txn
+            .get::<EndpointConfigRecord>(ENDPOINT_CONFIGS, &input.endpoint_config_name)?
+            .is_none()
+        {
+            return Err(missing_config(state, &input.endpoint_config_name));
+        }
+        let now = state.now();
+        ep.status = "Updating".into();
+        ep.pending_config = Some(input.endpoint_config_name.clone());
+        ep.failure_reason = None;
+        ep.last_modified = now;
+        ep.transition = Some(uuid::Uuid::new_v4().to_string());
+        ep.transition_started = Some(now);
+        txn.put(ENDPOINTS, &ep.name, &ep)?;
+        Ok(ep)
+    })?;
+    schedule(state, &record);
+    Ok(json!({ "EndpointArn": record.arn }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EndpointNameInput {
+    endpoint_name: String,
+}
+
+pub fn describe(state: &AppState, input: EndpointNameInput) -> Result<Value, AwsError> {
+    let read = state.db.read()?;
+    let ep: EndpointRecord = read
+        .get(ENDPOINTS, &input.endpoint_name)?
+        .ok_or_else(|| missing_endpoint(state, &input.endpoint_name))?;
+    let mut v = json!({
+        "EndpointName": ep.name,
+        "EndpointArn": ep.arn,
+        "EndpointStatus": ep.status,
+        "CreationTime": ep.created,
+        "LastModifiedTime": ep.last_modified,
+    });
+    if let Some(reason) = &ep.failure_reason {
+        v["FailureReason"] = json!(reason);
+    }
+    if let Some(name) = ep.config_name.as_ref().or(ep.pending_config.as_ref()) {
+        v["EndpointConfigName"] = json!(name);
+    }
+    if let Some(name) = &ep.config_name
+        && let Some(config) = read.get::<EndpointConfigRecord>(ENDPOINT_CONFIGS, name)?
+    {
+        v["ProductionVariants"] = json!(variant_summaries(state, &config, ep.last_modified));
+    }
+    if ep.status == "Updating"
+        && let Some(name) = &ep.pending_config
+    {
+        v["PendingDeploymentSummary"] = json!({
+            "EndpointConfigName": name,
+            "StartTime": ep.transition_started,
+        });
+    }
+    Ok(v)
+}
+
+fn variant_summaries(state: &AppState, config: &EndpointConfigRecord, at: f64) -> Vec<Value> {
+    config
+        .variants
+        .iter()
+        .map(|v| {
+            let image = state
+                .db
+                .get::<super::ModelRecord>(crate::db::MODELS, &v.model_name)
+                .ok()
+                .flatten()
+                .and_then(|m| m.container()?.get("Image")?.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(image.as_bytes()));
+            let count = v.initial_instance_count.unwrap_or(1);
+            json!({
+                "VariantName": v.variant_name,
+                "DeployedImages": [{
+                    "SpecifiedImage": image,
+                    "ResolvedImage": format!("{}@sha256:{digest}", image.split(':').next().unwrap_or_default()),
+                    "ResolutionTime": at,
+                }],
+                "CurrentWeight": v.initial_variant_weight,
+                "DesiredWeight": v.initial_variant_weight,
+                "CurrentInstanceCount": count,
+                "DesiredInstanceCount": count,
+            })
+        })
+        .collect()
+}
+
+pub fn delete(state: &AppState, input: EndpointNameInput) -> Result<Value, AwsError> {
+    state.db.write(|txn| {
+        if !txn.remove(ENDPOINTS, &input.endpoint_name)? {
+            return Err(missing_endpoint(state, &input.endpoint_name));
+        }
+        Ok::<_, AwsError>(())
+    })?;
+    state.serving.remove(&input.endpoint_name);
+    Ok(json!({}))
+}
+
+/// Runs the endpoint's pending transition after the configured delay.
+fn schedule(state: &AppState, record: &EndpointRecord) {
+    let (Some(state), Some(transition)) = (state.me.upgrade(), record.transition.clone()) else {
+        return;
+    };
+    let name = record.name.clone();
+    let delay = state.settings.endpoint_delay;
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let finished = tokio::task::spawn_blocking({
+            let state = Arc::clone(&state);
+            move || finish_transition(&state, &name, &transition)
+        })
+        .await;
+        if let Ok(Err(e)) = finished {
+            tracing::error!(error = %e, "endpoint transition could not be recorded");
+        }
+    });
+}
+
+fn finish_transition(state: &AppState, name: &str, transition: &str) -> Result<(), AwsError> {
+    let Some(ep) = state.db.get::<EndpointRecord>(ENDPOINTS, name)? else {
+        return Ok(());
+    };
+    if ep.transition.as_deref() != Some(transition) {
+        return Ok(());
+    }
+    let Some(pending) = ep.pending_config.clone() else {
+        return Ok(());
+    };
+    let loaded = state
+        .db
+        .get::<EndpointConfigRecord>(ENDPOINT_CONFIGS, &pending)?
+        .ok_or_else(|| format!("endpoint configuration {pending} no longer exists"))
+        .and_then(|config| state.serving.load(state, &config));
+    state.db.write(|txn| {
+        let Some(mut ep) = txn.get::<EndpointRecord>(ENDPOINTS, name)? else { return Ok(()) };
+        if ep.transition.as_deref() != Some(transition) {
+            return Ok(());
+        }
+        let was = ep.status.clone();
+        match &loaded {
+            Ok(live) => {
+                state.serving.install(name, Arc::clone(live));
+                ep.config_name = Some(pending.clone());
+                ep.failure_reason = None;
+            }
+            Err(reason) if ep.config_name.is_none() => {
+                ep.failure_reason = Some(reason.clone());
+                ep.status = "Failed".into();
+            }
+            // An update that cannot load rolls back: the old config keeps serving.
+            Err(reason) => ep.failure_reason = Some(format!("Update rolled back: {reason}")),
+        }
+        if ep.status != "Failed" {
+            ep.status = "InService".into();
+        }
+        ep.pending_config = None;
+        ep.transition = None;
+        ep.transition_started = None;
+        ep.last_modified = state.now();
+        tracing::info!(endpoint = name, from = %was, to = %ep.status, reason = ?ep.failure_reason, "endpoint transition");
+        txn.put(ENDPOINTS, name, &ep)?;
+        Ok::<_, AwsError>(())
+    })
+}
+
+/// At start-up: load what every endpoint serves, and re-arm transitions in flight.
+pub fn resume_transitions(state: &AppState) -> Result<(), AwsError> {
+    for ep in state.db.list::<EndpointRecord>(ENDPOINTS)? {
+        if let Some(config_name) = &ep.config_name {
+            match state
+                .db
+                .get::<EndpointConfigRecord>(ENDPOINT_CONFIGS, config_name)?
+            {
+                Some(config) => match state.serving.load(state, &config) {
+                    Ok(live) => state.serving.install(&ep.name, live),
+                    Err(e) => {
+                        tracing::error!(endpoint = %ep.name, error = %e, "cannot load the serving models")
+                    }
+                },
+                None => {
+                    tracing::error!(endpoint = %ep.name, config = %config_name, "serving config is missing")
+                }
+            }
+        }
+        if ep.transition.is_some() {
+            schedule(state, &ep);
+        }
+    }
+    Ok(())
+}

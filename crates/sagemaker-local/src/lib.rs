@@ -1,0 +1,221 @@
+//! `sagemaker-local`: a local, wire-compatible SageMaker on one HTTP port. It serves the
+//! runtime (`InvokeEndpoint`, with real XGBoost inference), the Feature Store runtime
+//! (`PutRecord`, `GetRecord`, `BatchGetRecord`, `DeleteRecord`, with a Parquet offline
+//! store) and the control-plane subset for the model registry, models, endpoint configs,
+//! endpoints and feature groups. Requests must be SigV4-signed; state lives in redb under
+//! the data dir and survives restarts. `shared/aws-protocol.md` is the wire reference.
+
+pub mod control;
+pub mod db;
+pub mod demo;
+pub mod error;
+pub mod featurestore;
+pub mod runtime;
+pub mod sigv4;
+
+use std::{
+    future::Future,
+    path::PathBuf,
+    sync::{Arc, Mutex, OnceLock, Weak},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, Request, State},
+    http::HeaderValue,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+pub use sigv4::Credentials;
+
+/// Documented defaults (see the README).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
+pub const DEFAULT_REGION: &str = "us-east-1";
+pub const DEFAULT_ACCOUNT_ID: &str = "000000000000";
+pub const DEFAULT_ACCESS_KEY_ID: &str = "sagemaker-local";
+pub const DEFAULT_SECRET_ACCESS_KEY: &str = "sagemaker-local-secret";
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub region: String,
+    pub account_id: String,
+    pub credentials: Credentials,
+    /// How long endpoints stay `Creating` / `Updating` before the switch.
+    pub endpoint_delay: Duration,
+    /// How often queued rows are written to the offline store.
+    pub offline_flush_interval: Duration,
+}
+
+impl Settings {
+    /// Defaults for a data dir: the documented key pair, fast transitions.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Settings {
+            data_dir: data_dir.into(),
+            region: DEFAULT_REGION.into(),
+            account_id: DEFAULT_ACCOUNT_ID.into(),
+            credentials: Credentials {
+                access_key_id: DEFAULT_ACCESS_KEY_ID.into(),
+                secret_access_key: DEFAULT_SECRET_ACCESS_KEY.into(),
+            },
+            endpoint_delay: Duration::from_millis(500),
+            offline_flush_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create data dir {0}: {1}")]
+    DataDir(PathBuf, std::io::Error),
+    #[error("cannot open the state database: {0}")]
+    Db(#[from] db::DbError),
+    #[error("start-up failed: {0}")]
+    Aws(#[from] error::AwsError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+pub struct AppState {
+    pub settings: Settings,
+    pub db: db::Db,
+    pub serving: runtime::Serving,
+    pub records: featurestore::writer::Writer,
+    pub(crate) offline_lock: Mutex<()>,
+    /// For operations that schedule work after they return (endpoint transitions).
+    pub(crate) me: Weak<AppState>,
+}
+
+impl AppState {
+    /// Opens (or creates) the state under `settings.data_dir`.
+    pub fn open(settings: Settings) -> Result<Arc<Self>, StartError> {
+        std::fs::create_dir_all(&settings.data_dir)
+            .map_err(|e| StartError::DataDir(settings.data_dir.clone(), e))?;
+        let db = db::Db::open(&settings.data_dir.join("state.redb"))?;
+        let records = featurestore::writer::Writer::start(db.clone())?;
+        Ok(Arc::new_cyclic(|me| AppState {
+            settings,
+            db,
+            serving: runtime::Serving::default(),
+            records,
+            offline_lock: Mutex::new(()),
+            me: me.clone(),
+        }))
+    }
+
+    /// `arn:aws:sagemaker:{region}:{account}:{kind}/{name}`, name lowercased as AWS does.
+    pub fn arn(&self, kind: &str, name: &str) -> String {
+        format!(
+            "arn:aws:sagemaker:{}:{}:{kind}/{}",
+            self.settings.region,
+            self.settings.account_id,
+            name.to_lowercase()
+        )
+    }
+
+    /// Epoch seconds, millisecond precision.
+    pub fn now(&self) -> f64 {
+        let d = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        (d.as_millis() as f64) / 1000.0
+    }
+
+    /// Writes every queued offline row now (also done periodically and at shutdown).
+    pub fn flush_offline(&self) -> Result<usize, featurestore::offline::OfflineError> {
+        featurestore::offline::flush(self)
+    }
+}
+
+fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (e.g. when embedded): then ours only renders.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// Every route: the three AWS APIs behind SigV4, plus unsigned `/healthz` and `/metrics`.
+pub fn router(state: Arc<AppState>) -> Router {
+    let creds = Arc::new(state.settings.credentials.clone());
+    let aws = Router::new()
+        .route("/", post(control::handle))
+        .route("/endpoints/{name}/invocations", post(runtime::invoke))
+        .route(
+            "/FeatureGroup/{name}",
+            get(featurestore::get_record)
+                .put(featurestore::put_record)
+                .delete(featurestore::delete_record),
+        )
+        .route("/BatchGetRecord", post(featurestore::batch_get_record))
+        .fallback(unknown_operation)
+        .layer(middleware::from_fn_with_state(creds, sigv4::verify))
+        .with_state(Arc::clone(&state));
+    let metrics = prometheus();
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || std::future::ready(metrics.render())),
+        )
+        .merge(aws)
+        .layer(DefaultBodyLimit::max(sigv4::MAX_BODY_BYTES))
+        .layer(middleware::from_fn(request_id))
+        .layer(TraceLayer::new_for_http())
+}
+
+async fn unknown_operation(State(_): State<Arc<AppState>>, request: Request) -> Response {
+    error::AwsError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "UnknownOperationException",
+        format!(
+            "No operation at {} {}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+    .into_response()
+}
+
+async fn request_id(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if let Ok(id) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        response.headers_mut().insert("x-amzn-RequestId", id);
+    }
+    response
+}
+
+/// Serves on `listener` until `shutdown` resolves, then drains requests and writes the
+/// offline store's queued rows.
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let resume = Arc::clone(&state);
+    tokio::task::spawn_blocking(move || control::resume_transitions(&resume))
+        .await
+        .map_err(|e| StartError::Io(std::io::Error::other(e)))??;
+    let cancel = CancellationToken::new();
+    let flusher = tokio::spawn(featurestore::offline::run_flusher(
+        Arc::clone(&state),
+        state.settings.offline_flush_interval,
+        cancel.clone(),
+    ));
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    cancel.cancel();
+    let _ = flusher.await;
+    Ok(())
+}

@@ -1,0 +1,108 @@
+use std::{path::PathBuf, time::Duration};
+
+use clap::Parser;
+use sagemaker_local::{AppState, Credentials, Settings};
+
+/// A local, wire-compatible SageMaker (runtime, Feature Store runtime, registry and
+/// endpoints) with real XGBoost inference and durable state.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "SAGEMAKER_LOCAL_LISTEN", default_value = sagemaker_local::DEFAULT_LISTEN)]
+    listen: String,
+    /// Where state (redb), model artifacts (s3/) and the offline store live.
+    #[arg(
+        long,
+        env = "SAGEMAKER_LOCAL_DATA_DIR",
+        default_value = ".data/sagemaker-local"
+    )]
+    data_dir: PathBuf,
+    /// Region used in ARNs.
+    #[arg(long, env = "AWS_REGION", default_value = sagemaker_local::DEFAULT_REGION)]
+    region: String,
+    /// Account id used in ARNs.
+    #[arg(long, env = "SAGEMAKER_LOCAL_ACCOUNT_ID", default_value = sagemaker_local::DEFAULT_ACCOUNT_ID)]
+    account_id: String,
+    /// The access key id requests must be signed with.
+    #[arg(long, env = "SAGEMAKER_LOCAL_ACCESS_KEY_ID", default_value = sagemaker_local::DEFAULT_ACCESS_KEY_ID)]
+    access_key_id: String,
+    /// The secret access key requests must be signed with.
+    #[arg(long, env = "SAGEMAKER_LOCAL_SECRET_ACCESS_KEY", default_value = sagemaker_local::DEFAULT_SECRET_ACCESS_KEY, hide_default_value = true)]
+    secret_access_key: String,
+    /// Milliseconds an endpoint stays Creating/Updating before it switches.
+    #[arg(
+        long,
+        env = "SAGEMAKER_LOCAL_ENDPOINT_DELAY_MS",
+        default_value_t = 1000
+    )]
+    endpoint_delay_ms: u64,
+    /// Milliseconds between writes of queued rows to the offline store.
+    #[arg(long, env = "SAGEMAKER_LOCAL_OFFLINE_FLUSH_MS", default_value_t = 5000)]
+    offline_flush_ms: u64,
+    /// Create the demo world (registry, endpoint, feature groups) if it is missing.
+    #[arg(long, env = "SAGEMAKER_LOCAL_DEMO")]
+    demo: bool,
+    /// Log format: json (production) or pretty.
+    #[arg(long, env = "LOG_FORMAT", default_value = "json")]
+    log_format: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_tracing(&args.log_format);
+    let settings = Settings {
+        data_dir: args.data_dir,
+        region: args.region,
+        account_id: args.account_id,
+        credentials: Credentials {
+            access_key_id: args.access_key_id,
+            secret_access_key: args.secret_access_key,
+        },
+        endpoint_delay: Duration::from_millis(args.endpoint_delay_ms),
+        offline_flush_interval: Duration::from_millis(args.offline_flush_ms),
+    };
+    let state = AppState::open(settings)?;
+    if args.demo {
+        let s = state.clone();
+        tokio::task::spawn_blocking(move || sagemaker_local::demo::bootstrap(&s)).await??;
+    }
+    let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data_dir = %state.settings.data_dir.display(), demo = args.demo, "sagemaker-local listening");
+    // Tests and scripts read this line to learn the port when listening on :0.
+    println!("sagemaker-local listening on http://{addr}");
+    sagemaker_local::run(listener, state, shutdown_signal()).await?;
+    tracing::info!("sagemaker-local stopped");
+    Ok(())
+}
+
+fn init_tracing(format: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "pretty" {
+        builder.init();
+    } else {
+        builder.json().init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown signal received; draining");
+}
