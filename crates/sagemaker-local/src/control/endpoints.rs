@@ -201,13 +201,18 @@ pub fn delete(state: &AppState, input: EndpointNameInput) -> Result<Value, AwsEr
 
 /// Runs the endpoint's pending transition after the configured delay.
 fn schedule(state: &AppState, record: &EndpointRecord) {
-    let (Some(state), Some(transition)) = (state.me.upgrade(), record.transition.clone()) else {
+    let Some(transition) = record.transition.clone() else {
         return;
     };
-    let name = record.name.clone();
-    let delay = state.settings.endpoint_delay;
+    let (me, name, delay) = (
+        state.me.clone(),
+        record.name.clone(),
+        state.settings.endpoint_delay,
+    );
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
+        // A stopped server leaves the transition to the next start (resume_transitions).
+        let Some(state) = me.upgrade() else { return };
         let finished = tokio::task::spawn_blocking({
             let state = Arc::clone(&state);
             move || finish_transition(&state, &name, &transition)

@@ -16,15 +16,28 @@ pub type Job = Box<dyn FnOnce(&mut Write, &mut u64) -> Result<(), AwsError> + Se
 
 const MAX_BATCH: usize = 1024;
 
+type Queue = mpsc::Sender<(Job, oneshot::Sender<Result<(), AwsError>>)>;
+
 pub struct Writer {
-    tx: mpsc::Sender<(Job, oneshot::Sender<Result<(), AwsError>>)>,
+    tx: Option<Queue>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    /// Lets queued writes finish and closes the database handle before returning.
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Writer {
     pub fn start(db: Db) -> Result<Self, DbError> {
         let mut seq = next_sequence(&db)?;
         let (tx, rx) = mpsc::channel::<(Job, oneshot::Sender<Result<(), AwsError>>)>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("record-writer".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
@@ -62,13 +75,16 @@ impl Writer {
                 }
             })
             .map_err(|e| DbError::Redb(redb::Error::Io(e)))?;
-        Ok(Writer { tx })
+        Ok(Writer {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
     }
 
     /// Queues `job` and waits until its transaction is durable.
     pub async fn run(&self, job: Job) -> Result<(), AwsError> {
         let (reply, done) = oneshot::channel();
-        self.tx
+        self.queue()?
             .send((job, reply))
             .map_err(|_| AwsError::service_unavailable("The record writer has stopped."))?;
         done.await
@@ -80,11 +96,19 @@ impl Writer {
     /// [`Writer::run`] for blocking code (start-up, bootstrap): never call it on an async worker.
     pub fn run_blocking(&self, job: Job) -> Result<(), AwsError> {
         let (reply, done) = oneshot::channel();
-        self.tx
+        self.queue()?
             .send((job, reply))
             .map_err(|_| AwsError::service_unavailable("The record writer has stopped."))?;
         done.blocking_recv()
             .unwrap_or_else(|_| Err(AwsError::internal("The record writer dropped a write.")))
+    }
+}
+
+impl Writer {
+    fn queue(&self) -> Result<&Queue, AwsError> {
+        self.tx
+            .as_ref()
+            .ok_or_else(|| AwsError::service_unavailable("The record writer has stopped."))
     }
 }
 
