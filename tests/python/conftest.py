@@ -1,0 +1,99 @@
+"""Starts the real sagemaker-local binary on 127.0.0.1:0 for the Python suites.
+
+The binary comes from $SAGEMAKER_LOCAL_BIN, else $CARGO_TARGET_DIR/debug (the README's test
+command builds it first). A missing binary or a server that does not come up fails loudly.
+"""
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+
+import boto3
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+ACCESS_KEY = "sagemaker-local"
+SECRET_KEY = "sagemaker-local-secret"
+REGION = "us-east-1"
+
+
+def binary():
+    explicit = os.environ.get("SAGEMAKER_LOCAL_BIN")
+    if explicit:
+        return pathlib.Path(explicit)
+    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    return target / "debug" / "sagemaker-local"
+
+
+class Server:
+    def __init__(self, data_dir, extra_args=()):
+        exe = binary()
+        if not exe.exists():
+            raise RuntimeError(f"sagemaker-local binary not found at {exe}: run `cargo build -p sagemaker-local` first")
+        self.data_dir = pathlib.Path(data_dir)
+        self.proc = subprocess.Popen(
+            [str(exe), "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir),
+             "--endpoint-delay-ms", "100", "--offline-flush-ms", "200", *extra_args],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        deadline = time.time() + 30
+        self.url = None
+        while time.time() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            m = re.search(r"listening on (http://\S+)", line)
+            if m:
+                self.url = m.group(1)
+                break
+        if self.url is None:
+            self.stop()
+            raise RuntimeError(f"sagemaker-local did not start (exit code {self.proc.poll()})")
+
+    def client(self, service, secret=SECRET_KEY, key=ACCESS_KEY):
+        return boto3.client(service, endpoint_url=self.url, region_name=REGION,
+                            aws_access_key_id=key, aws_secret_access_key=secret)
+
+    def put_object(self, bucket, key, data):
+        path = self.data_dir / "s3" / bucket / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return f"s3://{bucket}/{key}"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def server():
+    data_dir = tempfile.mkdtemp(prefix="sagemaker-local-")
+    srv = Server(data_dir)
+    yield srv
+    code = srv.stop()
+    shutil.rmtree(data_dir, ignore_errors=True)
+    assert code == 0, f"sagemaker-local exited with {code} on SIGTERM"
+
+
+@pytest.fixture(scope="module")
+def sm(server):
+    return server.client("sagemaker")
+
+
+@pytest.fixture(scope="module")
+def runtime(server):
+    return server.client("sagemaker-runtime")
+
+
+@pytest.fixture(scope="module")
+def featurestore(server):
+    return server.client("sagemaker-featurestore-runtime")
