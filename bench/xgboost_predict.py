@@ -16,6 +16,7 @@ for line in (ROOT / "demo" / "data" / "customers.csv").read_text().splitlines()[
     rows.append([float(v) if v else np.nan for v in line.split(",")[1:9]])
 X = np.array(rows, dtype=np.float64)
 one = X[:1]
+names = booster.feature_names
 
 
 def per_call(fn, n):
@@ -28,8 +29,8 @@ def per_call(fn, n):
 
 print(json.dumps({
     "xgboost_version": xgb.__version__,
-    "predict_one_row_us": per_call(lambda: booster.predict(xgb.DMatrix(one)), 3000),
-    "inplace_predict_one_row_us": per_call(lambda: booster.inplace_predict(one), 3000),
-    "predict_1000_rows_us": per_call(lambda: booster.predict(xgb.DMatrix(X)), 300),
-    "inplace_predict_1000_rows_us": per_call(lambda: booster.inplace_predict(X), 300),
+    "predict_one_row_us": per_call(lambda: booster.predict(xgb.DMatrix(one, feature_names=names)), 3000),
+    "inplace_predict_one_row_us": per_call(lambda: booster.inplace_predict(one, validate_features=False), 3000),
+    "predict_1000_rows_us": per_call(lambda: booster.predict(xgb.DMatrix(X, feature_names=names)), 300),
+    "inplace_predict_1000_rows_us": per_call(lambda: booster.inplace_predict(X, validate_features=False), 300),
 }))

@@ -32,6 +32,9 @@ const ALL: [Table; 9] = [
     OFFLINE_PENDING,
 ];
 
+/// redb's page cache.
+const CACHE_BYTES: usize = 8 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("database: {0}")]
@@ -65,7 +68,10 @@ pub struct Read(redb::ReadTransaction);
 
 impl Db {
     pub fn open(path: &Path) -> Result<Self, DbError> {
-        let db = redb::Database::create(path)?;
+        // A bounded page cache keeps the server's memory flat however much it stores.
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)?;
         let txn = db.begin_write()?;
         for table in ALL {
             txn.open_table(table)?;

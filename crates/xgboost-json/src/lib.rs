@@ -24,6 +24,9 @@ pub enum Error {
     Invalid(String),
 }
 
+/// Batches at least this large are predicted on several threads.
+pub const PARALLEL_ROWS: usize = 512;
+
 /// A loaded model, ready to predict. Cheap to share across threads.
 #[derive(Debug)]
 pub struct Model {
@@ -117,16 +120,40 @@ impl Model {
 
     /// Predicts `rows.len() / num_features()` rows stored row-major; returns
     /// `num_outputs()` values per row.
+    /// Batches of [`PARALLEL_ROWS`] rows or more are split across the machine's cores.
     pub fn predict(&self, rows: &[f32]) -> Vec<f32> {
         let width = self.num_feature.max(1);
         let outputs = self.num_outputs();
         let n = rows.len() / width;
         let mut out = vec![0f32; n * outputs];
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |t| t.get())
+            .min(8);
+        if n < PARALLEL_ROWS || threads < 2 {
+            self.predict_into(&rows[..n * width], &mut out);
+            return out;
+        }
+        let per = n.div_ceil(threads);
+        std::thread::scope(|scope| {
+            for (rows, out) in rows[..n * width]
+                .chunks(per * width)
+                .zip(out.chunks_mut(per * outputs))
+            {
+                scope.spawn(move || self.predict_into(rows, out));
+            }
+        });
+        out
+    }
+
+    fn predict_into(&self, rows: &[f32], out: &mut [f32]) {
+        let width = self.num_feature.max(1);
         let mut margins = vec![0f32; self.base_margin.len()];
-        for (row, dst) in rows.chunks_exact(width).zip(out.chunks_exact_mut(outputs)) {
+        for (row, dst) in rows
+            .chunks_exact(width)
+            .zip(out.chunks_exact_mut(self.num_outputs()))
+        {
             self.predict_with(row, &mut margins, dst);
         }
-        out
     }
 
     fn predict_with(&self, row: &[f32], margins: &mut [f32], out: &mut [f32]) {

@@ -1,0 +1,211 @@
+//! `POST /v1/predict` and `GET /v1/model`: the predictor, then the logger, then the answer.
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, header},
+    response::{IntoResponse, Response},
+};
+use proto::{
+    interaction::v1::{Interaction, Source},
+    predictor::v1::{PredictRequest, Row},
+};
+use serde::Serialize;
+
+use crate::{App, input, problem::Problem};
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PredictResponse {
+    pub request_id: String,
+    /// The model that answered.
+    pub model: ModelInfo,
+    /// One per input row, in order.
+    pub predictions: Vec<PredictionOut>,
+    /// Gateway-observed latency of the prediction, in milliseconds.
+    pub latency_ms: f64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ModelInfo {
+    pub endpoint_name: String,
+    pub variant_name: String,
+    /// The model package serving that variant, when the registry-watcher knows it.
+    pub model_package_arn: Option<String>,
+    pub model_package_version: Option<i64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PredictionOut {
+    /// The record identifier of this prediction in the user-interactions feature group.
+    pub interaction_id: String,
+    /// The first score: the probability of the positive class for binary models.
+    pub probability: f64,
+    /// Every score (one per class for multi-class models).
+    pub scores: Vec<f64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ModelFeatures {
+    pub endpoint_name: String,
+    /// The model's features, in order.
+    pub features: Vec<String>,
+}
+
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+}
+
+/// Score rows with the live model.
+#[utoipa::path(
+    post,
+    path = "/v1/predict",
+    request_body(
+        description = r#"`{"features": {name: value}}` (one row), `{"instances": [[...], ...]}` (rows in feature order), or `text/csv` (one row per line). null or an empty CSV field is a missing value."#,
+        content((serde_json::Value = "application/json"), (String = "text/csv")),
+    ),
+    responses(
+        (status = 200, description = "Scores, the model that answered, and one interaction id per row", body = PredictResponse),
+        (status = 400, description = "Bad input; `field` names it", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Unsupported content type", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The model rejected the input", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Throttled; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Predictor or endpoint unavailable, or load shed", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "Deadline exceeded", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+#[tracing::instrument(name = "predict", skip_all, fields(request_id))]
+pub async fn predict(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = Instant::now();
+    let id = request_id(&headers);
+    tracing::Span::current().record("request_id", id.as_str());
+    let result = predict_inner(&app, &headers, &id, &body, started).await;
+    let status = match &result {
+        Ok(_) => 200,
+        Err(p) => p.status,
+    };
+    metrics::counter!("gateway_predict_requests_total", "status" => status.to_string())
+        .increment(1);
+    metrics::histogram!("gateway_predict_seconds").record(started.elapsed().as_secs_f64());
+    match result {
+        Ok(r) => Json(r).into_response(),
+        Err(p) => p.with_request_id(&id).into_response(),
+    }
+}
+
+async fn predict_inner(
+    app: &App,
+    headers: &HeaderMap,
+    id: &str,
+    body: &[u8],
+    started: Instant,
+) -> Result<PredictResponse, Problem> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let rows = input::parse(content_type, body, &app.features, app.config.max_rows)?;
+    let mut request = tonic::Request::new(PredictRequest {
+        request_id: id.to_owned(),
+        rows: rows.into_iter().map(|values| Row { values }).collect(),
+        target_variant: String::new(),
+    });
+    request.set_timeout(app.timeout);
+    if let Ok(v) = id.parse() {
+        request.metadata_mut().insert("x-request-id", v);
+    }
+    let answer = app
+        .predictor
+        .clone()
+        .predict(request)
+        .await
+        .map_err(|s| Problem::from_status(&s))?
+        .into_inner();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let model = answer.model.unwrap_or_default();
+
+    let source = if headers
+        .get("x-requested-by")
+        .is_some_and(|v| v == "mlops-web")
+    {
+        Source::Web
+    } else {
+        Source::Api
+    };
+    let client_id = headers
+        .get("x-client-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .unwrap_or("anonymous")
+        .to_owned();
+    let event_time = chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string();
+    let interactions: Vec<Interaction> = answer
+        .predictions
+        .iter()
+        .map(|p| Interaction {
+            interaction_id: uuid::Uuid::now_v7().to_string(),
+            event_time: event_time.clone(),
+            client_id: client_id.clone(),
+            source: source as i32,
+            features_csv: p.features_csv.clone(),
+            prediction: p.scores.first().copied().unwrap_or(f64::NAN),
+            scores_csv: p
+                .scores
+                .iter()
+                .map(f64::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            model_package_arn: model.model_package_arn.clone(),
+            model_package_version: model.model_package_version,
+            endpoint_name: model.endpoint_name.clone(),
+            variant_name: model.variant_name.clone(),
+            latency_ms,
+        })
+        .collect();
+    let ids: Vec<String> = interactions
+        .iter()
+        .map(|i| i.interaction_id.clone())
+        .collect();
+    app.recorder.record(interactions, id).await;
+
+    Ok(PredictResponse {
+        request_id: id.to_owned(),
+        model: ModelInfo {
+            endpoint_name: model.endpoint_name,
+            variant_name: model.variant_name,
+            model_package_arn: (!model.model_package_arn.is_empty())
+                .then_some(model.model_package_arn),
+            model_package_version: (model.model_package_version > 0)
+                .then_some(model.model_package_version),
+        },
+        predictions: answer
+            .predictions
+            .into_iter()
+            .zip(ids)
+            .map(|(p, interaction_id)| PredictionOut {
+                interaction_id,
+                probability: p.scores.first().copied().unwrap_or(f64::NAN),
+                scores: p.scores,
+            })
+            .collect(),
+        latency_ms,
+    })
+}
+
+/// The model's features, in order (the page builds its form from them).
+#[utoipa::path(get, path = "/v1/model", responses((status = 200, body = ModelFeatures)))]
+pub async fn model(State(app): State<Arc<App>>) -> Json<ModelFeatures> {
+    Json(ModelFeatures {
+        endpoint_name: app.config.endpoint_name.clone(),
+        features: app.features.clone(),
+    })
+}

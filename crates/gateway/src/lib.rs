@@ -1,0 +1,263 @@
+//! The gateway (axum, :8080): the web page, `POST /v1/predict` (JSON or CSV), `/openapi.json`,
+//! `/healthz`, `/readyz` (predictor reachable), `/metrics`. Each prediction goes to the
+//! predictor, then its interactions to the logger, then back to the caller.
+
+pub mod api;
+pub mod input;
+pub mod interactions;
+pub mod problem;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    error_handling::HandleErrorLayer,
+    extract::{DefaultBodyLimit, Request, State},
+    http::{StatusCode, header},
+    middleware::{self, Next},
+    response::{Html, IntoResponse, Response},
+    routing::{get, post},
+};
+use proto::{
+    interaction::v1::interaction_logger_client::InteractionLoggerClient,
+    predictor::v1::predictor_client::PredictorClient,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tower::ServiceBuilder;
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+use utoipa::OpenApi;
+
+use problem::Problem;
+
+pub const DEFAULT_FEATURES: &str = "age,tenure_months,monthly_charges,support_calls,num_products,late_payments,satisfaction,has_contract";
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Config {
+    /// The predictor's gRPC URL.
+    #[arg(long, env = "PREDICTOR_URL", default_value = "http://127.0.0.1:50051")]
+    pub predictor_url: String,
+    /// The interaction logger's gRPC URL.
+    #[arg(long, env = "LOGGER_URL", default_value = "http://127.0.0.1:50052")]
+    pub logger_url: String,
+    /// Shown on the page and in /v1/model.
+    #[arg(
+        long,
+        env = "SAGEMAKER_ENDPOINT_NAME",
+        default_value = "my-mlops-prod-endpoint"
+    )]
+    pub endpoint_name: String,
+    /// The model's feature names, in order (comma-separated).
+    #[arg(long, env = "MODEL_FEATURES", default_value = DEFAULT_FEATURES)]
+    pub features: String,
+    /// Most rows in one request.
+    #[arg(long, env = "GATEWAY_MAX_ROWS", default_value_t = 1000)]
+    pub max_rows: usize,
+    /// Largest request body.
+    #[arg(long, env = "GATEWAY_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+    /// Deadline for a prediction, passed on to the predictor.
+    #[arg(long, env = "GATEWAY_TIMEOUT_MS", default_value_t = 3000)]
+    pub timeout_ms: u64,
+    /// Requests handled at once; beyond it the gateway sheds load with 503.
+    #[arg(long, env = "GATEWAY_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: usize,
+    /// Interactions kept for retry while the logger is unavailable.
+    #[arg(long, env = "GATEWAY_LOG_BUFFER", default_value_t = 100_000)]
+    pub log_buffer: usize,
+    /// How long in-flight requests may take after SIGTERM.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+}
+
+pub struct App {
+    pub config: Config,
+    pub features: Vec<String>,
+    pub predictor: PredictorClient<Channel>,
+    pub recorder: interactions::Recorder,
+    predictor_channel: Channel,
+    pub timeout: Duration,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "MLOps inference gateway",
+        description = "Predictions from the live SageMaker model; every one recorded in the feature store."
+    ),
+    paths(api::predict, api::model),
+    components(schemas(
+        api::PredictResponse,
+        api::ModelInfo,
+        api::PredictionOut,
+        api::ModelFeatures,
+        Problem
+    ))
+)]
+struct ApiDoc;
+
+fn channel(url: &str) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .connect_lazy())
+}
+
+impl App {
+    pub fn new(config: Config) -> anyhow::Result<Arc<Self>> {
+        let features: Vec<String> = config
+            .features
+            .split(',')
+            .map(|f| f.trim().to_owned())
+            .filter(|f| !f.is_empty())
+            .collect();
+        anyhow::ensure!(!features.is_empty(), "MODEL_FEATURES names no feature");
+        let predictor_channel = channel(&config.predictor_url)?;
+        let logger = InteractionLoggerClient::new(channel(&config.logger_url)?);
+        Ok(Arc::new(App {
+            features,
+            predictor: PredictorClient::new(predictor_channel.clone()),
+            recorder: interactions::Recorder::new(
+                logger,
+                config.log_buffer,
+                Duration::from_millis(1000),
+            ),
+            predictor_channel,
+            timeout: Duration::from_millis(config.timeout_ms),
+            config,
+        }))
+    }
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    let shed = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+            Problem {
+                retry_after: Some(1),
+                ..Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the gateway is at capacity; retry shortly",
+                )
+            }
+        }))
+        .load_shed()
+        .concurrency_limit(app.config.max_in_flight);
+    let api = Router::new()
+        .route("/v1/predict", post(api::predict))
+        .layer(DefaultBodyLimit::max(app.config.max_body_bytes))
+        .layer(middleware::from_fn(problem_for_rejections))
+        .route_layer(shed);
+    Router::new()
+        .route("/", get(page))
+        .route("/v1/model", get(api::model))
+        .route(
+            "/openapi.json",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    ApiDoc::openapi().to_pretty_json().unwrap_or_default(),
+                )
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route(
+            "/metrics",
+            get(|| async { telemetry::prometheus().render() }),
+        )
+        .merge(api)
+        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such route") })
+        .with_state(app)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(TraceLayer::new_for_http())
+                .layer(PropagateRequestIdLayer::x_request_id()),
+        )
+}
+
+/// Turns axum's plain-text body rejections (e.g. 413) into problem documents.
+async fn problem_for_rejections(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if response.status().is_client_error() && !is_problem {
+        let status = response.status();
+        let detail = match axum::body::to_bytes(response.into_body(), 4096).await {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(_) => String::new(),
+        };
+        let field = (status == StatusCode::PAYLOAD_TOO_LARGE).then(|| "body".to_owned());
+        return Problem {
+            field,
+            ..Problem::new(status, detail)
+        }
+        .into_response();
+    }
+    response
+}
+
+async fn page() -> Html<&'static str> {
+    Html(include_str!("../static/index.html"))
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let mut health =
+        tonic_health::pb::health_client::HealthClient::new(app.predictor_channel.clone());
+    let mut request = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
+        service: "mlops.predictor.v1.Predictor".into(),
+    });
+    request.set_timeout(Duration::from_millis(500));
+    match health.check(request).await {
+        Ok(r)
+            if r.get_ref().status
+                == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 =>
+        {
+            (StatusCode::OK, "ready").into_response()
+        }
+        Ok(_) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the predictor is not serving",
+        )
+        .into_response(),
+        Err(s) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the predictor is unreachable: {}", s.message()),
+        )
+        .into_response(),
+    }
+}
+
+/// Serves on `listener` until `shutdown`; then drains requests and the interaction buffer.
+pub async fn run(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let retry_stop = CancellationToken::new();
+    let retry = tokio::spawn({
+        let app = Arc::clone(&app);
+        let stop = retry_stop.clone();
+        async move { app.recorder.retry_buffered(stop).await }
+    });
+    tracing::info!(addr = %listener.local_addr()?, predictor = %app.config.predictor_url, logger = %app.config.logger_url, "gateway serving");
+    let grace = Duration::from_secs(app.config.shutdown_grace_secs);
+    let stop = shutdown.clone();
+    let server = axum::serve(listener, router(Arc::clone(&app)))
+        .with_graceful_shutdown(async move { stop.cancelled().await });
+    tokio::select! {
+        result = server => result?,
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => tracing::warn!("requests still in flight after the grace period"),
+    }
+    retry_stop.cancel();
+    let _ = tokio::time::timeout(grace, retry).await;
+    tracing::info!(buffered = app.recorder.buffered(), "gateway stopped");
+    Ok(())
+}

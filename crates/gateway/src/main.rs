@@ -1,0 +1,27 @@
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "HTTP gateway: web page and predict API in front of the predictor"
+)]
+struct Args {
+    /// HTTP listen address.
+    #[arg(long, env = "GATEWAY_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: String,
+    /// json (production) or pretty.
+    #[arg(long, env = "LOG_FORMAT", default_value = "json")]
+    log_format: String,
+    #[command(flatten)]
+    config: gateway::Config,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    telemetry::init_tracing(&args.log_format);
+    let app = gateway::App::new(args.config)?;
+    let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+    println!("gateway listening on http://{}", listener.local_addr()?);
+    gateway::run(listener, app, shutdown::on_signal()).await
+}

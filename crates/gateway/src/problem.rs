@@ -1,0 +1,134 @@
+//! Errors as RFC 9457 problem documents, and the one table from gRPC codes to HTTP
+//! statuses (ARCHITECTURE.md's error table).
+
+use axum::{
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+/// `application/problem+json`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// Always `about:blank`: the status says what kind of problem it is.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// The input field at fault, for bad input (e.g. `features.age`, `instances[1][3]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Seconds to wait before retrying (429/503).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        Problem {
+            kind: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            field: None,
+            request_id: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_input(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        Problem {
+            field: Some(field.into()),
+            ..Problem::new(StatusCode::BAD_REQUEST, detail)
+        }
+    }
+
+    pub fn with_request_id(mut self, id: &str) -> Self {
+        self.request_id = Some(id.to_owned());
+        self
+    }
+
+    /// The gRPC -> HTTP table. Internal details stay in the logs.
+    pub fn from_status(status: &tonic::Status) -> Self {
+        let http = match status.code() {
+            Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Code::PermissionDenied => StatusCode::FORBIDDEN,
+            Code::NotFound => StatusCode::NOT_FOUND,
+            Code::FailedPrecondition => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::DeadlineExceeded | Code::Cancelled => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let detail = if http == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(code = ?status.code(), message = status.message(), "upstream failure");
+            "internal error".to_owned()
+        } else {
+            status.message().to_owned()
+        };
+        let mut problem = Problem::new(http, detail);
+        if let Some(bad) = status.get_details_bad_request() {
+            problem.field = bad.field_violations.first().map(|v| v.field.clone());
+        }
+        if matches!(
+            http,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            problem.retry_after = Some(1);
+        }
+        problem
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry_after = self.retry_after;
+        let mut response = (status, axum::Json(self)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(s) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_codes_map_to_the_table() {
+        for (code, http) in [
+            (Code::InvalidArgument, 400),
+            (Code::Unauthenticated, 401),
+            (Code::PermissionDenied, 403),
+            (Code::FailedPrecondition, 422),
+            (Code::ResourceExhausted, 429),
+            (Code::Unavailable, 503),
+            (Code::DeadlineExceeded, 504),
+            (Code::Internal, 500),
+            (Code::Unknown, 500),
+        ] {
+            assert_eq!(
+                Problem::from_status(&tonic::Status::new(code, "x")).status,
+                http,
+                "{code:?}"
+            );
+        }
+        let internal = Problem::from_status(&tonic::Status::internal("secret stack trace"));
+        assert_eq!(internal.detail, "internal error");
+        let throttled = Problem::from_status(&tonic::Status::resource_exhausted("slow down"));
+        assert_eq!(throttled.retry_after, Some(1));
+    }
+}

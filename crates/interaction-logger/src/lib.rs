@@ -1,0 +1,192 @@
+//! The interaction logger: `mlops.interaction.v1.InteractionLogger/Log` acknowledges an
+//! interaction only once it is fsynced to the local spool; a background shipper then writes
+//! it to the user-interactions feature group with PutRecord, at least once, reusing the same
+//! interaction_id and event_time on every retry. Records the Feature Store refuses as invalid
+//! become dead letters, listed and replayed through the admin HTTP port.
+
+pub mod record;
+pub mod service;
+pub mod shipper;
+pub mod spool;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use aws_config::{BehaviorVersion, retry::RetryConfig, timeout::TimeoutConfig};
+use axum::{
+    Json,
+    extract::State,
+    routing::{get, post},
+};
+use proto::interaction::v1::interaction_logger_server::InteractionLoggerServer;
+use tokio::{net::TcpListener, sync::Notify};
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Config {
+    /// The feature group interactions are written to.
+    #[arg(
+        long,
+        env = "USER_INTERACTION_FG_NAME",
+        default_value = "my-mlops-user-interactions-v1"
+    )]
+    pub feature_group: String,
+    /// Where the durable spool lives (put it on a volume).
+    #[arg(
+        long,
+        env = "LOGGER_SPOOL_DIR",
+        default_value = ".data/interaction-logger"
+    )]
+    pub spool_dir: PathBuf,
+    /// Most unshipped interactions kept; beyond it Log returns RESOURCE_EXHAUSTED.
+    #[arg(long, env = "LOGGER_SPOOL_MAX_RECORDS", default_value_t = 1_000_000)]
+    pub max_records: u64,
+    /// Most unshipped bytes kept.
+    #[arg(long, env = "LOGGER_SPOOL_MAX_BYTES", default_value_t = 1 << 30)]
+    pub max_bytes: u64,
+    /// PutRecord calls in flight at once.
+    #[arg(long, env = "LOGGER_SHIP_CONCURRENCY", default_value_t = 32)]
+    pub ship_concurrency: usize,
+    /// After SIGTERM: how long to keep shipping the spool before exiting (what is left stays
+    /// in the spool for the next start).
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+}
+
+/// Serves gRPC on `grpc` and the admin HTTP endpoints on `admin` until `shutdown`, then
+/// drains the spool within the grace period.
+pub async fn run(
+    grpc: TcpListener,
+    admin: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let spool = Arc::new(spool::Spool::open(
+        &config.spool_dir,
+        config.max_records,
+        config.max_bytes,
+    )?);
+    let aws = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .operation_timeout(Duration::from_secs(10))
+                .build(),
+        )
+        .load()
+        .await;
+    let wake = Arc::new(Notify::new());
+    let shipper = Arc::new(shipper::Shipper {
+        spool: Arc::clone(&spool),
+        client: aws_sdk_sagemakerfeaturestoreruntime::Client::new(&aws),
+        feature_group: config.feature_group.clone(),
+        concurrency: config.ship_concurrency.max(1),
+        wake: Arc::clone(&wake),
+    });
+    let (stop_shipping, drain) = (CancellationToken::new(), CancellationToken::new());
+    let shipping = tokio::spawn(Arc::clone(&shipper).run(stop_shipping.clone(), drain.clone()));
+    let gauges = tokio::spawn(publish_gauges(Arc::clone(&spool), drain.clone()));
+
+    let readiness = telemetry::Readiness::default();
+    readiness.set(true);
+    let admin_routes = telemetry::admin_router(readiness.clone()).merge(
+        axum::Router::new()
+            .route("/dead-letters", get(list_dead_letters))
+            .route("/dead-letters/replay", post(replay_dead_letters))
+            .with_state((Arc::clone(&spool), Arc::clone(&wake))),
+    );
+    let admin_stop = CancellationToken::new();
+    let admin_task = tokio::spawn(telemetry::serve_admin(
+        admin,
+        admin_routes,
+        admin_stop.clone(),
+    ));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<InteractionLoggerServer<service::LoggerService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    tracing::info!(addr = %grpc.local_addr()?, feature_group = %config.feature_group, spool = %config.spool_dir.display(), pending = spool.depth(), "interaction-logger serving");
+    let stop = shutdown.clone();
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(InteractionLoggerServer::new(service::LoggerService {
+            spool: Arc::clone(&spool),
+            wake,
+        }))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc),
+            async move {
+                stop.cancelled().await;
+                readiness.set(false);
+                health
+                    .set_not_serving::<InteractionLoggerServer<service::LoggerService>>()
+                    .await;
+            },
+        )
+        .await?;
+
+    // No more Log calls: ship what is spooled, within the grace period.
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    tracing::info!(pending = spool.depth(), ?grace, "draining the spool");
+    stop_shipping.cancel();
+    if tokio::time::timeout(grace, shipping).await.is_err() {
+        tracing::warn!(
+            pending = spool.depth(),
+            "grace period over; the rest stays in the spool for the next start"
+        );
+    }
+    drain.cancel();
+    admin_stop.cancel();
+    let _ = tokio::join!(gauges, admin_task);
+    tracing::info!(pending = spool.depth(), "interaction-logger stopped");
+    Ok(())
+}
+
+async fn publish_gauges(spool: Arc<spool::Spool>, stop: CancellationToken) {
+    loop {
+        let age = spool
+            .oldest_event_time()
+            .ok()
+            .flatten()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+            .map_or(0.0, |t| {
+                (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+                    .num_milliseconds()
+                    .max(0) as f64
+                    / 1000.0
+            });
+        metrics::gauge!("logger_oldest_unshipped_age_seconds").set(age);
+        metrics::gauge!("logger_dead_letters").set(spool.dead_letter_count() as f64);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+type AdminState = (Arc<spool::Spool>, Arc<Notify>);
+
+async fn list_dead_letters(
+    State((spool, _)): State<AdminState>,
+) -> Result<Json<Vec<spool::DeadLetter>>, (axum::http::StatusCode, String)> {
+    spool
+        .dead_letters()
+        .map(Json)
+        .map_err(|e| (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+async fn replay_dead_letters(
+    State((spool, wake)): State<AdminState>,
+) -> Result<Json<serde_json::Value>, (axum::http::StatusCode, String)> {
+    let n = spool
+        .replay_dead_letters()
+        .await
+        .map_err(|e| (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    wake.notify_one();
+    Ok(Json(serde_json::json!({ "replayed": n })))
+}

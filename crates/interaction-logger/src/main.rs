@@ -1,0 +1,34 @@
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "gRPC interaction logger: durable spool, shipped to the SageMaker Feature Store"
+)]
+struct Args {
+    /// gRPC listen address.
+    #[arg(long, env = "LOGGER_LISTEN", default_value = "0.0.0.0:50052")]
+    listen: String,
+    /// Admin HTTP (/metrics, /healthz, /readyz, /dead-letters) listen address.
+    #[arg(long, env = "LOGGER_ADMIN_LISTEN", default_value = "0.0.0.0:9102")]
+    admin_listen: String,
+    /// json (production) or pretty.
+    #[arg(long, env = "LOG_FORMAT", default_value = "json")]
+    log_format: String,
+    #[command(flatten)]
+    config: interaction_logger::Config,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    telemetry::init_tracing(&args.log_format);
+    let grpc = tokio::net::TcpListener::bind(&args.listen).await?;
+    let admin = tokio::net::TcpListener::bind(&args.admin_listen).await?;
+    println!(
+        "interaction-logger listening on grpc={} admin={}",
+        grpc.local_addr()?,
+        admin.local_addr()?
+    );
+    interaction_logger::run(grpc, admin, args.config, shutdown::on_signal()).await
+}

@@ -1,0 +1,110 @@
+//! The `mlops.interaction.v1.InteractionLogger` service: validate, fill ids and event times,
+//! append durably, acknowledge.
+
+use std::sync::Arc;
+
+use proto::interaction::v1::{
+    LogRequest, LogResponse, interaction_logger_server::InteractionLogger,
+};
+use tokio::sync::Notify;
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::{
+    record,
+    spool::{Spool, SpoolError},
+};
+
+pub const MAX_PER_CALL: usize = 1000;
+
+pub struct LoggerService {
+    pub spool: Arc<Spool>,
+    pub wake: Arc<Notify>,
+}
+
+fn invalid(field: String, reason: &str) -> Status {
+    Status::with_error_details(
+        Code::InvalidArgument,
+        format!("invalid {field}: {reason}"),
+        ErrorDetails::with_bad_request_violation(field, reason),
+    )
+}
+
+impl From<SpoolError> for Status {
+    fn from(e: SpoolError) -> Self {
+        match e {
+            SpoolError::Full(detail) => Status::resource_exhausted(format!(
+                "the interaction spool is full ({detail}); retry later"
+            )),
+            SpoolError::Storage(cause) => {
+                tracing::error!(%cause, "spool write failed");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl InteractionLogger for LoggerService {
+    #[tracing::instrument(name = "log", skip_all, fields(request_id, count))]
+    async fn log(&self, request: Request<LogRequest>) -> Result<Response<LogResponse>, Status> {
+        if let Some(id) = request
+            .metadata()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+        {
+            tracing::Span::current().record("request_id", id);
+        }
+        let mut interactions = request.into_inner().interactions;
+        tracing::Span::current().record("count", interactions.len());
+        if interactions.is_empty() || interactions.len() > MAX_PER_CALL {
+            return Err(invalid(
+                "interactions".into(),
+                "must hold 1 to 1000 interactions",
+            ));
+        }
+        for (n, i) in interactions.iter_mut().enumerate() {
+            if i.interaction_id.is_empty() {
+                i.interaction_id = uuid::Uuid::now_v7().to_string();
+            }
+            if i.event_time.is_empty() {
+                i.event_time = record::now_event_time();
+            } else if !record::valid_event_time(&i.event_time) {
+                return Err(invalid(
+                    format!("interactions[{n}].event_time"),
+                    "must be yyyy-MM-ddTHH:mm:ss.SSSZ",
+                ));
+            }
+            if !i.prediction.is_finite() || !i.latency_ms.is_finite() {
+                return Err(invalid(
+                    format!("interactions[{n}]"),
+                    "prediction and latency_ms must be finite",
+                ));
+            }
+            if i.interaction_id.len() > 256 {
+                return Err(invalid(
+                    format!("interactions[{n}].interaction_id"),
+                    "must be at most 256 characters",
+                ));
+            }
+        }
+        let ids: Vec<String> = interactions
+            .iter()
+            .map(|i| i.interaction_id.clone())
+            .collect();
+        let count = ids.len() as u64;
+        match self.spool.append(interactions).await {
+            Ok(()) => {
+                metrics::counter!("logger_accepted_total").increment(count);
+                self.wake.notify_one();
+                Ok(Response::new(LogResponse {
+                    interaction_ids: ids,
+                }))
+            }
+            Err(e) => {
+                metrics::counter!("logger_refused_total", "reason" => if matches!(e, SpoolError::Full(_)) { "full" } else { "storage" }).increment(count);
+                Err(e.into())
+            }
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! The durable spool: interactions waiting to be shipped, and the dead letters the Feature
+//! Store refused. A redb database, written through group commit: `append` returns only once
+//! the interactions are fsynced, and many concurrent appends share one fsync.
+
+use std::{
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use group_commit::GroupCommit;
+use prost::Message;
+use proto::interaction::v1::Interaction;
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+const PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("pending");
+const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
+const DEAD_REASON: TableDefinition<u64, &str> = TableDefinition::new("dead_letter_reasons");
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SpoolError {
+    #[error("the spool is full ({0})")]
+    Full(String),
+    #[error("spool storage: {0}")]
+    Storage(String),
+}
+
+impl From<redb::Error> for SpoolError {
+    fn from(e: redb::Error) -> Self {
+        SpoolError::Storage(e.to_string())
+    }
+}
+
+fn storage<E: Into<redb::Error>>(e: E) -> SpoolError {
+    SpoolError::from(e.into())
+}
+
+/// The writer's context: the next sequence number for appended interactions.
+struct Next(u64);
+
+pub struct Spool {
+    db: Arc<redb::Database>,
+    writer: GroupCommit<Next, SpoolError>,
+    depth: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+    max_records: u64,
+    max_bytes: u64,
+}
+
+/// One dead letter: the interaction and why the Feature Store refused it.
+#[derive(Debug, serde::Serialize)]
+pub struct DeadLetter {
+    pub key: u64,
+    pub reason: String,
+    pub interaction_id: String,
+    pub event_time: String,
+    pub features_csv: String,
+    pub prediction: f64,
+}
+
+impl Spool {
+    pub fn open(dir: &Path, max_records: u64, max_bytes: u64) -> Result<Self, SpoolError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| SpoolError::Storage(format!("{}: {e}", dir.display())))?;
+        // A bounded page cache keeps memory flat however deep the spool gets.
+        let db = Arc::new(
+            redb::Builder::new()
+                .set_cache_size(8 << 20)
+                .create(dir.join("spool.redb"))
+                .map_err(storage)?,
+        );
+        let (mut next, mut depth, mut bytes) = (0, 0, 0);
+        {
+            let txn = db.begin_write().map_err(storage)?;
+            {
+                let pending = txn.open_table(PENDING).map_err(storage)?;
+                txn.open_table(DEAD).map_err(storage)?;
+                txn.open_table(DEAD_REASON).map_err(storage)?;
+                for entry in pending.iter().map_err(storage)? {
+                    let (k, v) = entry.map_err(storage)?;
+                    next = next.max(k.value() + 1);
+                    depth += 1;
+                    bytes += v.value().len() as u64;
+                }
+                let dead = txn.open_table(DEAD).map_err(storage)?;
+                if let Some((k, _)) = dead.last().map_err(storage)? {
+                    next = next.max(k.value() + 1);
+                }
+            }
+            txn.commit().map_err(storage)?;
+        }
+        let writer = GroupCommit::start(
+            "spool-writer",
+            Arc::clone(&db),
+            Next(next),
+            4096,
+            || SpoolError::Storage("the spool writer stopped".into()),
+            "logger_spool_batch_size",
+        )
+        .map_err(|e| SpoolError::Storage(e.to_string()))?;
+        let spool = Spool {
+            db,
+            writer,
+            depth: Arc::new(AtomicU64::new(depth)),
+            bytes: Arc::new(AtomicU64::new(bytes)),
+            max_records,
+            max_bytes,
+        };
+        spool.publish();
+        Ok(spool)
+    }
+
+    fn publish(&self) {
+        metrics::gauge!("logger_spool_depth").set(self.depth.load(Ordering::Relaxed) as f64);
+        metrics::gauge!("logger_spool_bytes").set(self.bytes.load(Ordering::Relaxed) as f64);
+    }
+
+    pub fn depth(&self) -> u64 {
+        self.depth.load(Ordering::Relaxed)
+    }
+
+    /// Appends durably (fsync) or refuses with `Full` before writing anything.
+    pub async fn append(&self, interactions: Vec<Interaction>) -> Result<(), SpoolError> {
+        let encoded: Vec<Vec<u8>> = interactions.iter().map(Message::encode_to_vec).collect();
+        let size: u64 = encoded.iter().map(|e| e.len() as u64).sum();
+        let count = encoded.len() as u64;
+        if self.depth.load(Ordering::Relaxed) + count > self.max_records {
+            return Err(SpoolError::Full(format!(
+                "{} records, limit {}",
+                self.depth(),
+                self.max_records
+            )));
+        }
+        if self.bytes.load(Ordering::Relaxed) + size > self.max_bytes {
+            return Err(SpoolError::Full(format!(
+                "{} bytes, limit {}",
+                self.bytes.load(Ordering::Relaxed),
+                self.max_bytes
+            )));
+        }
+        let (depth, bytes) = (Arc::clone(&self.depth), Arc::clone(&self.bytes));
+        self.writer
+            .run(Box::new(move |txn, next| {
+                let mut table = txn.open_table(PENDING).map_err(storage)?;
+                for e in &encoded {
+                    table.insert(next.0, e.as_slice()).map_err(storage)?;
+                    next.0 += 1;
+                }
+                depth.fetch_add(count, Ordering::Relaxed);
+                bytes.fetch_add(size, Ordering::Relaxed);
+                Ok(())
+            }))
+            .await?;
+        self.publish();
+        Ok(())
+    }
+
+    /// Up to `limit` pending interactions with keys after `after` (all, when `None`).
+    pub fn pending_after(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Interaction)>, SpoolError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(PENDING).map_err(storage)?;
+        let range = match after {
+            Some(k) => table.range(k + 1..).map_err(storage)?,
+            None => table.range(0..).map_err(storage)?,
+        };
+        let mut out = Vec::new();
+        for entry in range.take(limit) {
+            let (k, v) = entry.map_err(storage)?;
+            let interaction = Interaction::decode(v.value()).map_err(|e| {
+                SpoolError::Storage(format!("corrupt spool entry {}: {e}", k.value()))
+            })?;
+            out.push((k.value(), interaction));
+        }
+        Ok(out)
+    }
+
+    /// The oldest pending interaction's event time.
+    pub fn oldest_event_time(&self) -> Result<Option<String>, SpoolError> {
+        Ok(self
+            .pending_after(None, 1)?
+            .into_iter()
+            .next()
+            .map(|(_, i)| i.event_time))
+    }
+
+    /// Shipped: forget it.
+    pub async fn remove(&self, key: u64) -> Result<(), SpoolError> {
+        let (depth, bytes) = (Arc::clone(&self.depth), Arc::clone(&self.bytes));
+        self.writer
+            .run(Box::new(move |txn, _| {
+                let mut table = txn.open_table(PENDING).map_err(storage)?;
+                if let Some(v) = table.remove(key).map_err(storage)? {
+                    depth.fetch_sub(1, Ordering::Relaxed);
+                    bytes.fetch_sub(v.value().len() as u64, Ordering::Relaxed);
+                }
+                Ok(())
+            }))
+            .await?;
+        self.publish();
+        Ok(())
+    }
+
+    /// Refused by the Feature Store: move it to the dead letters with the reason.
+    pub async fn dead_letter(&self, key: u64, reason: String) -> Result<(), SpoolError> {
+        let (depth, bytes) = (Arc::clone(&self.depth), Arc::clone(&self.bytes));
+        self.writer
+            .run(Box::new(move |txn, _| {
+                let mut pending = txn.open_table(PENDING).map_err(storage)?;
+                let Some(value) = pending
+                    .remove(key)
+                    .map_err(storage)?
+                    .map(|v| v.value().to_vec())
+                else {
+                    return Ok(());
+                };
+                depth.fetch_sub(1, Ordering::Relaxed);
+                bytes.fetch_sub(value.len() as u64, Ordering::Relaxed);
+                txn.open_table(DEAD)
+                    .map_err(storage)?
+                    .insert(key, value.as_slice())
+                    .map_err(storage)?;
+                txn.open_table(DEAD_REASON)
+                    .map_err(storage)?
+                    .insert(key, reason.as_str())
+                    .map_err(storage)?;
+                Ok(())
+            }))
+            .await?;
+        self.publish();
+        Ok(())
+    }
+
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, SpoolError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let dead = txn.open_table(DEAD).map_err(storage)?;
+        let reasons = txn.open_table(DEAD_REASON).map_err(storage)?;
+        let mut out = Vec::new();
+        for entry in dead.iter().map_err(storage)? {
+            let (k, v) = entry.map_err(storage)?;
+            let i = Interaction::decode(v.value()).unwrap_or_default();
+            let reason = reasons
+                .get(k.value())
+                .map_err(storage)?
+                .map(|r| r.value().to_owned())
+                .unwrap_or_default();
+            out.push(DeadLetter {
+                key: k.value(),
+                reason,
+                interaction_id: i.interaction_id,
+                event_time: i.event_time,
+                features_csv: i.features_csv,
+                prediction: i.prediction,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn dead_letter_count(&self) -> u64 {
+        self.db
+            .begin_read()
+            .ok()
+            .and_then(|t| t.open_table(DEAD).ok())
+            .and_then(|t| t.len().ok())
+            .unwrap_or(0)
+    }
+
+    /// Moves every dead letter back to the pending queue (new keys, same interaction id and
+    /// event time); returns how many.
+    pub async fn replay_dead_letters(&self) -> Result<u64, SpoolError> {
+        let (depth, bytes) = (Arc::clone(&self.depth), Arc::clone(&self.bytes));
+        let moved = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&moved);
+        self.writer
+            .run(Box::new(move |txn, next| {
+                let mut dead = txn.open_table(DEAD).map_err(storage)?;
+                let mut reasons = txn.open_table(DEAD_REASON).map_err(storage)?;
+                let mut pending = txn.open_table(PENDING).map_err(storage)?;
+                let all: Vec<(u64, Vec<u8>)> = dead
+                    .iter()
+                    .map_err(storage)?
+                    .map(|e| e.map(|(k, v)| (k.value(), v.value().to_vec())))
+                    .collect::<Result<_, _>>()
+                    .map_err(storage)?;
+                for (k, v) in all {
+                    pending.insert(next.0, v.as_slice()).map_err(storage)?;
+                    next.0 += 1;
+                    dead.remove(k).map_err(storage)?;
+                    reasons.remove(k).map_err(storage)?;
+                    depth.fetch_add(1, Ordering::Relaxed);
+                    bytes.fetch_add(v.len() as u64, Ordering::Relaxed);
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            }))
+            .await?;
+        self.publish();
+        Ok(moved.load(Ordering::Relaxed))
+    }
+}

@@ -1,0 +1,135 @@
+//! The predictor: `mlops.predictor.v1.Predictor/Predict` validates rows, invokes the SageMaker
+//! endpoint (aws-sdk-sagemakerruntime, `text/csv`, the request id as the inference id) within
+//! the caller's deadline, and returns one score vector per row with the model that answered.
+
+pub mod breaker;
+pub mod error;
+pub mod invoke;
+pub mod rows;
+pub mod service;
+pub mod versions;
+
+use std::{sync::Arc, time::Duration};
+
+use aws_config::{BehaviorVersion, retry::RetryConfig, timeout::TimeoutConfig};
+use proto::predictor::v1::predictor_server::PredictorServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Configuration, from flags or the environment names of the design documents.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Config {
+    /// The SageMaker real-time endpoint to invoke.
+    #[arg(
+        long,
+        env = "SAGEMAKER_ENDPOINT_NAME",
+        default_value = "my-mlops-prod-endpoint"
+    )]
+    pub endpoint_name: String,
+    /// Features per row the model takes; rows of another width are refused up front.
+    #[arg(long, env = "MODEL_NUM_FEATURES")]
+    pub num_features: Option<usize>,
+    /// Most rows in one Predict call.
+    #[arg(long, env = "PREDICTOR_MAX_ROWS", default_value_t = 1000)]
+    pub max_rows: usize,
+    /// Deadline for calls that bring none (and the cap for those that do, up to 60 s).
+    #[arg(long, env = "PREDICTOR_TIMEOUT_MS", default_value_t = 2000)]
+    pub timeout_ms: u64,
+    /// Consecutive failures that open the circuit to the endpoint.
+    #[arg(long, env = "PREDICTOR_BREAKER_THRESHOLD", default_value_t = 5)]
+    pub breaker_threshold: u32,
+    /// How long an open circuit fails fast before it lets a probe through.
+    #[arg(long, env = "PREDICTOR_BREAKER_COOLDOWN_MS", default_value_t = 2000)]
+    pub breaker_cooldown_ms: u64,
+    /// registry-watcher gRPC URL; when set, answers carry the model package version.
+    #[arg(long, env = "REGISTRY_WATCHER_URL")]
+    pub registry_watcher_url: Option<String>,
+    /// How long in-flight calls may take to finish after SIGTERM.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+}
+
+/// Serves gRPC on `grpc` and the admin HTTP endpoints on `admin` until `shutdown`.
+pub async fn run(
+    grpc: TcpListener,
+    admin: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let aws = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .build(),
+        )
+        .load()
+        .await;
+    let client = aws_sdk_sagemakerruntime::Client::new(&aws);
+    let breaker = breaker::Breaker::new(
+        config.breaker_threshold,
+        Duration::from_millis(config.breaker_cooldown_ms),
+    );
+    let invoker = Arc::new(invoke::Invoker::new(
+        client,
+        config.endpoint_name.clone(),
+        breaker,
+    ));
+    let versions = Arc::new(versions::ModelVersions::default());
+    if let Some(url) = config.registry_watcher_url.clone() {
+        tokio::spawn(versions::follow(
+            url,
+            Arc::clone(&versions),
+            shutdown.child_token(),
+        ));
+    }
+    let service = service::PredictorService {
+        invoker,
+        versions,
+        max_rows: config.max_rows,
+        features: config.num_features,
+        default_timeout: Duration::from_millis(config.timeout_ms),
+    };
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<PredictorServer<service::PredictorService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let readiness = telemetry::Readiness::default();
+    readiness.set(true);
+    let admin_task = tokio::spawn(telemetry::serve_admin(
+        admin,
+        telemetry::admin_router(readiness.clone()),
+        shutdown.child_token(),
+    ));
+
+    tracing::info!(addr = %grpc.local_addr()?, endpoint = %config.endpoint_name, "predictor serving");
+    let stop = shutdown.clone();
+    let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(PredictorServer::new(service))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc),
+            async move {
+                stop.cancelled().await;
+                readiness.set(false);
+                health
+                    .set_not_serving::<PredictorServer<service::PredictorService>>()
+                    .await;
+            },
+        );
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    tokio::select! {
+        result = server => result?,
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(?grace, "in-flight calls did not finish within the grace period");
+        }
+    }
+    let _ = admin_task.await;
+    tracing::info!("predictor stopped");
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! The `mlops.predictor.v1.Predictor` service.
+
+use std::{sync::Arc, time::Duration};
+
+use proto::predictor::v1::{
+    ModelRef, PredictRequest, PredictResponse, Prediction, predictor_server::Predictor,
+};
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+
+use crate::{error::Error, invoke::Invoker, rows, versions::ModelVersions};
+
+pub struct PredictorService {
+    pub invoker: Arc<Invoker>,
+    pub versions: Arc<ModelVersions>,
+    pub max_rows: usize,
+    pub features: Option<usize>,
+    pub default_timeout: Duration,
+}
+
+/// The caller's deadline from `grpc-timeout` (e.g. `250m`, `5S`), if it sent one.
+fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let raw = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = raw.split_at(raw.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+struct InFlight;
+
+impl InFlight {
+    fn start() -> Self {
+        metrics::gauge!("predictor_in_flight").increment(1.0);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("predictor_in_flight").decrement(1.0);
+    }
+}
+
+impl PredictorService {
+    async fn predict_inner(
+        &self,
+        request: Request<PredictRequest>,
+    ) -> Result<PredictResponse, Error> {
+        let timeout = grpc_timeout(request.metadata())
+            .unwrap_or(self.default_timeout)
+            .min(self.default_timeout.max(Duration::from_secs(60)));
+        let deadline = Instant::now() + timeout;
+        let header_id = request
+            .metadata()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let req = request.into_inner();
+        let request_id = match (req.request_id.is_empty(), header_id) {
+            (false, _) => req.request_id,
+            (true, Some(id)) => id,
+            (true, None) => uuid::Uuid::now_v7().to_string(),
+        };
+        if request_id.len() > 64 {
+            return Err(Error::invalid(
+                "request_id",
+                "must be at most 64 characters (it is the SageMaker inference id)",
+            ));
+        }
+        tracing::Span::current().record("request_id", request_id.as_str());
+        let lines = rows::encode(&req.rows, self.max_rows, self.features)?;
+        let target = (!req.target_variant.is_empty()).then_some(req.target_variant.as_str());
+        let answer = self
+            .invoker
+            .invoke(lines.join("\n"), &request_id, target, deadline)
+            .await?;
+        let scores = rows::parse_scores(&answer.body, lines.len())
+            .inspect_err(|e| tracing::error!(error = %e, "unexpected endpoint output"))?;
+        let (model_package_arn, model_package_version) =
+            self.versions.get(&answer.variant).unwrap_or_default();
+        metrics::counter!("predictor_rows_total").increment(lines.len() as u64);
+        Ok(PredictResponse {
+            request_id,
+            predictions: scores
+                .into_iter()
+                .zip(lines)
+                .map(|(scores, features_csv)| Prediction {
+                    scores,
+                    features_csv,
+                })
+                .collect(),
+            model: Some(ModelRef {
+                endpoint_name: self.invoker.endpoint().to_owned(),
+                variant_name: answer.variant,
+                model_package_arn,
+                model_package_version,
+            }),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Predictor for PredictorService {
+    #[tracing::instrument(name = "predict", skip_all, fields(request_id))]
+    async fn predict(
+        &self,
+        request: Request<PredictRequest>,
+    ) -> Result<Response<PredictResponse>, Status> {
+        let _in_flight = InFlight::start();
+        let result = self.predict_inner(request).await;
+        let code = match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(e) => e.code(),
+        };
+        metrics::counter!("predictor_requests_total", "code" => format!("{code:?}")).increment(1);
+        if let Err(e) = &result {
+            tracing::info!(error = %e, ?code, "predict failed");
+        }
+        result.map(Response::new).map_err(Status::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        let mut m = tonic::metadata::MetadataMap::new();
+        m.insert("grpc-timeout", "250m".parse().unwrap());
+        assert_eq!(grpc_timeout(&m), Some(Duration::from_millis(250)));
+        m.insert("grpc-timeout", "3S".parse().unwrap());
+        assert_eq!(grpc_timeout(&m), Some(Duration::from_secs(3)));
+        m.insert("grpc-timeout", "x".parse().unwrap());
+        assert_eq!(grpc_timeout(&m), None);
+    }
+}

@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Runs the whole stack on one machine: sagemaker-local (demo world), interaction-logger,
+predictor and gateway, wired together with the design documents' environment names.
+
+    python3 scripts/stack.py --bin-dir DIR [--gateway 127.0.0.1:8080] [--data-dir .data]
+
+Every service listens where it is told (port 0 = any free port); each prints its address on
+its first stdout line, which is how the launcher (and the tests, through `Stack`) learn it.
+SIGINT/SIGTERM stops the services in reverse order, each with SIGTERM (they drain).
+"""
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+ACCESS_KEY, SECRET_KEY, REGION = "sagemaker-local", "sagemaker-local-secret", "us-east-1"
+
+
+class Service:
+    def __init__(self, name, argv, env, log):
+        self.name, self.argv, self.env, self.log = name, argv, env, log
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{self.name} exited before it listened (code {self.proc.wait()}): {' '.join(self.argv)}")
+            if " listening on " in line:
+                break
+            self._forward(line)
+        self.addrs = dict(re.findall(r"(\w+)=(\S+)", line))
+        m = re.search(r"http://(\S+)", line)
+        if m:
+            self.addrs.setdefault("http", m.group(1))
+        # Keep reading stdout (the JSON logs) so the child never blocks on a full pipe.
+        threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True).start()
+
+    def _forward(self, line):
+        if hasattr(self.log, "write"):
+            self.log.write(f"[{self.name}] {line}")
+
+    def _pump(self, stream):
+        for line in stream:
+            self._forward(line)
+
+    def kill(self):
+        """SIGKILL: no drain, no flush."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self, timeout=30):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+class Stack:
+    def __init__(self, bin_dir, data_dir, gateway="127.0.0.1:0", sagemaker="127.0.0.1:0", log=None, extra_env=None):
+        self.bin_dir, self.data_dir = bin_dir, data_dir
+        self.log = log if log is not None else subprocess.DEVNULL
+        base = dict(os.environ, LOG_FORMAT=os.environ.get("LOG_FORMAT", "json"), **(extra_env or {}))
+        self.services = []
+        self.sagemaker = self._start("sagemaker-local", [
+            "--listen", sagemaker, "--data-dir", os.path.join(data_dir, "sagemaker-local"), "--demo",
+            "--endpoint-delay-ms", "100", "--offline-flush-ms", "1000"], base)
+        self.sagemaker_url = "http://" + self.sagemaker.addrs["http"]
+        self.aws_env = dict(base, AWS_ENDPOINT_URL=self.sagemaker_url, AWS_ACCESS_KEY_ID=ACCESS_KEY,
+                            AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_REGION=REGION, AWS_EC2_METADATA_DISABLED="true",
+                            SAGEMAKER_ENDPOINT_NAME="my-mlops-prod-endpoint",
+                            USER_INTERACTION_FG_NAME="my-mlops-user-interactions-v1",
+                            MODEL_PACKAGE_GROUP="my-mlops-prod-pkg")
+        self.wait_endpoint()
+        self.logger = self._start("interaction-logger", [
+            "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+            "--spool-dir", os.path.join(data_dir, "interaction-logger")], self.aws_env)
+        self.predictor = self._start("predictor", [
+            "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--num-features", "8"], self.aws_env)
+        self.gateway = self._start("gateway", [
+            "--listen", gateway,
+            "--predictor-url", "http://" + self.predictor.addrs["grpc"],
+            "--logger-url", "http://" + self.logger.addrs["grpc"]], self.aws_env)
+        self.url = "http://" + self.gateway.addrs["http"]
+
+    def _start(self, name, args, env):
+        svc = Service(name, [os.path.join(self.bin_dir, name), *args], env, self.log)
+        self.services.append(svc)
+        return svc
+
+    def wait_endpoint(self, timeout=30):
+        import urllib.request
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(self.sagemaker_url + "/healthz", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("sagemaker-local did not become healthy")
+
+    def restart(self, svc, args=None):
+        if args is not None:
+            svc.argv = [svc.argv[0], *args]
+        svc.start()
+
+    def stop(self):
+        codes = {}
+        for svc in reversed(self.services):
+            codes[svc.name] = svc.stop()
+        return codes
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bin-dir", required=True)
+    ap.add_argument("--data-dir", default=".data")
+    ap.add_argument("--gateway", default="127.0.0.1:8080")
+    ap.add_argument("--sagemaker", default="127.0.0.1:9000")
+    args = ap.parse_args()
+    os.environ.setdefault("LOG_FORMAT", "pretty")
+    stack = Stack(args.bin_dir, args.data_dir, gateway=args.gateway, sagemaker=args.sagemaker, log=sys.stderr)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    print(f"\nThe stack is up. Open {stack.url}\n"
+          f"  API:         curl -s {stack.url}/v1/predict -H 'content-type: application/json' "
+          "-d '{\"features\":{\"age\":63,\"tenure_months\":40,\"monthly_charges\":29.01}}'\n"
+          f"  SageMaker:   {stack.sagemaker_url} (key {ACCESS_KEY} / {SECRET_KEY}, region {REGION})\n"
+          f"  predictor:   grpc {stack.predictor.addrs['grpc']}, admin http://{stack.predictor.addrs['admin']}/metrics\n"
+          f"  logger:      grpc {stack.logger.addrs['grpc']}, admin http://{stack.logger.addrs['admin']}/metrics\n"
+          "Ctrl-C stops it.", flush=True)
+    while not stop and all(s.proc.poll() is None for s in stack.services):
+        time.sleep(0.2)
+    codes = stack.stop()
+    print("stopped:", codes)
+    sys.exit(0 if all(c == 0 for c in codes.values()) else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""The whole stack, each service a real process on port 0: gateway -> predictor ->
+sagemaker-local, and every interaction through the interaction-logger into the feature store."""
+import concurrent.futures
+import json
+import os
+import pathlib
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+from stack import Stack  # noqa: E402
+from conftest import ACCESS_KEY, REGION, SECRET_KEY, binary  # noqa: E402
+from faults import CuttableProxy  # noqa: E402
+
+import boto3  # noqa: E402
+
+FEATURES = ["age", "tenure_months", "monthly_charges", "support_calls", "num_products", "late_payments", "satisfaction", "has_contract"]
+CUSTOMERS = [line.split(",") for line in (ROOT / "demo" / "data" / "customers.csv").read_text().splitlines()[1:]]
+EXPECTED = [float(v) for v in (ROOT / "demo" / "model" / "expected.csv").read_text().split()]
+
+
+def row(i):
+    return [None if v == "" else float(v) for v in CUSTOMERS[i][1:9]]
+
+
+def http(method, url, body=None, content_type="application/json", headers=None):
+    data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers={"content-type": content_type, **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def predict(stack, body, **kw):
+    status, headers, raw = http("POST", stack.url + "/v1/predict", body, **kw)
+    return status, headers, json.loads(raw) if raw else None
+
+
+def metric(url, name):
+    text = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name) and not line.startswith("#"))
+
+
+def feature_store(stack):
+    return boto3.client("sagemaker-featurestore-runtime", endpoint_url=stack.sagemaker_url, region_name=REGION,
+                        aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
+
+
+def records(fs, ids):
+    found = {}
+    for start in range(0, len(ids), 100):
+        out = fs.batch_get_record(Identifiers=[{"FeatureGroupName": "my-mlops-user-interactions-v1",
+                                                "RecordIdentifiersValueAsString": ids[start:start + 100]}])
+        for r in out["Records"]:
+            found[r["RecordIdentifierValueAsString"]] = {f["FeatureName"]: f["ValueAsString"] for f in r["Record"]}
+    return found
+
+
+def wait_for_records(fs, expected, timeout=60):
+    """Waits until every id in `expected` (id -> prediction) is in the online store."""
+    deadline = time.time() + timeout
+    found = {}
+    while time.time() < deadline:
+        found = records(fs, list(expected))
+        if len(found) == len(expected):
+            break
+        time.sleep(0.5)
+    missing = set(expected) - set(found)
+    assert not missing, f"{len(missing)} of {len(expected)} acknowledged interactions never reached the feature store"
+    for i, p in expected.items():
+        assert float(found[i]["prediction"]) == p, (i, found[i], p)
+    return found
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    data = tmp_path_factory.mktemp("stack")
+    log = open(data / "stack.log", "w")
+    s = Stack(str(binary().parent), str(data), log=log)
+    yield s
+    codes = s.stop()
+    log.close()
+    assert all(c == 0 for c in codes.values()), f"exit codes after SIGTERM: {codes}"
+
+
+def test_predict_matches_xgboost_and_is_recorded(stack):
+    status, headers, body = predict(stack, {"features": dict(zip(FEATURES, row(0)))}, headers={"x-client-id": "e2e"})
+    assert status == 200, body
+    assert headers.get("x-request-id") == body["request_id"]
+    assert abs(body["predictions"][0]["probability"] - EXPECTED[0]) < 1e-6
+    assert body["model"]["endpoint_name"] == "my-mlops-prod-endpoint" and body["model"]["variant_name"] == "AllTraffic"
+
+    # Several rows at once, as JSON instances and as CSV.
+    rows = [row(i) for i in range(1, 21)]
+    status, _, many = predict(stack, {"instances": rows})
+    assert status == 200, many
+    csv = "\n".join(",".join("" if v is None else repr(v) for v in r) for r in rows).encode()
+    status, _, from_csv = predict(stack, csv, content_type="text/csv")
+    assert status == 200, from_csv
+    for out in (many, from_csv):
+        got = [p["probability"] for p in out["predictions"]]
+        assert max(abs(g - e) for g, e in zip(got, EXPECTED[1:21])) < 1e-6
+        assert len({p["interaction_id"] for p in out["predictions"]}) == 20
+
+    iid = body["predictions"][0]["interaction_id"]
+    found = wait_for_records(feature_store(stack), {iid: body["predictions"][0]["probability"]})[iid]
+    assert found["client_id"] == "e2e" and found["source"] == "api"
+    assert found["endpoint_name"] == "my-mlops-prod-endpoint" and found["variant_name"] == "AllTraffic"
+    assert found["features_csv"] == ",".join(CUSTOMERS[0][1:9])
+    assert float(found["latency_ms"]) > 0
+
+
+BAD = [
+    ({"instances": [[1, 2, 3]]}, "application/json", 400, "instances[0]"),
+    ({"features": {"age": "old"}}, "application/json", 400, "features.age"),
+    ({"features": {"favourite_colour": 3}}, "application/json", 400, "features.favourite_colour"),
+    (b'{"instances": [[1e999, 0, 0, 0, 0, 0, 0, 0]]}', "application/json", 400, "body"),
+    (b'{"features": {"age": 4', "application/json", 400, "body"),
+    (b"1,2,3\n", "text/csv", 400, "line 1"),
+    (b"63,40,inf,0,4,0,2,1", "text/csv", 400, "line 1, column 3 (monthly_charges)"),
+    (b"63,40,abc,0,4,0,2,1", "text/csv", 400, "line 1, column 3 (monthly_charges)"),
+    (b"<row/>", "application/xml", 415, None),
+    (b"0" * (10 * 1024 * 1024), "text/csv", 413, "body"),
+]
+
+
+@pytest.mark.parametrize("body,content_type,status,field", BAD)
+def test_bad_input_gets_a_problem_document_and_logs_nothing(stack, body, content_type, status, field):
+    logger_admin = "http://" + stack.logger.addrs["admin"]
+    before = metric(logger_admin, "logger_accepted_total")
+    got, headers, problem = predict(stack, body, content_type=content_type)
+    assert got == status, problem
+    assert headers["content-type"].startswith("application/problem+json")
+    assert problem["status"] == status and problem["detail"]
+    if field:
+        assert problem["field"] == field, problem
+    assert metric(logger_admin, "logger_accepted_total") == before
+
+
+def test_openapi_health_and_readiness(stack):
+    status, _, raw = http("GET", stack.url + "/openapi.json")
+    doc = json.loads(raw)
+    assert status == 200 and "/v1/predict" in doc["paths"] and "Problem" in doc["components"]["schemas"]
+    assert http("GET", stack.url + "/healthz")[0] == 200
+    assert http("GET", stack.url + "/readyz")[0] == 200
+    for svc in (stack.predictor, stack.logger):
+        assert http("GET", "http://" + svc.addrs["admin"] + "/readyz")[0] == 200
+    assert metric(stack.url, "gateway_predict_requests_total") > 0
+
+
+def load(stack, seconds, results, stop=None, workers=8):
+    """Sends predictions continuously; records (interaction id -> probability) of every 200."""
+    deadline = time.time() + seconds
+
+    def worker(w):
+        i = w
+        while time.time() < deadline and not (stop and stop.is_set()):
+            status, _, body = predict(stack, {"instances": [row(i % 1000)]})
+            if status == 200:
+                p = body["predictions"][0]
+                results[p["interaction_id"]] = p["probability"]
+            i += workers
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        list(pool.map(worker, range(workers)))
+
+
+def test_logger_killed_mid_load_loses_nothing(stack):
+    acknowledged = {}
+    t = threading.Thread(target=load, args=(stack, 4.0, acknowledged))
+    t.start()
+    time.sleep(1.0)
+    grpc, admin = stack.logger.addrs["grpc"], stack.logger.addrs["admin"]
+    stack.logger.kill()  # SIGKILL: no drain, no flush
+    time.sleep(1.0)
+    stack.restart(stack.logger, ["--listen", grpc, "--admin-listen", admin,
+                                 "--spool-dir", os.path.join(stack.data_dir, "interaction-logger")])
+    t.join()
+    assert len(acknowledged) > 100, "the load generator got too few answers to prove anything"
+    wait_for_records(feature_store(stack), acknowledged)
+
+
+def test_feature_store_outage_delays_but_loses_nothing(tmp_path):
+    """The logger reaches the Feature Store through a proxy the test cuts for a while."""
+    log = open(tmp_path / "stack.log", "w")
+    # Start a stack whose logger talks to the feature store through the proxy.
+    stack = Stack(str(binary().parent), str(tmp_path), log=log, extra_env={})
+    try:
+        host, port = stack.sagemaker.addrs["http"].rsplit(":", 1)
+        proxy = CuttableProxy(host, int(port))
+        logger_args = ["--listen", stack.logger.addrs["grpc"], "--admin-listen", stack.logger.addrs["admin"],
+                       "--spool-dir", str(tmp_path / "interaction-logger")]
+        stack.logger.stop()
+        stack.logger.env = dict(stack.logger.env, AWS_ENDPOINT_URL_SAGEMAKER_FEATURESTORE_RUNTIME=proxy.url)
+        stack.restart(stack.logger, logger_args)
+
+        proxy.down()
+        acknowledged = {}
+        load(stack, 2.0, acknowledged, workers=4)
+        assert acknowledged
+        time.sleep(1.0)
+        fs = feature_store(stack)
+        assert not records(fs, list(acknowledged)[:100]), "nothing can ship while the feature store is unreachable"
+        assert metric("http://" + stack.logger.addrs["admin"], "logger_retried_total") > 0
+        assert metric("http://" + stack.logger.addrs["admin"], "logger_spool_depth") > 0
+        proxy.up()
+        wait_for_records(fs, acknowledged)
+    finally:
+        codes = stack.stop()
+        log.close()
+    assert all(c == 0 for c in codes.values()), codes
