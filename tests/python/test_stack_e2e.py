@@ -40,8 +40,40 @@ def http(method, url, body=None, content_type="application/json", headers=None):
 
 
 def predict(stack, body, **kw):
-    status, headers, raw = http("POST", stack.url + "/v1/predict", body, **kw)
+    if isinstance(body, bytes) and len(body) > 1 << 20:
+        status, headers, raw = post_expecting_continue(stack.url + "/v1/predict", body, kw.get("content_type", ""))
+    else:
+        status, headers, raw = http("POST", stack.url + "/v1/predict", body, **kw)
     return status, headers, json.loads(raw) if raw else None
+
+
+def post_expecting_continue(url, body, content_type):
+    """What curl does for large bodies: send the headers, and the body only after 100 Continue."""
+    import socket
+    host, port = url.split("//")[1].split("/")[0].split(":")
+    path = "/" + url.split("//")[1].split("/", 1)[1]
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall((f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+                      f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n").encode())
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+            if response.startswith(b"HTTP/1.1 100"):
+                sock.sendall(body)
+                response = b""
+    head, _, payload = response.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    if headers.get("transfer-encoding") == "chunked":
+        out, rest = b"", payload
+        while rest:
+            size, _, rest = rest.partition(b"\r\n")
+            n = int(size, 16)
+            if n == 0:
+                break
+            out, rest = out + rest[:n], rest[n + 2:]
+        payload = out
+    return int(lines[0].split()[1]), headers, payload
 
 
 def metric(url, name):

@@ -151,6 +151,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/predict", post(api::predict))
         .layer(DefaultBodyLimit::max(app.config.max_body_bytes))
         .layer(middleware::from_fn(problem_for_rejections))
+        .layer(middleware::from_fn_with_state(
+            app.config.max_body_bytes,
+            refuse_oversized,
+        ))
         .route_layer(shed);
     Router::new()
         .route("/", get(page))
@@ -179,6 +183,26 @@ pub fn router(app: Arc<App>) -> Router {
                 .layer(TraceLayer::new_for_http())
                 .layer(PropagateRequestIdLayer::x_request_id()),
         )
+}
+
+/// Refuses a declared body over the limit before reading any of it, so a client that waits
+/// for `100 Continue` never uploads it. Bodies without a length are cut off while read.
+async fn refuse_oversized(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    match declared {
+        Some(n) if n > limit => Problem {
+            field: Some("body".into()),
+            ..Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is {n} bytes; the limit is {limit}"),
+            )
+        }
+        .into_response(),
+        _ => next.run(request).await,
+    }
 }
 
 /// Turns axum's plain-text body rejections (e.g. 413) into problem documents.

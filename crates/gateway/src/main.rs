@@ -19,7 +19,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    telemetry::init_tracing(&args.log_format);
+    telemetry::init(&args.log_format);
     let app = gateway::App::new(args.config)?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     println!("gateway listening on http://{}", listener.local_addr()?);

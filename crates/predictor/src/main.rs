@@ -22,7 +22,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    telemetry::init_tracing(&args.log_format);
+    telemetry::init(&args.log_format);
     let grpc = tokio::net::TcpListener::bind(&args.listen).await?;
     let admin = tokio::net::TcpListener::bind(&args.admin_listen).await?;
     // Scripts and tests read this line to learn the ports when listening on :0.

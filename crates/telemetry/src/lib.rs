@@ -12,9 +12,10 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Installs the global tracing subscriber. `format` is `json` or `pretty`;
-/// `RUST_LOG` overrides the default `info` filter.
-pub fn init_tracing(format: &str) {
+/// Installs the global tracing subscriber and the Prometheus recorder (before anything
+/// records a metric). `format` is `json` or `pretty`; `RUST_LOG` overrides the `info` filter.
+pub fn init(format: &str) {
+    prometheus();
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
