@@ -1,0 +1,71 @@
+"""The web page in a real browser: headless Debian Chromium driven through chromedriver.
+Fill the form with a demo customer, submit, and see xgboost's probability, the model and
+the interaction id; a non-number gets a message next to its field."""
+import os
+import pathlib
+import shutil
+import tempfile
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+from test_stack_e2e import CUSTOMERS, EXPECTED, FEATURES, feature_store, stack, wait_for_records  # noqa: F401
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        raise RuntimeError("chromium and chromedriver are required (scripts/test installs Debian's chromium and chromium-driver)")
+    os.environ["SE_OFFLINE"] = "true"  # never let Selenium Manager try to download anything
+    profile = tempfile.mkdtemp(prefix="chromium-")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--window-size=1000,1100", f"--user-data-dir={profile}"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_fill_the_form_and_see_the_prediction(stack, browser, tmp_path):
+    browser.get(stack.url + "/")
+    wait = WebDriverWait(browser, 15)
+    wait.until(EC.presence_of_element_located((By.ID, "f-has_contract")))
+    assert browser.find_element(By.ID, "endpoint").text == "my-mlops-prod-endpoint"
+    for name, value in zip(FEATURES, CUSTOMERS[0][1:9]):
+        field = browser.find_element(By.ID, "f-" + name)
+        field.clear()
+        field.send_keys(value)
+    browser.find_element(By.ID, "submit").click()
+    wait.until(EC.visibility_of_element_located((By.ID, "result")))
+    browser.save_screenshot(str(pathlib.Path(os.environ.get("SCREENSHOT_DIR", tmp_path)) / "page-result.png"))
+
+    shown = browser.find_element(By.ID, "probability").text
+    assert shown == f"{EXPECTED[0] * 100:.1f} %", shown
+    assert browser.find_element(By.ID, "variant").text == "my-mlops-prod-endpoint / AllTraffic"
+    assert browser.find_element(By.ID, "model-version").text != ""
+    assert browser.find_element(By.ID, "latency").text.endswith(" ms")
+    interaction_id = browser.find_element(By.ID, "interaction-id").text
+    found = wait_for_records(feature_store(stack), {interaction_id: pytest.approx(EXPECTED[0], abs=1e-6)})
+    assert found[interaction_id]["source"] == "web"
+
+
+def test_a_bad_value_is_explained_next_to_its_field(stack, browser):
+    browser.get(stack.url + "/")
+    wait = WebDriverWait(browser, 15)
+    wait.until(EC.presence_of_element_located((By.ID, "f-age")))
+    browser.find_element(By.ID, "f-age").send_keys("forty")
+    browser.find_element(By.ID, "submit").click()
+    wait.until(lambda d: d.find_element(By.ID, "e-age").text != "")
+    assert "number" in browser.find_element(By.ID, "e-age").text
+    assert browser.find_element(By.ID, "f-age").get_attribute("aria-invalid") == "true"
+    assert not browser.find_element(By.ID, "result").is_displayed()
