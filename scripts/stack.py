@@ -66,7 +66,8 @@ class Service:
 
 
 class Stack:
-    def __init__(self, bin_dir, data_dir, gateway="127.0.0.1:0", sagemaker="127.0.0.1:0", log=None, extra_env=None):
+    def __init__(self, bin_dir, data_dir, gateway="127.0.0.1:0", sagemaker="127.0.0.1:0", log=None, extra_env=None,
+                 poll_ms=500):
         self.bin_dir, self.data_dir = bin_dir, data_dir
         self.log = log if log is not None else subprocess.DEVNULL
         base = dict(os.environ, LOG_FORMAT=os.environ.get("LOG_FORMAT", "json"), **(extra_env or {}))
@@ -84,29 +85,39 @@ class Stack:
         self.logger = self._start("interaction-logger", [
             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
             "--spool-dir", os.path.join(data_dir, "interaction-logger")], self.aws_env)
+        self.watcher = self._start("registry-watcher", [
+            "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--poll-ms", str(poll_ms)], self.aws_env)
         self.predictor = self._start("predictor", [
-            "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--num-features", "8"], self.aws_env)
+            "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--num-features", "8",
+            "--registry-watcher-url", "http://" + self.watcher.addrs["grpc"]], self.aws_env)
         self.gateway = self._start("gateway", [
             "--listen", gateway,
             "--predictor-url", "http://" + self.predictor.addrs["grpc"],
-            "--logger-url", "http://" + self.logger.addrs["grpc"]], self.aws_env)
+            "--logger-url", "http://" + self.logger.addrs["grpc"],
+            "--registry-watcher-url", "http://" + self.watcher.addrs["grpc"]], self.aws_env)
         self.url = "http://" + self.gateway.addrs["http"]
+        self.wait_ready("http://" + self.watcher.addrs["admin"] + "/readyz")
+
+    def wait_ready(self, url, timeout=30):
+        """Waits for a 200 from `url` (a service's /readyz)."""
+        import urllib.request
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(url, timeout=1).status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"{url} never became ready")
 
     def _start(self, name, args, env):
         svc = Service(name, [os.path.join(self.bin_dir, name), *args], env, self.log)
         self.services.append(svc)
         return svc
 
-    def wait_endpoint(self, timeout=30):
-        import urllib.request
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(self.sagemaker_url + "/healthz", timeout=1)
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("sagemaker-local did not become healthy")
+    def wait_endpoint(self):
+        self.wait_ready(self.sagemaker_url + "/healthz")
 
     def restart(self, svc, args=None):
         if args is not None:
@@ -128,7 +139,7 @@ def main():
     ap.add_argument("--sagemaker", default="127.0.0.1:9000")
     args = ap.parse_args()
     os.environ.setdefault("LOG_FORMAT", "pretty")
-    stack = Stack(args.bin_dir, args.data_dir, gateway=args.gateway, sagemaker=args.sagemaker, log=sys.stderr)
+    stack = Stack(args.bin_dir, args.data_dir, gateway=args.gateway, sagemaker=args.sagemaker, log=sys.stderr, poll_ms=2000)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
@@ -137,6 +148,7 @@ def main():
           "-d '{\"features\":{\"age\":63,\"tenure_months\":40,\"monthly_charges\":29.01}}'\n"
           f"  SageMaker:   {stack.sagemaker_url} (key {ACCESS_KEY} / {SECRET_KEY}, region {REGION})\n"
           f"  predictor:   grpc {stack.predictor.addrs['grpc']}, admin http://{stack.predictor.addrs['admin']}/metrics\n"
+          f"  watcher:     grpc {stack.watcher.addrs['grpc']}, admin http://{stack.watcher.addrs['admin']}/metrics\n"
           f"  logger:      grpc {stack.logger.addrs['grpc']}, admin http://{stack.logger.addrs['admin']}/metrics\n"
           "Ctrl-C stops it.", flush=True)
     while not stop and all(s.proc.poll() is None for s in stack.services):

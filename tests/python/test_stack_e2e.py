@@ -123,12 +123,26 @@ def stack(tmp_path_factory):
     assert all(c == 0 for c in codes.values()), f"exit codes after SIGTERM: {codes}"
 
 
+def wait_in_sync(stack, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        registry = json.loads(http("GET", stack.url + "/v1/model")[2])["registry"]
+        if registry and registry["in_sync"]:
+            return registry
+        time.sleep(0.1)
+    raise AssertionError(f"the gateway never saw the model in sync: {registry}")
+
+
 def test_predict_matches_xgboost_and_is_recorded(stack):
+    registry = wait_in_sync(stack)
+    assert registry["latest_approved_version"] == 1 and registry["live"][0]["model_package_version"] == 1
     status, headers, body = predict(stack, {"features": dict(zip(FEATURES, row(0)))}, headers={"x-client-id": "e2e"})
     assert status == 200, body
     assert headers.get("x-request-id") == body["request_id"]
     assert abs(body["predictions"][0]["probability"] - EXPECTED[0]) < 1e-6
     assert body["model"]["endpoint_name"] == "my-mlops-prod-endpoint" and body["model"]["variant_name"] == "AllTraffic"
+    assert body["model"]["model_package_version"] == 1
+    assert body["model"]["model_package_arn"].endswith(":model-package/my-mlops-prod-pkg/1")
 
     # Several rows at once, as JSON instances and as CSV.
     rows = [row(i) for i in range(1, 21)]
@@ -146,6 +160,7 @@ def test_predict_matches_xgboost_and_is_recorded(stack):
     found = wait_for_records(feature_store(stack), {iid: body["predictions"][0]["probability"]})[iid]
     assert found["client_id"] == "e2e" and found["source"] == "api"
     assert found["endpoint_name"] == "my-mlops-prod-endpoint" and found["variant_name"] == "AllTraffic"
+    assert found["model_package_version"] == "1" and found["model_package_arn"] == body["model"]["model_package_arn"]
     assert found["features_csv"] == ",".join(CUSTOMERS[0][1:9])
     assert float(found["latency_ms"]) > 0
 
@@ -183,7 +198,7 @@ def test_openapi_health_and_readiness(stack):
     assert status == 200 and "/v1/predict" in doc["paths"] and "Problem" in doc["components"]["schemas"]
     assert http("GET", stack.url + "/healthz")[0] == 200
     assert http("GET", stack.url + "/readyz")[0] == 200
-    for svc in (stack.predictor, stack.logger):
+    for svc in (stack.predictor, stack.logger, stack.watcher):
         assert http("GET", "http://" + svc.addrs["admin"] + "/readyz")[0] == 200
     assert metric(stack.url, "gateway_predict_requests_total") > 0
 

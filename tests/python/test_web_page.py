@@ -12,7 +12,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from test_stack_e2e import CUSTOMERS, EXPECTED, FEATURES, feature_store, stack, wait_for_records  # noqa: F401
+from test_stack_e2e import CUSTOMERS, EXPECTED, FEATURES, feature_store, stack, wait_for_records, wait_in_sync  # noqa: F401
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -37,6 +37,7 @@ def browser():
 
 
 def test_fill_the_form_and_see_the_prediction(stack, browser, tmp_path):
+    wait_in_sync(stack)
     browser.get(stack.url + "/")
     wait = WebDriverWait(browser, 15)
     wait.until(EC.presence_of_element_located((By.ID, "f-has_contract")))
@@ -52,7 +53,8 @@ def test_fill_the_form_and_see_the_prediction(stack, browser, tmp_path):
     shown = browser.find_element(By.ID, "probability").text
     assert shown == f"{EXPECTED[0] * 100:.1f} %", shown
     assert browser.find_element(By.ID, "variant").text == "my-mlops-prod-endpoint / AllTraffic"
-    assert browser.find_element(By.ID, "model-version").text != ""
+    assert browser.find_element(By.ID, "model-version").text == "1"
+    assert browser.find_element(By.ID, "sync").text == "Live model v1 is the latest approved version."
     assert browser.find_element(By.ID, "latency").text.endswith(" ms")
     interaction_id = browser.find_element(By.ID, "interaction-id").text
     found = wait_for_records(feature_store(stack), {interaction_id: pytest.approx(EXPECTED[0], abs=1e-6)})

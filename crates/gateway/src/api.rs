@@ -52,6 +52,27 @@ pub struct ModelFeatures {
     pub endpoint_name: String,
     /// The model's features, in order.
     pub features: Vec<String>,
+    /// What the registry-watcher last saw; absent until it answers (or when none is configured).
+    pub registry: Option<RegistryView>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RegistryView {
+    /// Every variant with traffic serves the latest Approved package.
+    pub in_sync: bool,
+    pub latest_approved_version: Option<i64>,
+    pub latest_approved_arn: Option<String>,
+    pub endpoint_status: String,
+    pub live: Vec<LiveVariant>,
+    /// The watcher's last poll error, if its last poll failed.
+    pub last_error: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct LiveVariant {
+    pub variant_name: String,
+    pub weight: f64,
+    pub model_package_version: Option<i64>,
 }
 
 fn request_id(headers: &HeaderMap) -> String {
@@ -204,8 +225,29 @@ async fn predict_inner(
 /// The model's features, in order (the page builds its form from them).
 #[utoipa::path(get, path = "/v1/model", responses((status = 200, body = ModelFeatures)))]
 pub async fn model(State(app): State<Arc<App>>) -> Json<ModelFeatures> {
+    let registry = app.registry.latest().map(|s| {
+        let endpoint = s.endpoint.unwrap_or_default();
+        RegistryView {
+            in_sync: s.in_sync,
+            latest_approved_version: s.latest_approved.as_ref().map(|p| p.version),
+            latest_approved_arn: s.latest_approved.map(|p| p.arn),
+            endpoint_status: endpoint.status,
+            live: endpoint
+                .variants
+                .into_iter()
+                .map(|v| LiveVariant {
+                    variant_name: v.name,
+                    weight: v.current_weight,
+                    model_package_version: (v.model_package_version > 0)
+                        .then_some(v.model_package_version),
+                })
+                .collect(),
+            last_error: (!s.last_error.is_empty()).then_some(s.last_error),
+        }
+    });
     Json(ModelFeatures {
         endpoint_name: app.config.endpoint_name.clone(),
         features: app.features.clone(),
+        registry,
     })
 }

@@ -44,6 +44,10 @@ pub struct Config {
     /// The interaction logger's gRPC URL.
     #[arg(long, env = "LOGGER_URL", default_value = "http://127.0.0.1:50052")]
     pub logger_url: String,
+    /// registry-watcher gRPC URL: /v1/model and the page then say whether the live model is
+    /// the latest approved one.
+    #[arg(long, env = "REGISTRY_WATCHER_URL")]
+    pub registry_watcher_url: Option<String>,
     /// Shown on the page and in /v1/model.
     #[arg(
         long,
@@ -79,6 +83,7 @@ pub struct App {
     pub features: Vec<String>,
     pub predictor: PredictorClient<Channel>,
     pub recorder: interactions::Recorder,
+    pub registry: registry_follower::Follower,
     predictor_channel: Channel,
     pub timeout: Duration,
 }
@@ -109,7 +114,8 @@ fn channel(url: &str) -> anyhow::Result<Channel> {
 }
 
 impl App {
-    pub fn new(config: Config) -> anyhow::Result<Arc<Self>> {
+    /// Must run inside the Tokio runtime (it starts following the registry-watcher).
+    pub fn new(config: Config, shutdown: &CancellationToken) -> anyhow::Result<Arc<Self>> {
         let features: Vec<String> = config
             .features
             .split(',')
@@ -122,6 +128,12 @@ impl App {
         Ok(Arc::new(App {
             features,
             predictor: PredictorClient::new(predictor_channel.clone()),
+            registry: match &config.registry_watcher_url {
+                Some(url) => {
+                    registry_follower::Follower::start(url.clone(), shutdown.child_token())
+                }
+                None => registry_follower::Follower::none(),
+            },
             recorder: interactions::Recorder::new(
                 logger,
                 config.log_buffer,

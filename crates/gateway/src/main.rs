@@ -20,8 +20,9 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init(&args.log_format);
-    let app = gateway::App::new(args.config)?;
+    let shutdown = shutdown::on_signal();
+    let app = gateway::App::new(args.config, &shutdown)?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     println!("gateway listening on http://{}", listener.local_addr()?);
-    gateway::run(listener, app, shutdown::on_signal()).await
+    gateway::run(listener, app, shutdown).await
 }

@@ -7,7 +7,6 @@ pub mod error;
 pub mod invoke;
 pub mod rows;
 pub mod service;
-pub mod versions;
 
 use std::{sync::Arc, time::Duration};
 
@@ -75,17 +74,13 @@ pub async fn run(
         config.endpoint_name.clone(),
         breaker,
     ));
-    let versions = Arc::new(versions::ModelVersions::default());
-    if let Some(url) = config.registry_watcher_url.clone() {
-        tokio::spawn(versions::follow(
-            url,
-            Arc::clone(&versions),
-            shutdown.child_token(),
-        ));
-    }
+    let registry = match config.registry_watcher_url.clone() {
+        Some(url) => registry_follower::Follower::start(url, shutdown.child_token()),
+        None => registry_follower::Follower::none(),
+    };
     let service = service::PredictorService {
         invoker,
-        versions,
+        registry,
         max_rows: config.max_rows,
         features: config.num_features,
         default_timeout: Duration::from_millis(config.timeout_ms),

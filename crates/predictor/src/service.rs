@@ -8,11 +8,12 @@ use proto::predictor::v1::{
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
-use crate::{error::Error, invoke::Invoker, rows, versions::ModelVersions};
+use crate::{error::Error, invoke::Invoker, rows};
 
 pub struct PredictorService {
     pub invoker: Arc<Invoker>,
-    pub versions: Arc<ModelVersions>,
+    /// Which package each variant serves, from the registry-watcher.
+    pub registry: registry_follower::Follower,
     pub max_rows: usize,
     pub features: Option<usize>,
     pub default_timeout: Duration,
@@ -84,8 +85,11 @@ impl PredictorService {
             .await?;
         let scores = rows::parse_scores(&answer.body, lines.len())
             .inspect_err(|e| tracing::error!(error = %e, "unexpected endpoint output"))?;
-        let (model_package_arn, model_package_version) =
-            self.versions.get(&answer.variant).unwrap_or_default();
+        let (model_package_arn, model_package_version) = self
+            .registry
+            .variant(&answer.variant)
+            .map(|v| (v.model_package_arn, v.model_package_version))
+            .unwrap_or_default();
         metrics::counter!("predictor_rows_total").increment(lines.len() as u64);
         Ok(PredictResponse {
             request_id,

@@ -1,0 +1,205 @@
+//! The registry-watcher: polls the model registry and the endpoint, and tells whether the
+//! latest Approved model package is what the endpoint serves. `GetStatus` returns the last
+//! status; `WatchStatus` streams it (the current one first, then every change). Health is
+//! NOT_SERVING until the first successful poll; an unreachable SageMaker API shows up in
+//! `last_error` while the last good status keeps being served.
+
+pub mod poll;
+pub mod status;
+
+use std::{pin::Pin, sync::Arc, time::Duration};
+
+use aws_config::BehaviorVersion;
+use proto::registry::v1::{
+    GetStatusRequest, Status, WatchStatusRequest,
+    registry_watcher_server::{RegistryWatcher, RegistryWatcherServer},
+};
+use rand::Rng;
+use tokio::{net::TcpListener, sync::watch};
+use tokio_stream::{Stream, StreamExt, wrappers::WatchStream};
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Config {
+    /// The model package group whose latest Approved package should be live.
+    #[arg(long, env = "MODEL_PACKAGE_GROUP", default_value = "my-mlops-prod-pkg")]
+    pub group: String,
+    /// The endpoint that should serve it.
+    #[arg(
+        long,
+        env = "SAGEMAKER_ENDPOINT_NAME",
+        default_value = "my-mlops-prod-endpoint"
+    )]
+    pub endpoint_name: String,
+    /// Milliseconds between polls (±10% jitter; doubled, up to 60 s, while throttled).
+    #[arg(long, env = "WATCHER_POLL_MS", default_value_t = 5000)]
+    pub poll_ms: u64,
+}
+
+pub struct WatcherService {
+    status: watch::Receiver<Status>,
+}
+
+type StatusStream = Pin<Box<dyn Stream<Item = Result<Status, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RegistryWatcher for WatcherService {
+    async fn get_status(
+        &self,
+        _: tonic::Request<GetStatusRequest>,
+    ) -> Result<tonic::Response<Status>, tonic::Status> {
+        Ok(tonic::Response::new(self.status.borrow().clone()))
+    }
+
+    type WatchStatusStream = StatusStream;
+
+    async fn watch_status(
+        &self,
+        _: tonic::Request<WatchStatusRequest>,
+    ) -> Result<tonic::Response<StatusStream>, tonic::Status> {
+        let stream = WatchStream::new(self.status.clone()).map(Ok);
+        Ok(tonic::Response::new(Box::pin(stream)))
+    }
+}
+
+fn now() -> prost_types::Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+fn publish_metrics(s: &Status) {
+    metrics::gauge!("watcher_in_sync").set(if s.in_sync { 1.0 } else { 0.0 });
+    metrics::gauge!("watcher_approved_version")
+        .set(s.latest_approved.as_ref().map_or(0.0, |p| p.version as f64));
+    for v in s.endpoint.iter().flat_map(|e| &e.variants) {
+        metrics::gauge!("watcher_live_version", "variant" => v.name.clone())
+            .set(v.model_package_version as f64);
+    }
+    let out = s
+        .out_of_sync_since
+        .as_ref()
+        .map_or(0.0, |t| (now().seconds - t.seconds).max(0) as f64);
+    metrics::gauge!("watcher_out_of_sync_seconds").set(out);
+}
+
+/// Polls until `stop`; `on_first_success` runs once, after the first good poll.
+async fn poll_loop(
+    mut poller: poll::Poller,
+    tx: watch::Sender<Status>,
+    interval: Duration,
+    stop: CancellationToken,
+    on_first_success: impl FnOnce() + Send,
+) {
+    let mut first = Some(on_first_success);
+    let mut wait = interval;
+    loop {
+        let result = async {
+            Ok::<_, poll::PollError>((poller.latest_approved().await?, poller.endpoint().await?))
+        }
+        .await;
+        match result {
+            Ok((latest, endpoint)) => {
+                wait = interval;
+                tx.send_if_modified(|s| {
+                    let changed = status::apply_success(s, latest, endpoint, now());
+                    if changed {
+                        tracing::info!(in_sync = s.in_sync, approved = s.latest_approved.as_ref().map(|p| p.version), live = ?s.endpoint.as_ref().map(|e| e.variants.iter().map(|v| (v.name.clone(), v.model_package_version)).collect::<Vec<_>>()), "status changed");
+                    }
+                    changed
+                });
+                if let Some(f) = first.take() {
+                    f();
+                }
+            }
+            Err(e) => {
+                metrics::counter!("watcher_poll_errors_total").increment(1);
+                if matches!(e, poll::PollError::Throttled(_)) {
+                    wait = (wait * 2).min(Duration::from_secs(60));
+                }
+                tracing::warn!(error = %e, "poll failed; serving the last status");
+                tx.send_if_modified(|s| status::apply_failure(s, e.to_string()));
+            }
+        }
+        publish_metrics(&tx.borrow());
+        let jittered = wait.mul_f64(rand::rng().random_range(0.9..1.1));
+        tokio::select! {
+            _ = tokio::time::sleep(jittered) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Serves gRPC on `grpc` and the admin HTTP endpoints on `admin` until `shutdown`.
+pub async fn run(
+    grpc: TcpListener,
+    admin: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let aws = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    let poller = poll::Poller::new(
+        aws_sdk_sagemaker::Client::new(&aws),
+        config.group.clone(),
+        config.endpoint_name.clone(),
+    );
+    let (tx, rx) = watch::channel(Status::default());
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_not_serving::<RegistryWatcherServer<WatcherService>>()
+        .await;
+    let readiness = telemetry::Readiness::default();
+    let ready = {
+        let (health, readiness) = (health.clone(), readiness.clone());
+        move || {
+            readiness.set(true);
+            tokio::spawn(async move {
+                health
+                    .set_serving::<RegistryWatcherServer<WatcherService>>()
+                    .await
+            });
+        }
+    };
+    let polling = tokio::spawn(poll_loop(
+        poller,
+        tx,
+        Duration::from_millis(config.poll_ms.max(50)),
+        shutdown.child_token(),
+        ready,
+    ));
+    let admin_task = tokio::spawn(telemetry::serve_admin(
+        admin,
+        telemetry::admin_router(readiness.clone()),
+        shutdown.child_token(),
+    ));
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    tracing::info!(addr = %grpc.local_addr()?, group = %config.group, endpoint = %config.endpoint_name, "registry-watcher serving");
+    let stop = shutdown.clone();
+    let health_on_stop = Arc::new(health);
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(RegistryWatcherServer::new(WatcherService { status: rx }))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc),
+            async move {
+                stop.cancelled().await;
+                readiness.set(false);
+                health_on_stop
+                    .set_not_serving::<RegistryWatcherServer<WatcherService>>()
+                    .await;
+            },
+        )
+        .await?;
+    let _ = tokio::join!(polling, admin_task);
+    tracing::info!("registry-watcher stopped");
+    Ok(())
+}

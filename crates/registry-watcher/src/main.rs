@@ -1,0 +1,34 @@
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "gRPC registry watcher: is the latest Approved model the one serving?"
+)]
+struct Args {
+    /// gRPC listen address.
+    #[arg(long, env = "WATCHER_LISTEN", default_value = "0.0.0.0:50053")]
+    listen: String,
+    /// Admin HTTP (/metrics, /healthz, /readyz) listen address.
+    #[arg(long, env = "WATCHER_ADMIN_LISTEN", default_value = "0.0.0.0:9103")]
+    admin_listen: String,
+    /// json (production) or pretty.
+    #[arg(long, env = "LOG_FORMAT", default_value = "json")]
+    log_format: String,
+    #[command(flatten)]
+    config: registry_watcher::Config,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    telemetry::init(&args.log_format);
+    let grpc = tokio::net::TcpListener::bind(&args.listen).await?;
+    let admin = tokio::net::TcpListener::bind(&args.admin_listen).await?;
+    println!(
+        "registry-watcher listening on grpc={} admin={}",
+        grpc.local_addr()?,
+        admin.local_addr()?
+    );
+    registry_watcher::run(grpc, admin, args.config, shutdown::on_signal()).await
+}

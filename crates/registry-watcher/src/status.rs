@@ -1,0 +1,160 @@
+//! The watcher's status and how a poll changes it: `in_sync` (every variant with traffic
+//! serves the latest Approved package), `out_of_sync_since`, `checked_at`, `last_error`.
+
+use proto::registry::v1::{EndpointState, ModelPackage, Status};
+
+pub fn in_sync(latest: Option<&ModelPackage>, endpoint: &EndpointState) -> bool {
+    let Some(latest) = latest else { return false };
+    let serving: Vec<_> = endpoint
+        .variants
+        .iter()
+        .filter(|v| v.current_weight > 0.0)
+        .collect();
+    !serving.is_empty() && serving.iter().all(|v| v.model_package_arn == latest.arn)
+}
+
+/// Applies a successful poll; returns whether anything but `checked_at` changed.
+pub fn apply_success(
+    status: &mut Status,
+    latest: Option<ModelPackage>,
+    endpoint: EndpointState,
+    now: prost_types::Timestamp,
+) -> bool {
+    let synced = in_sync(latest.as_ref(), &endpoint);
+    let mut next = Status {
+        in_sync: synced,
+        out_of_sync_since: if synced {
+            None
+        } else {
+            status.out_of_sync_since.or(Some(now))
+        },
+        latest_approved: latest,
+        endpoint: Some(endpoint),
+        checked_at: Some(now),
+        last_error: String::new(),
+    };
+    // First poll ever, or back from an error while still out of sync: keep the earlier time.
+    if !synced && status.checked_at.is_none() {
+        next.out_of_sync_since = Some(now);
+    }
+    let changed = differs(status, &next);
+    *status = next;
+    changed
+}
+
+/// Keeps the last good status and records the error; returns whether it changed.
+pub fn apply_failure(status: &mut Status, error: String) -> bool {
+    let changed = status.last_error != error;
+    status.last_error = error;
+    changed
+}
+
+fn differs(a: &Status, b: &Status) -> bool {
+    let strip = |s: &Status| Status {
+        checked_at: None,
+        ..s.clone()
+    };
+    strip(a) != strip(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::registry::v1::Variant;
+
+    fn pkg(v: i64) -> ModelPackage {
+        ModelPackage {
+            arn: format!("arn:aws:sagemaker:us-east-1:0:model-package/g/{v}"),
+            version: v,
+            ..Default::default()
+        }
+    }
+
+    fn endpoint(variants: &[(i64, f64)]) -> EndpointState {
+        EndpointState {
+            status: "InService".into(),
+            variants: variants
+                .iter()
+                .map(|(v, w)| Variant {
+                    model_package_arn: pkg(*v).arn,
+                    model_package_version: *v,
+                    current_weight: *w,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn at(s: i64) -> prost_types::Timestamp {
+        prost_types::Timestamp {
+            seconds: s,
+            nanos: 0,
+        }
+    }
+
+    #[test]
+    fn in_sync_needs_every_variant_with_traffic_on_the_latest() {
+        assert!(in_sync(Some(&pkg(2)), &endpoint(&[(2, 1.0)])));
+        assert!(
+            in_sync(Some(&pkg(2)), &endpoint(&[(2, 1.0), (1, 0.0)])),
+            "a variant without traffic does not count"
+        );
+        assert!(!in_sync(Some(&pkg(2)), &endpoint(&[(2, 1.0), (1, 1.0)])));
+        assert!(!in_sync(None, &endpoint(&[(1, 1.0)])));
+        assert!(!in_sync(Some(&pkg(1)), &endpoint(&[])));
+    }
+
+    #[test]
+    fn out_of_sync_since_is_kept_until_back_in_sync_and_only_changes_are_reported() {
+        let mut s = Status::default();
+        assert!(apply_success(
+            &mut s,
+            Some(pkg(1)),
+            endpoint(&[(1, 1.0)]),
+            at(10)
+        ));
+        assert!(s.in_sync && s.out_of_sync_since.is_none());
+        assert!(
+            !apply_success(&mut s, Some(pkg(1)), endpoint(&[(1, 1.0)]), at(20)),
+            "only checked_at moved"
+        );
+        assert_eq!(s.checked_at, Some(at(20)));
+
+        assert!(apply_success(
+            &mut s,
+            Some(pkg(2)),
+            endpoint(&[(1, 1.0)]),
+            at(30)
+        ));
+        assert!(!s.in_sync);
+        assert_eq!(s.out_of_sync_since, Some(at(30)));
+        apply_success(&mut s, Some(pkg(2)), endpoint(&[(1, 1.0)]), at(40));
+        assert_eq!(
+            s.out_of_sync_since,
+            Some(at(30)),
+            "still out of sync since the first time"
+        );
+
+        assert!(apply_failure(
+            &mut s,
+            "DescribeEndpoint: unreachable".into()
+        ));
+        assert!(!apply_failure(
+            &mut s,
+            "DescribeEndpoint: unreachable".into()
+        ));
+        assert_eq!(
+            s.latest_approved.as_ref().unwrap().version,
+            2,
+            "the last good status stays"
+        );
+        assert!(apply_success(
+            &mut s,
+            Some(pkg(2)),
+            endpoint(&[(2, 1.0)]),
+            at(50)
+        ));
+        assert!(s.in_sync && s.out_of_sync_since.is_none() && s.last_error.is_empty());
+    }
+}
