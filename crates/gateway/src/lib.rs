@@ -17,6 +17,7 @@ use axum::{
     middleware::{self, Next},
     response::{Html, IntoResponse, Response},
     routing::{get, post},
+    serve::ListenerExt,
 };
 use proto::{
     interaction::v1::interaction_logger_client::InteractionLoggerClient,
@@ -286,8 +287,13 @@ pub async fn run(
     tracing::info!(addr = %listener.local_addr()?, predictor = %app.config.predictor_url, logger = %app.config.logger_url, "gateway serving");
     let grace = Duration::from_secs(app.config.shutdown_grace_secs);
     let stop = shutdown.clone();
-    let server = axum::serve(listener, router(Arc::clone(&app)))
-        .with_graceful_shutdown(async move { stop.cancelled().await });
+    let server = axum::serve(
+        listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        }),
+        router(Arc::clone(&app)),
+    )
+    .with_graceful_shutdown(async move { stop.cancelled().await });
     tokio::select! {
         result = server => result?,
         _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => tracing::warn!("requests still in flight after the grace period"),

@@ -119,7 +119,7 @@ pub async fn run(
             wake,
         }))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(grpc),
+            tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
             async move {
                 stop.cancelled().await;
                 readiness.set(false);

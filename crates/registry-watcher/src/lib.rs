@@ -189,7 +189,7 @@ pub async fn run(
         .add_service(reflection)
         .add_service(RegistryWatcherServer::new(WatcherService { status: rx }))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(grpc),
+            tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
             async move {
                 stop.cancelled().await;
                 readiness.set(false);

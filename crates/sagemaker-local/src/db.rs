@@ -63,7 +63,8 @@ from_redb!(
 #[derive(Clone)]
 pub struct Db(Arc<redb::Database>);
 
-pub struct Write(redb::WriteTransaction);
+/// A write transaction, owned by [`Db::write`] or by the record writer's group commit.
+pub struct Write<'t>(pub(crate) &'t redb::WriteTransaction);
 pub struct Read(redb::ReadTransaction);
 
 impl Db {
@@ -87,12 +88,17 @@ impl Db {
     /// Runs `f` in one write transaction and commits it (fsync) when `f` succeeds.
     pub fn write<T, E: From<DbError>>(
         &self,
-        f: impl FnOnce(&mut Write) -> Result<T, E>,
+        f: impl FnOnce(&mut Write<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let mut txn = Write(self.0.begin_write().map_err(DbError::from)?);
-        let out = f(&mut txn)?;
-        txn.0.commit().map_err(DbError::from)?;
+        let txn = self.0.begin_write().map_err(DbError::from)?;
+        let out = f(&mut Write(&txn))?;
+        txn.commit().map_err(DbError::from)?;
         Ok(out)
+    }
+
+    /// The database itself, for the record writer's group commit.
+    pub(crate) fn database(&self) -> Arc<redb::Database> {
+        Arc::clone(&self.0)
     }
 
     pub fn get<T: DeserializeOwned>(&self, table: Table, key: &str) -> Result<Option<T>, DbError> {
@@ -131,7 +137,7 @@ impl Read {
     }
 }
 
-impl Write {
+impl Write<'_> {
     pub fn get<T: DeserializeOwned>(&self, table: Table, key: &str) -> Result<Option<T>, DbError> {
         let t = self.0.open_table(table)?;
         let value = t

@@ -27,6 +27,7 @@ use axum::{
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
+    serve::ListenerExt,
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
@@ -212,9 +213,14 @@ pub async fn run(
         state.settings.offline_flush_interval,
         cancel.clone(),
     ));
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    axum::serve(
+        listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        }),
+        router(state),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
     cancel.cancel();
     let _ = flusher.await;
     Ok(())

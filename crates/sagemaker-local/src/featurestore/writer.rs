@@ -1,9 +1,8 @@
-//! Group commit: record writes from all requests funnel into one thread that applies
-//! whatever is queued in a single redb transaction, so one fsync acknowledges many writes.
+//! Record writes from all requests share transactions through [`group_commit`]: one fsync
+//! acknowledges every write queued meanwhile. The writer's context is the sequence number of
+//! the next row queued for the offline store.
 
-use std::sync::mpsc;
-
-use tokio::sync::oneshot;
+use group_commit::GroupCommit;
 
 use crate::{
     db::{Db, DbError, OFFLINE_PENDING, Write},
@@ -12,114 +11,53 @@ use crate::{
 
 /// A write applied inside the shared transaction. It must validate before it writes:
 /// an `Err` after a write would leave that write in the batch.
-pub type Job = Box<dyn FnOnce(&mut Write, &mut u64) -> Result<(), AwsError> + Send>;
+pub type Job = Box<dyn FnOnce(&mut Write<'_>, &mut u64) -> Result<(), AwsError> + Send>;
 
-const MAX_BATCH: usize = 1024;
+pub struct Writer(GroupCommit<u64, AwsError>);
 
-type Queue = mpsc::Sender<(Job, oneshot::Sender<Result<(), AwsError>>)>;
-
-pub struct Writer {
-    tx: Option<Queue>,
-    thread: Option<std::thread::JoinHandle<()>>,
+impl From<redb::Error> for AwsError {
+    fn from(e: redb::Error) -> Self {
+        DbError::Redb(e).into()
+    }
 }
 
-impl Drop for Writer {
-    /// Lets queued writes finish and closes the database handle before returning.
-    fn drop(&mut self) {
-        self.tx.take();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+fn stopped() -> AwsError {
+    AwsError::service_unavailable("The record writer has stopped.")
 }
 
 impl Writer {
     pub fn start(db: Db) -> Result<Self, DbError> {
-        let mut seq = next_sequence(&db)?;
-        let (tx, rx) = mpsc::channel::<(Job, oneshot::Sender<Result<(), AwsError>>)>();
-        let thread = std::thread::Builder::new()
-            .name("record-writer".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut batch = vec![first];
-                    while batch.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(job) => batch.push(job),
-                            Err(_) => break,
-                        }
-                    }
-                    metrics::histogram!("sagemaker_local_record_batch_size")
-                        .record(batch.len() as f64);
-                    let mut replies = Vec::with_capacity(batch.len());
-                    let mut results = Vec::with_capacity(batch.len());
-                    let committed = db.write(|txn| {
-                        for (job, reply) in batch {
-                            results.push(job(txn, &mut seq));
-                            replies.push(reply);
-                        }
-                        Ok::<_, DbError>(())
-                    });
-                    match committed {
-                        Ok(()) => {
-                            for (reply, result) in replies.into_iter().zip(results) {
-                                let _ = reply.send(result);
-                            }
-                        }
-                        Err(e) => {
-                            let e = AwsError::from(e);
-                            for reply in replies {
-                                let _ = reply.send(Err(e.clone()));
-                            }
-                        }
-                    }
-                }
-            })
-            .map_err(|e| DbError::Redb(redb::Error::Io(e)))?;
-        Ok(Writer {
-            tx: Some(tx),
-            thread: Some(thread),
-        })
+        let next = db.write(|txn| {
+            Ok::<_, DbError>(
+                txn.last_key(OFFLINE_PENDING)?
+                    .and_then(|k| k.parse::<u64>().ok())
+                    .map_or(0, |n| n + 1),
+            )
+        })?;
+        let commit = GroupCommit::start(
+            "record-writer",
+            db.database(),
+            next,
+            1024,
+            stopped,
+            "sagemaker_local_record_batch_size",
+        )
+        .map_err(|e| DbError::Redb(redb::Error::Io(e)))?;
+        Ok(Writer(commit))
     }
 
     /// Queues `job` and waits until its transaction is durable.
     pub async fn run(&self, job: Job) -> Result<(), AwsError> {
-        let (reply, done) = oneshot::channel();
-        self.queue()?
-            .send((job, reply))
-            .map_err(|_| AwsError::service_unavailable("The record writer has stopped."))?;
-        done.await
-            .unwrap_or_else(|_| Err(AwsError::internal("The record writer dropped a write.")))
+        self.0
+            .run(Box::new(move |txn, seq| job(&mut Write(txn), seq)))
+            .await
     }
-}
 
-impl Writer {
     /// [`Writer::run`] for blocking code (start-up, bootstrap): never call it on an async worker.
     pub fn run_blocking(&self, job: Job) -> Result<(), AwsError> {
-        let (reply, done) = oneshot::channel();
-        self.queue()?
-            .send((job, reply))
-            .map_err(|_| AwsError::service_unavailable("The record writer has stopped."))?;
-        done.blocking_recv()
-            .unwrap_or_else(|_| Err(AwsError::internal("The record writer dropped a write.")))
+        self.0
+            .run_blocking(Box::new(move |txn, seq| job(&mut Write(txn), seq)))
     }
-}
-
-impl Writer {
-    fn queue(&self) -> Result<&Queue, AwsError> {
-        self.tx
-            .as_ref()
-            .ok_or_else(|| AwsError::service_unavailable("The record writer has stopped."))
-    }
-}
-
-fn next_sequence(db: &Db) -> Result<u64, DbError> {
-    db.write(|txn| {
-        Ok::<_, DbError>(
-            txn.last_key(OFFLINE_PENDING)?
-                .and_then(|k| k.parse::<u64>().ok())
-                .map_or(0, |n| n + 1),
-        )
-    })
 }
 
 /// The key of pending offline row number `seq`: zero-padded so keys sort numerically.

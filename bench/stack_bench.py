@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark of the whole stack (release builds), printing figures, asserting nothing.
+
+    cargo build --release --workspace && python3 bench/stack_bench.py
+
+1. InvokeEndpoint direct (aws-sdk-rust, SigV4) vs POST /v1/predict through the gateway (which
+   adds the predictor hop and durable interaction logging), at fixed concurrency.
+2. The same two at a fixed 1,000 requests/s: what the gateway path adds at p50 and p99.
+3. The logger alone: durable (fsynced) Log acknowledgements per second.
+4. Peak RSS (VmHWM) of every service afterwards.
+The load generator (crates/loadgen) shares the machine's cores with the services.
+"""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from stack import Stack  # noqa: E402
+
+TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
+ROW = "63,40,29.01,0,4,0,2,1"
+SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
+
+
+def loadgen(env, *args):
+    out = subprocess.run([str(TARGET / "loadgen"), *args, "--seconds", str(SECONDS)], env=env,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def peak_rss_mb(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def line(name, r):
+    print(f"  {name:<44} {r['rps']:>8.0f} req/s  p50 {r['p50_ms']:>6.2f} ms  p99 {r['p99_ms']:>6.2f} ms  errors {r['errors']}")
+
+
+def main():
+    with tempfile.TemporaryDirectory() as data:
+        os.environ["LOG_FORMAT"] = "json"
+        os.environ["RUST_LOG"] = "warn"
+        stack = Stack(str(TARGET), data, poll_ms=5000)
+        try:
+            env = stack.aws_env
+            body = json.dumps({"instances": [[float(v) for v in ROW.split(",")]]})
+            gateway = ["http", "--url", stack.url + "/v1/predict", "--body", body]
+            direct = ["invoke", "--endpoint-name", "my-mlops-prod-endpoint", "--body", ROW]
+            print(f"machine: {os.cpu_count()} cores, shared by the load generator and all services; {SECONDS:.0f} s per run")
+            print("\nfixed concurrency (64):")
+            line("InvokeEndpoint direct (sagemaker-local)", loadgen(env, *direct, "--concurrency", "64"))
+            line("gateway end to end (predict + durable log)", loadgen(env, *gateway, "--concurrency", "64"))
+            print("\nfixed rate, 1,000 requests/s:")
+            d = loadgen(env, *direct, "--rate", "1000")
+            g = loadgen(env, *gateway, "--rate", "1000")
+            line("InvokeEndpoint direct", d)
+            line("gateway end to end", g)
+            print(f"  gateway path adds {g['p50_ms'] - d['p50_ms']:+.2f} ms at p50, {g['p99_ms'] - d['p99_ms']:+.2f} ms at p99")
+            print("\nlogger alone (one interaction per Log, fsynced before the ack):")
+            r = loadgen(env, "log", "--url", "http://" + stack.logger.addrs["grpc"], "--concurrency", "256")
+            line("InteractionLogger/Log", r)
+            print("\npeak RSS (VmHWM):")
+            for svc in stack.services:
+                print(f"  {svc.name:<20} {peak_rss_mb(svc.proc.pid):6.1f} MB")
+        finally:
+            stack.stop()
+
+
+if __name__ == "__main__":
+    main()

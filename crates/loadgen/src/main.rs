@@ -1,0 +1,217 @@
+//! `loadgen {http,invoke,log} ...`: drives one target for a fixed time, either with N
+//! closed-loop workers (`--concurrency`) or open-loop at a fixed rate (`--rate`, latency
+//! measured from each request's scheduled start, so a stall is not hidden). Prints one JSON
+//! object: requests, errors, rps, p50/p90/p99/max in milliseconds.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use clap::{Parser, Subcommand};
+use http_body_util::{BodyExt, Full};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+
+#[derive(Parser)]
+struct Args {
+    #[command(subcommand)]
+    target: Target,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10.0, global = true)]
+    seconds: f64,
+    /// Closed-loop workers (ignored with --rate).
+    #[arg(long, default_value_t = 16, global = true)]
+    concurrency: usize,
+    /// Open loop: requests per second.
+    #[arg(long, global = true)]
+    rate: Option<f64>,
+}
+
+#[derive(Subcommand, Clone)]
+enum Target {
+    /// POST a body to a URL (the gateway).
+    Http {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        body: String,
+        #[arg(long, default_value = "application/json")]
+        content_type: String,
+    },
+    /// InvokeEndpoint through aws-sdk-rust (endpoint and credentials from the AWS environment).
+    Invoke {
+        #[arg(long)]
+        endpoint_name: String,
+        #[arg(long)]
+        body: String,
+    },
+    /// InteractionLogger/Log with one interaction per call.
+    Log {
+        #[arg(long)]
+        url: String,
+    },
+}
+
+type Call = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send + Sync,
+>;
+
+async fn make_call(target: Target) -> anyhow::Result<Call> {
+    Ok(match target {
+        Target::Http {
+            url,
+            body,
+            content_type,
+        } => {
+            let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(1024)
+                .build_http();
+            let uri: hyper::Uri = url.parse()?;
+            let body = bytes::Bytes::from(body);
+            Arc::new(move || {
+                let request = hyper::Request::post(uri.clone())
+                    .header("content-type", content_type.clone())
+                    .body(Full::new(body.clone()))
+                    .expect("valid request");
+                let client = client.clone();
+                Box::pin(async move {
+                    match client.request(request).await {
+                        Ok(r) => {
+                            let ok = r.status().is_success();
+                            ok && r.into_body().collect().await.is_ok()
+                        }
+                        Err(_) => false,
+                    }
+                })
+            })
+        }
+        Target::Invoke {
+            endpoint_name,
+            body,
+        } => {
+            let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            let client = aws_sdk_sagemakerruntime::Client::new(&conf);
+            Arc::new(move || {
+                let call = client
+                    .invoke_endpoint()
+                    .endpoint_name(&endpoint_name)
+                    .content_type("text/csv")
+                    .body(aws_smithy_types::Blob::new(body.clone()))
+                    .send();
+                Box::pin(async move { call.await.is_ok() })
+            })
+        }
+        Target::Log { url } => {
+            let channel = tonic::transport::Endpoint::from_shared(url)?
+                .connect()
+                .await?;
+            let client =
+                proto::interaction::v1::interaction_logger_client::InteractionLoggerClient::new(
+                    channel,
+                );
+            Arc::new(move || {
+                let mut client = client.clone();
+                Box::pin(async move {
+                    let interaction = proto::interaction::v1::Interaction {
+                        features_csv: "63,40,29.01,0,4,0,2,1".into(),
+                        prediction: 0.006,
+                        endpoint_name: "my-mlops-prod-endpoint".into(),
+                        variant_name: "AllTraffic".into(),
+                        ..Default::default()
+                    };
+                    client
+                        .log(proto::interaction::v1::LogRequest {
+                            interactions: vec![interaction],
+                        })
+                        .await
+                        .is_ok()
+                })
+            })
+        }
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let call = make_call(args.target.clone()).await?;
+    // Warm up connections.
+    for _ in 0..args.concurrency.min(64) {
+        call().await;
+    }
+    let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let duration = Duration::from_secs_f64(args.seconds);
+    let started = Instant::now();
+    let record = {
+        let (latencies, errors) = (Arc::clone(&latencies), Arc::clone(&errors));
+        move |since: Instant, ok: bool| {
+            latencies
+                .lock()
+                .expect("latencies")
+                .push(since.elapsed().as_micros() as u64);
+            if !ok {
+                errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    };
+    match args.rate {
+        Some(rate) => {
+            let period = Duration::from_secs_f64(1.0 / rate);
+            let mut tasks = tokio::task::JoinSet::new();
+            let mut n = 0u64;
+            loop {
+                let scheduled = started + period.mul_f64(n as f64);
+                if scheduled >= started + duration {
+                    break;
+                }
+                tokio::time::sleep_until(scheduled.into()).await;
+                let (call, record) = (Arc::clone(&call), record.clone());
+                tasks.spawn(async move {
+                    let ok = call().await;
+                    record(scheduled, ok);
+                });
+                n += 1;
+                while tasks.try_join_next().is_some() {}
+            }
+            while tasks.join_next().await.is_some() {}
+        }
+        None => {
+            let mut workers = Vec::new();
+            for _ in 0..args.concurrency {
+                let (call, record) = (Arc::clone(&call), record.clone());
+                workers.push(tokio::spawn(async move {
+                    while started.elapsed() < duration {
+                        let t = Instant::now();
+                        let ok = call().await;
+                        record(t, ok);
+                    }
+                }));
+            }
+            for w in workers {
+                w.await?;
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut l = latencies.lock().expect("latencies").clone();
+    l.sort_unstable();
+    let pct = |p: f64| {
+        if l.is_empty() {
+            f64::NAN
+        } else {
+            l[((l.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
+        }
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "requests": l.len(),
+            "errors": errors.load(std::sync::atomic::Ordering::Relaxed),
+            "seconds": elapsed,
+            "rps": l.len() as f64 / elapsed,
+            "p50_ms": pct(0.5), "p90_ms": pct(0.9), "p99_ms": pct(0.99), "max_ms": pct(1.0),
+        })
+    );
+    Ok(())
+}
