@@ -1,0 +1,324 @@
+//! The deploy step a pipeline stage runs, against real AWS or sagemaker-local:
+//! `register` (artifact -> new package, PendingManualApproval), `approve`, `reject`, `status`,
+//! and `deploy`: roll the endpoint to the latest Approved package of the group (CreateModel
+//! from the package, CreateEndpointConfig, UpdateEndpoint, wait for InService). Idempotent:
+//! nothing happens when that package is already live. A package Rejected after it was
+//! deployed is no longer the latest Approved, so `deploy` rolls back to the newest one that is.
+//! Each deployment names its variant after the version (`v3`), so the variant SageMaker
+//! reports on every answer identifies the model exactly.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_sagemaker::{
+    error::ProvideErrorMetadata,
+    types::{
+        ContainerDefinition, InferenceSpecification, ModelApprovalStatus,
+        ModelPackageContainerDefinition, ProductionVariant, ProductionVariantInstanceType,
+    },
+};
+use registry_watcher::{poll::Poller, status::in_sync};
+use serde_json::{Value, json};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("{0}")]
+    Aws(String),
+    #[error("the group {0} has no Approved model package")]
+    NothingApproved(String),
+    #[error("the endpoint did not reach InService within {0:?} (last status {1})")]
+    Timeout(Duration, String),
+    #[error("the deployment failed: {0}")]
+    Failed(String),
+}
+
+fn aws<E: ProvideErrorMetadata + std::fmt::Debug>(what: &str, e: E) -> DeployError {
+    DeployError::Aws(format!(
+        "{what}: {}: {}",
+        e.code().unwrap_or("error"),
+        e.message().unwrap_or(&format!("{e:?}"))
+    ))
+}
+
+pub struct Deployer {
+    pub client: aws_sdk_sagemaker::Client,
+    pub group: String,
+    pub endpoint: String,
+    pub execution_role_arn: Option<String>,
+    pub instance_type: String,
+    pub instance_count: i32,
+    pub poll: Duration,
+    pub timeout: Duration,
+}
+
+impl Deployer {
+    fn poller(&self) -> Poller {
+        Poller::new(
+            self.client.clone(),
+            self.group.clone(),
+            self.endpoint.clone(),
+        )
+    }
+
+    fn poll_error(e: registry_watcher::poll::PollError) -> DeployError {
+        DeployError::Aws(e.to_string())
+    }
+
+    /// The package ARN for a version of the group (or an ARN given as is).
+    pub async fn package_arn(&self, version_or_arn: &str) -> Result<String, DeployError> {
+        if version_or_arn.starts_with("arn:") {
+            return Ok(version_or_arn.to_owned());
+        }
+        let name = format!("{}/{}", self.group, version_or_arn.trim_start_matches('v'));
+        let d = self
+            .client
+            .describe_model_package()
+            .model_package_name(&name)
+            .send()
+            .await
+            .map_err(|e| aws("DescribeModelPackage", e))?;
+        Ok(d.model_package_arn().unwrap_or_default().to_owned())
+    }
+
+    pub async fn register(
+        &self,
+        model_data_url: &str,
+        image: &str,
+        description: Option<String>,
+    ) -> Result<Value, DeployError> {
+        let spec = InferenceSpecification::builder()
+            .containers(
+                ModelPackageContainerDefinition::builder()
+                    .image(image)
+                    .model_data_url(model_data_url)
+                    .build(),
+            )
+            .supported_content_types("text/csv")
+            .supported_response_mime_types("text/csv")
+            .build();
+        let out = self
+            .client
+            .create_model_package()
+            .model_package_group_name(&self.group)
+            .set_model_package_description(description)
+            .model_approval_status(ModelApprovalStatus::PendingManualApproval)
+            .inference_specification(spec)
+            .send()
+            .await
+            .map_err(|e| aws("CreateModelPackage", e))?;
+        let arn = out.model_package_arn().unwrap_or_default().to_owned();
+        Ok(
+            json!({ "action": "registered", "arn": arn, "version": registry_watcher::poll::version_of(&arn), "status": "PendingManualApproval" }),
+        )
+    }
+
+    pub async fn set_approval(
+        &self,
+        version_or_arn: &str,
+        status: ModelApprovalStatus,
+        reason: Option<String>,
+    ) -> Result<Value, DeployError> {
+        let arn = self.package_arn(version_or_arn).await?;
+        self.client
+            .update_model_package()
+            .model_package_arn(&arn)
+            .model_approval_status(status.clone())
+            .set_approval_description(reason)
+            .send()
+            .await
+            .map_err(|e| aws("UpdateModelPackage", e))?;
+        Ok(
+            json!({ "action": status.as_str().to_lowercase(), "arn": arn, "version": registry_watcher::poll::version_of(&arn) }),
+        )
+    }
+
+    pub async fn status(&self) -> Result<Value, DeployError> {
+        let mut poller = self.poller();
+        let latest = poller.latest_approved().await.map_err(Self::poll_error)?;
+        let endpoint = poller.endpoint().await.map_err(Self::poll_error)?;
+        Ok(json!({
+            "group": self.group,
+            "latest_approved": latest.as_ref().map(|p| json!({ "arn": p.arn, "version": p.version })),
+            "endpoint": endpoint.name,
+            "endpoint_status": endpoint.status,
+            "endpoint_config": endpoint.endpoint_config_name,
+            "failure_reason": endpoint.failure_reason,
+            "live": endpoint.variants.iter().map(|v| json!({ "variant": v.name, "weight": v.current_weight, "version": v.model_package_version, "arn": v.model_package_arn })).collect::<Vec<_>>(),
+            "in_sync": in_sync(latest.as_ref(), &endpoint),
+        }))
+    }
+
+    /// Rolls the endpoint to the latest Approved package; does nothing when it is live.
+    pub async fn deploy(&self) -> Result<Value, DeployError> {
+        let started = Instant::now();
+        let mut poller = self.poller();
+        let latest = poller
+            .latest_approved()
+            .await
+            .map_err(Self::poll_error)?
+            .ok_or_else(|| DeployError::NothingApproved(self.group.clone()))?;
+        let exists = match self
+            .client
+            .describe_endpoint()
+            .endpoint_name(&self.endpoint)
+            .send()
+            .await
+        {
+            Ok(_) => true,
+            Err(e) if e.code() == Some("ValidationException") => false,
+            Err(e) => return Err(aws("DescribeEndpoint", e)),
+        };
+        let mut before = Vec::new();
+        if exists {
+            let mut state = poller.endpoint().await.map_err(Self::poll_error)?;
+            if matches!(
+                state.status.as_str(),
+                "Creating" | "Updating" | "SystemUpdating" | "RollingBack"
+            ) {
+                tracing::info!(status = %state.status, "waiting for the endpoint's current change to finish");
+                self.wait_settled().await?;
+                state = poller.endpoint().await.map_err(Self::poll_error)?;
+            }
+            before = state
+                .variants
+                .iter()
+                .map(|v| json!({ "variant": v.name, "version": v.model_package_version }))
+                .collect();
+            if state.status == "InService" && in_sync(Some(&latest), &state) {
+                return Ok(
+                    json!({ "action": "none", "reason": "the latest Approved package is already live", "endpoint": self.endpoint, "version": latest.version, "arn": latest.arn }),
+                );
+            }
+        }
+
+        let model_name = self.model_for(&latest.arn, latest.version).await?;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let config_name = truncate(
+            &format!("{}-v{}-{stamp}", self.endpoint, latest.version),
+            63,
+        );
+        self.client
+            .create_endpoint_config()
+            .endpoint_config_name(&config_name)
+            .production_variants(
+                ProductionVariant::builder()
+                    .variant_name(format!("v{}", latest.version))
+                    .model_name(&model_name)
+                    .initial_instance_count(self.instance_count)
+                    .instance_type(ProductionVariantInstanceType::from(
+                        self.instance_type.as_str(),
+                    ))
+                    .initial_variant_weight(1.0)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| aws("CreateEndpointConfig", e))?;
+        if exists {
+            self.client
+                .update_endpoint()
+                .endpoint_name(&self.endpoint)
+                .endpoint_config_name(&config_name)
+                .send()
+                .await
+                .map_err(|e| aws("UpdateEndpoint", e))?;
+        } else {
+            self.client
+                .create_endpoint()
+                .endpoint_name(&self.endpoint)
+                .endpoint_config_name(&config_name)
+                .send()
+                .await
+                .map_err(|e| aws("CreateEndpoint", e))?;
+        }
+        tracing::info!(endpoint = %self.endpoint, config = %config_name, version = latest.version, "rolling out");
+        let settled = self.wait_settled().await?;
+        let live_config = settled.endpoint_config_name().unwrap_or_default();
+        if settled.endpoint_status().map(|s| s.as_str()) != Some("InService")
+            || live_config != config_name
+        {
+            return Err(DeployError::Failed(format!(
+                "the endpoint is {} on {live_config}: {}",
+                settled.endpoint_status().map_or("?", |s| s.as_str()),
+                settled.failure_reason().unwrap_or("no reason given")
+            )));
+        }
+        Ok(json!({
+            "action": if exists { "updated" } else { "created" },
+            "endpoint": self.endpoint,
+            "from": before,
+            "to": { "variant": format!("v{}", latest.version), "version": latest.version, "arn": latest.arn, "model": model_name, "endpoint_config": config_name },
+            "seconds": started.elapsed().as_secs_f64(),
+        }))
+    }
+
+    /// A model for the package: the existing `{endpoint}-v{n}` when it serves that package.
+    async fn model_for(&self, arn: &str, version: i64) -> Result<String, DeployError> {
+        let name = truncate(&format!("{}-v{version}", self.endpoint), 63);
+        match self.client.describe_model().model_name(&name).send().await {
+            Ok(m) if m.primary_container().and_then(|c| c.model_package_name()) == Some(arn) => {
+                return Ok(name);
+            }
+            Ok(_) => {
+                return Err(DeployError::Failed(format!(
+                    "model {name} exists but does not serve {arn}"
+                )));
+            }
+            Err(e) if e.code() == Some("ValidationException") => {}
+            Err(e) => return Err(aws("DescribeModel", e)),
+        }
+        self.client
+            .create_model()
+            .model_name(&name)
+            .primary_container(
+                ContainerDefinition::builder()
+                    .model_package_name(arn)
+                    .build(),
+            )
+            .set_execution_role_arn(self.execution_role_arn.clone())
+            .send()
+            .await
+            .map_err(|e| aws("CreateModel", e))?;
+        Ok(name)
+    }
+
+    async fn wait_settled(
+        &self,
+    ) -> Result<aws_sdk_sagemaker::operation::describe_endpoint::DescribeEndpointOutput, DeployError>
+    {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let out = self
+                .client
+                .describe_endpoint()
+                .endpoint_name(&self.endpoint)
+                .send()
+                .await
+                .map_err(|e| aws("DescribeEndpoint", e))?;
+            let status = out
+                .endpoint_status()
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default();
+            if !matches!(
+                status.as_str(),
+                "Creating" | "Updating" | "SystemUpdating" | "RollingBack"
+            ) {
+                return Ok(out);
+            }
+            if Instant::now() >= deadline {
+                return Err(DeployError::Timeout(self.timeout, status));
+            }
+            tokio::time::sleep(self.poll).await;
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars()
+        .take(max)
+        .collect::<String>()
+        .trim_end_matches('-')
+        .to_owned()
+}

@@ -1,0 +1,145 @@
+use std::time::Duration;
+
+use aws_sdk_sagemaker::types::ModelApprovalStatus;
+use clap::{Parser, Subcommand};
+
+/// The deploy step of the model pipeline. Prints one JSON object per command on stdout;
+/// exits non-zero when the command did not do what it says.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// The model package group.
+    #[arg(
+        long,
+        env = "MODEL_PACKAGE_GROUP",
+        default_value = "my-mlops-prod-pkg",
+        global = true
+    )]
+    group: String,
+    /// The endpoint to deploy to.
+    #[arg(
+        long,
+        env = "SAGEMAKER_ENDPOINT_NAME",
+        default_value = "my-mlops-prod-endpoint",
+        global = true
+    )]
+    endpoint_name: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Register a model artifact as a new package version, PendingManualApproval.
+    Register {
+        /// s3:// URL of model.tar.gz (xgboost-model inside).
+        #[arg(long)]
+        model_data_url: String,
+        #[arg(
+            long,
+            default_value = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+        )]
+        image: String,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Approve a package version (or ARN).
+    Approve {
+        version: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Reject a package version (or ARN).
+    Reject {
+        version: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Roll the endpoint to the latest Approved package (nothing when it is live).
+    Deploy {
+        /// Role SageMaker assumes for the model (required on AWS).
+        #[arg(long, env = "SAGEMAKER_EXECUTION_ROLE_ARN")]
+        execution_role_arn: Option<String>,
+        #[arg(long, env = "DEPLOY_INSTANCE_TYPE", default_value = "ml.m5.large")]
+        instance_type: String,
+        #[arg(long, env = "DEPLOY_INSTANCE_COUNT", default_value_t = 1)]
+        instance_count: i32,
+        /// Milliseconds between DescribeEndpoint calls while waiting.
+        #[arg(long, env = "DEPLOY_POLL_MS", default_value_t = 15_000)]
+        poll_ms: u64,
+        /// Give up waiting for InService after this many seconds.
+        #[arg(long, env = "DEPLOY_TIMEOUT_SECS", default_value_t = 3600)]
+        timeout_secs: u64,
+    },
+    /// What is approved, what is live, and whether they match.
+    Status,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let mut deployer = deploy::Deployer {
+        client: aws_sdk_sagemaker::Client::new(&conf),
+        group: args.group,
+        endpoint: args.endpoint_name,
+        execution_role_arn: None,
+        instance_type: "ml.m5.large".into(),
+        instance_count: 1,
+        poll: Duration::from_secs(15),
+        timeout: Duration::from_secs(3600),
+    };
+    let result = match args.command {
+        Command::Register {
+            model_data_url,
+            image,
+            description,
+        } => {
+            deployer
+                .register(&model_data_url, &image, description)
+                .await
+        }
+        Command::Approve { version, reason } => {
+            deployer
+                .set_approval(&version, ModelApprovalStatus::Approved, reason)
+                .await
+        }
+        Command::Reject { version, reason } => {
+            deployer
+                .set_approval(&version, ModelApprovalStatus::Rejected, reason)
+                .await
+        }
+        Command::Status => deployer.status().await,
+        Command::Deploy {
+            execution_role_arn,
+            instance_type,
+            instance_count,
+            poll_ms,
+            timeout_secs,
+        } => {
+            deployer.execution_role_arn = execution_role_arn;
+            deployer.instance_type = instance_type;
+            deployer.instance_count = instance_count;
+            deployer.poll = Duration::from_millis(poll_ms.max(10));
+            deployer.timeout = Duration::from_secs(timeout_secs);
+            deployer.deploy().await
+        }
+    };
+    match result {
+        Ok(out) => {
+            println!("{out}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("{}", serde_json::json!({ "error": e.to_string() }));
+            eprintln!("mlops-deploy: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
