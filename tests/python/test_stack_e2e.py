@@ -107,8 +107,11 @@ def wait_for_records(fs, expected, timeout=60):
         time.sleep(0.5)
     missing = set(expected) - set(found)
     assert not missing, f"{len(missing)} of {len(expected)} acknowledged interactions never reached the feature store"
-    for i, p in expected.items():
+    for i, want in expected.items():
+        p, features = want if isinstance(want, tuple) else (want, None)
         assert float(found[i]["prediction"]) == p, (i, found[i], p)
+        if features is not None:
+            assert found[i]["features_csv"] == features, (i, found[i], features)
     return found
 
 
@@ -204,7 +207,7 @@ def test_openapi_health_and_readiness(stack):
 
 
 def load(stack, seconds, results, stop=None, workers=8):
-    """Sends predictions continuously; records (interaction id -> probability) of every 200."""
+    """Sends predictions continuously; records interaction id -> (probability, CSV row) of every 200."""
     deadline = time.time() + seconds
 
     def worker(w):
@@ -213,7 +216,7 @@ def load(stack, seconds, results, stop=None, workers=8):
             status, _, body = predict(stack, {"instances": [row(i % 1000)]})
             if status == 200:
                 p = body["predictions"][0]
-                results[p["interaction_id"]] = p["probability"]
+                results[p["interaction_id"]] = (p["probability"], ",".join(CUSTOMERS[i % 1000][1:9]))
             i += workers
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         list(pool.map(worker, range(workers)))

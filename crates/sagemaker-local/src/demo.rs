@@ -101,6 +101,14 @@ pub fn bootstrap(state: &AppState) -> Result<(), AwsError> {
             }),
         )?;
     }
+    // The demo world starts InService: finish the creation now rather than after the delay.
+    if let Some(ep) = state
+        .db
+        .get::<control::EndpointRecord>(ENDPOINTS, ENDPOINT_NAME)?
+        && let Some(transition) = ep.transition
+    {
+        control::finish_transition(state, ENDPOINT_NAME, &transition)?;
+    }
     if state
         .db
         .get::<Value>(FEATURE_GROUPS, TRAINING_FEATURE_GROUP)?

@@ -224,7 +224,11 @@ fn schedule(state: &AppState, record: &EndpointRecord) {
     });
 }
 
-fn finish_transition(state: &AppState, name: &str, transition: &str) -> Result<(), AwsError> {
+pub(crate) fn finish_transition(
+    state: &AppState,
+    name: &str,
+    transition: &str,
+) -> Result<(), AwsError> {
     let Some(ep) = state.db.get::<EndpointRecord>(ENDPOINTS, name)? else {
         return Ok(());
     };

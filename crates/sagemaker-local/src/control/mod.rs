@@ -17,6 +17,7 @@ use axum::{
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+pub(crate) use endpoints::finish_transition;
 pub use endpoints::{EndpointRecord, resume_transitions};
 pub use feature_groups::{FeatureDefinition, FeatureGroupRecord, FeatureType, TtlDuration};
 pub use models::{ModelRecord, VariantSpec, model_data_url};
