@@ -16,7 +16,7 @@ pub mod sigv4;
 use std::{
     future::Future,
     path::PathBuf,
-    sync::{Arc, Mutex, OnceLock, Weak},
+    sync::{Arc, Mutex, Weak},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -29,7 +29,6 @@ use axum::{
     routing::{get, post},
     serve::ListenerExt,
 };
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
@@ -135,17 +134,6 @@ impl AppState {
     }
 }
 
-fn prometheus() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        // Another recorder may already be installed (e.g. when embedded): then ours only renders.
-        let _ = metrics::set_global_recorder(recorder);
-        handle
-    })
-}
-
 /// Every route: the three AWS APIs behind SigV4, plus unsigned `/healthz` and `/metrics`.
 pub fn router(state: Arc<AppState>) -> Router {
     let creds = Arc::new(state.settings.credentials.clone());
@@ -162,7 +150,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(unknown_operation)
         .layer(middleware::from_fn_with_state(creds, sigv4::verify))
         .with_state(Arc::clone(&state));
-    let metrics = prometheus();
+    let metrics = telemetry::prometheus();
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(

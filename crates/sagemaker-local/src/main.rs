@@ -52,6 +52,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_tracing(&args.log_format);
+    telemetry::prometheus(); // before anything records a metric
     let settings = Settings {
         data_dir: args.data_dir,
         region: args.region,
