@@ -106,12 +106,19 @@ pub struct App {
 )]
 struct ApiDoc;
 
+/// HTTP/2 connections per upstream: one connection serializes its streams' work, a few
+/// spread it over the runtime's workers.
+const CONNECTIONS: usize = 4;
+
 fn channel(url: &str) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(url.to_owned())?
+    let endpoint = Endpoint::from_shared(url.to_owned())?
         .connect_timeout(Duration::from_secs(1))
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .connect_lazy())
+        .http2_keep_alive_interval(Duration::from_secs(30));
+    Ok(Channel::balance_list(std::iter::repeat_n(
+        endpoint,
+        CONNECTIONS,
+    )))
 }
 
 impl App {
