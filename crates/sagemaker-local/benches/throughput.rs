@@ -7,7 +7,6 @@
 
 use std::{
     io::{BufRead, BufReader},
-    path::PathBuf,
     process::{Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
@@ -325,5 +324,4 @@ async fn main() {
         .arg(pid.to_string())
         .status();
     let _ = server.wait();
-    drop(PathBuf::new());
 }
