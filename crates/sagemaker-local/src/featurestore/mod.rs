@@ -1,5 +1,5 @@
-//! The Feature Store runtime (restJson1): PutRecord, GetRecord, BatchGetRecord and
-//! DeleteRecord. Writes go through the group-committing [`writer::Writer`]; reads see the
+//! The Feature Store runtime (restJson1): PutRecord, BatchWriteRecord, GetRecord, BatchGetRecord
+//! and DeleteRecord. Writes go through the group-committing [`writer::Writer`]; reads see the
 //! committed online store. Rows for the offline store are queued durably and written as
 //! Parquet by [`offline`].
 
@@ -49,16 +49,18 @@ struct PutRecordInput {
     ttl_duration: Option<TtlDuration>,
 }
 
-pub async fn put_record(
-    State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Result<Response, AwsError> {
-    let input: PutRecordInput = parse_body(&body)?;
-    let group = group_for_write(&state, &name)?;
-    let (online, offline) = record::target_stores(&group, input.target_stores.as_deref())?;
-    let checked = record::check(&group, &input.record)?;
-    let ttl = match input.ttl_duration.or(group.online_ttl) {
+/// Validates one record for a write and prepares it for the writer.
+fn prepare_put(
+    state: &AppState,
+    group_name: &str,
+    record: Vec<FeatureValue>,
+    target_stores: Option<&[String]>,
+    ttl: Option<TtlDuration>,
+) -> Result<record::Put, AwsError> {
+    let group = group_for_write(state, group_name)?;
+    let (online, offline) = record::target_stores(&group, target_stores)?;
+    let checked = record::check(&group, &record)?;
+    let ttl = match ttl.or(group.online_ttl) {
         Some(ttl) if online || group.online_enabled => Some(ttl.seconds()?),
         Some(_) => {
             return Err(AwsError::validation_error(
@@ -67,15 +69,30 @@ pub async fn put_record(
         }
         None => None,
     };
-    let put = record::Put {
+    Ok(record::Put {
         group,
-        record: input.record,
+        record,
         checked,
         online,
         offline,
         ttl,
         received: state.now(),
-    };
+    })
+}
+
+pub async fn put_record(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, AwsError> {
+    let input: PutRecordInput = parse_body(&body)?;
+    let put = prepare_put(
+        &state,
+        &name,
+        input.record,
+        input.target_stores.as_deref(),
+        input.ttl_duration,
+    )?;
     state
         .records
         .run(Box::new(move |txn, seq| {
@@ -84,6 +101,74 @@ pub async fn put_record(
         .await?;
     metrics::counter!("sagemaker_local_records_put_total", "feature_group" => name).increment(1);
     Ok(().into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct BatchWriteInput {
+    entries: Vec<Value>,
+    ttl_duration: Option<TtlDuration>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct BatchWriteEntry {
+    feature_group_name: String,
+    record: Vec<FeatureValue>,
+    target_stores: Option<Vec<String>>,
+    ttl_duration: Option<TtlDuration>,
+}
+
+/// The most entries one BatchWriteRecord call takes here.
+pub const MAX_BATCH_WRITE: usize = 100;
+
+/// Writes many records in one call (and one commit); an entry that fails validation is
+/// reported in `Errors` with its `Entry`, the others are written.
+pub async fn batch_write_record(
+    State(state): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<Response, AwsError> {
+    let input: BatchWriteInput = parse_body(&body)?;
+    if !(1..=MAX_BATCH_WRITE).contains(&input.entries.len()) {
+        return Err(AwsError::validation_error(format!(
+            "Entries must hold 1 to {MAX_BATCH_WRITE} entries."
+        )));
+    }
+    let (mut puts, mut errors) = (Vec::new(), Vec::new());
+    for raw in input.entries {
+        let prepared = serde_json::from_value::<BatchWriteEntry>(raw.clone())
+            .map_err(|e| AwsError::validation_error(format!("Invalid entry: {e}")))
+            .and_then(|e| {
+                prepare_put(
+                    &state,
+                    &e.feature_group_name,
+                    e.record,
+                    e.target_stores.as_deref(),
+                    e.ttl_duration.or(input.ttl_duration),
+                )
+            });
+        match prepared {
+            Ok(put) => puts.push(put),
+            Err(e) => {
+                errors.push(json!({ "Entry": raw, "ErrorCode": e.code, "ErrorMessage": e.message }))
+            }
+        }
+    }
+    let written = puts.len() as u64;
+    if !puts.is_empty() {
+        state
+            .records
+            .run(Box::new(move |txn, seq| {
+                for put in puts {
+                    record::apply_put(txn, seq, put)?;
+                }
+                Ok(())
+            }))
+            .await?;
+    }
+    metrics::counter!("sagemaker_local_records_put_total", "feature_group" => "batch")
+        .increment(written);
+    Ok(Json(json!({ "Errors": errors, "UnprocessedEntries": [] })).into_response())
 }
 
 /// Query pairs, percent-decoded; repeated keys kept in order.
