@@ -4,6 +4,7 @@
 mod endpoints;
 pub mod feature_groups;
 pub mod models;
+mod package_groups;
 mod registry;
 
 use std::sync::Arc;
@@ -91,8 +92,8 @@ pub(crate) fn dispatch(state: &AppState, op: &str, input: Value) -> Result<Value
         f(parsed)
     }
     match op {
-        "CreateModelPackageGroup" => call(input, |i| registry::create_group(state, i)),
-        "DescribeModelPackageGroup" => call(input, |i| registry::describe_group(state, i)),
+        "CreateModelPackageGroup" => call(input, |i| package_groups::create_group(state, i)),
+        "DescribeModelPackageGroup" => call(input, |i| package_groups::describe_group(state, i)),
         "CreateModelPackage" => call(input, |i| registry::create_package(state, i)),
         "UpdateModelPackage" => call(input, |i| registry::update_package(state, i)),
         "ListModelPackages" => call(input, |i| registry::list_packages(state, i)),

@@ -1,10 +1,10 @@
-//! The model registry: package groups and (versioned or unversioned) model packages,
-//! with approval status, ClientToken idempotency, filters, sorting and pagination.
+//! Model packages (versioned in a group, or unversioned) with approval status, ClientToken
+//! idempotency, filters, sorting and pagination.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::{name_from_arn, require_name};
+use super::{name_from_arn, package_groups::GroupRecord, require_name};
 use crate::{
     AppState,
     db::{CLIENT_TOKENS, MODEL_PACKAGE_GROUPS, MODEL_PACKAGES},
@@ -12,14 +12,6 @@ use crate::{
 };
 
 const APPROVAL: [&str; 3] = ["Approved", "Rejected", "PendingManualApproval"];
-
-#[derive(Serialize, Deserialize, Clone)]
-struct GroupRecord {
-    name: String,
-    arn: String,
-    description: Option<String>,
-    created: f64,
-}
 
 /// A model package as stored; `Describe` output is built from it.
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -49,60 +41,6 @@ impl PackageRecord {
             .get("ModelDataUrl")?
             .as_str()
     }
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct CreateGroupInput {
-    model_package_group_name: String,
-    model_package_group_description: Option<String>,
-}
-
-pub fn create_group(state: &AppState, input: CreateGroupInput) -> Result<Value, AwsError> {
-    let name = input.model_package_group_name;
-    require_name("modelPackageGroupName", &name, &['-'], 63)?;
-    let arn = state.arn("model-package-group", &name);
-    state.db.write(|txn| {
-        if txn
-            .get::<GroupRecord>(MODEL_PACKAGE_GROUPS, &name.to_lowercase())?
-            .is_some()
-        {
-            return Err(AwsError::validation_exception(format!(
-                "Model Package Group already exists: {arn}"
-            )));
-        }
-        let record = GroupRecord {
-            name: name.clone(),
-            arn: arn.clone(),
-            description: input.model_package_group_description,
-            created: state.now(),
-        };
-        txn.put(MODEL_PACKAGE_GROUPS, &name.to_lowercase(), &record)?;
-        Ok(json!({ "ModelPackageGroupArn": arn }))
-    })
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct DescribeGroupInput {
-    model_package_group_name: String,
-}
-
-pub fn describe_group(state: &AppState, input: DescribeGroupInput) -> Result<Value, AwsError> {
-    let name = name_from_arn(&input.model_package_group_name, "model-package-group").to_lowercase();
-    let group: GroupRecord = state.db.get(MODEL_PACKAGE_GROUPS, &name)?.ok_or_else(|| {
-        AwsError::validation_exception(format!(
-            "ModelPackageGroup {} does not exist.",
-            input.model_package_group_name
-        ))
-    })?;
-    Ok(json!({
-        "ModelPackageGroupName": group.name,
-        "ModelPackageGroupArn": group.arn,
-        "ModelPackageGroupDescription": group.description,
-        "CreationTime": group.created,
-        "ModelPackageGroupStatus": "Completed",
-    }))
 }
 
 #[derive(Deserialize)]
