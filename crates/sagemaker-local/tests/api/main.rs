@@ -2,6 +2,7 @@
 //! clients of all three APIs (one test binary, so it links once).
 
 mod auth;
+mod batch_write;
 mod endpoints;
 mod featurestore;
 mod helpers;
