@@ -206,8 +206,9 @@ def test_openapi_health_and_readiness(stack):
     assert metric(stack.url, "gateway_predict_requests_total") > 0
 
 
-def load(stack, seconds, results, stop=None, workers=8):
-    """Sends predictions continuously; records interaction id -> (probability, CSV row) of every 200."""
+def load(stack, seconds, results, stop=None, workers=8, failures=None):
+    """Sends predictions continuously; records interaction id -> (probability, CSV row) of every 200,
+    and (status, body) of every other answer in `failures` when given."""
     deadline = time.time() + seconds
 
     def worker(w):
@@ -217,6 +218,8 @@ def load(stack, seconds, results, stop=None, workers=8):
             if status == 200:
                 p = body["predictions"][0]
                 results[p["interaction_id"]] = (p["probability"], ",".join(CUSTOMERS[i % 1000][1:9]))
+            elif failures is not None:
+                failures.append((status, body))
             i += workers
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         list(pool.map(worker, range(workers)))

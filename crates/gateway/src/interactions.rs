@@ -1,8 +1,18 @@
 //! Forwards interactions to the logger. An unavailable logger never fails a prediction: the
 //! interactions wait in a bounded in-memory buffer and are retried in the background; what
-//! does not fit is counted (`gateway_interactions_dropped_total`) and logged.
+//! does not fit is counted (`gateway_interactions_dropped_total`) and logged. Once a call has
+//! failed, later interactions go straight to the buffer (behind the ones already waiting)
+//! until the background retry gets through again, so predictions do not each wait out the
+//! logger's timeout while it is down.
 
-use std::{collections::VecDeque, sync::Mutex, time::Duration};
+use std::{
+    collections::VecDeque,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use proto::interaction::v1::{
     Interaction, LogRequest, interaction_logger_client::InteractionLoggerClient,
@@ -17,6 +27,8 @@ pub struct Recorder {
     capacity: usize,
     timeout: Duration,
     wake: Notify,
+    /// The last call failed and the retry has not got through since.
+    logger_down: AtomicBool,
 }
 
 impl Recorder {
@@ -31,6 +43,7 @@ impl Recorder {
             capacity,
             timeout,
             wake: Notify::new(),
+            logger_down: AtomicBool::new(false),
         }
     }
 
@@ -48,9 +61,17 @@ impl Recorder {
     }
 
     /// Logs now, or buffers for a retry when the logger cannot take them.
+    /// While the logger is known to be down, buffers at once.
     pub async fn record(&self, interactions: Vec<Interaction>, request_id: &str) {
+        if self.logger_down.load(Ordering::Acquire) {
+            self.buffer(interactions);
+            return;
+        }
         if let Err(status) = self.log(interactions.clone(), request_id).await {
-            tracing::warn!(code = ?status.code(), message = status.message(), count = interactions.len(), "logger unavailable; buffering interactions");
+            if !self.logger_down.swap(true, Ordering::AcqRel) {
+                tracing::warn!(code = ?status.code(), message = status.message(), "logger unavailable; buffering interactions until it answers again");
+            }
+            metrics::gauge!("gateway_logger_up").set(0.0);
             self.buffer(interactions);
         }
     }
@@ -79,6 +100,7 @@ impl Recorder {
 
     /// Retries buffered interactions until `stop`; then tries once more to empty the buffer.
     pub async fn retry_buffered(&self, stop: CancellationToken) {
+        metrics::gauge!("gateway_logger_up").set(1.0);
         let mut backoff = Duration::from_millis(100);
         loop {
             let batch: Vec<Interaction> = {
@@ -87,6 +109,12 @@ impl Recorder {
                 buffer.drain(..n).collect()
             };
             if batch.is_empty() {
+                // Everything that waited is delivered, and whatever failed since is queued
+                // behind it: the direct path may take over again.
+                if self.logger_down.swap(false, Ordering::AcqRel) {
+                    tracing::info!("logger answering again; buffer delivered");
+                    metrics::gauge!("gateway_logger_up").set(1.0);
+                }
                 if stop.is_cancelled() {
                     return;
                 }
@@ -116,5 +144,116 @@ impl Recorder {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::interaction::v1::{
+        LogResponse,
+        interaction_logger_server::{InteractionLogger, InteractionLoggerServer},
+    };
+    use std::sync::{Arc, atomic::AtomicUsize};
+
+    /// A logger that answers UNAVAILABLE while `down`, and counts every call it gets.
+    #[derive(Clone, Default)]
+    struct Logger(Arc<LoggerState>);
+
+    #[derive(Default)]
+    struct LoggerState {
+        down: AtomicBool,
+        calls: AtomicUsize,
+        taken: Mutex<Vec<String>>,
+    }
+
+    #[tonic::async_trait]
+    impl InteractionLogger for Logger {
+        async fn log(
+            &self,
+            request: tonic::Request<LogRequest>,
+        ) -> Result<tonic::Response<LogResponse>, tonic::Status> {
+            self.0.calls.fetch_add(1, Ordering::SeqCst);
+            if self.0.down.load(Ordering::SeqCst) {
+                return Err(tonic::Status::unavailable("down for the test"));
+            }
+            let ids: Vec<String> = request
+                .into_inner()
+                .interactions
+                .into_iter()
+                .map(|i| i.interaction_id)
+                .collect();
+            self.0.taken.lock().unwrap().extend(ids.iter().cloned());
+            Ok(tonic::Response::new(LogResponse {
+                interaction_ids: ids,
+            }))
+        }
+    }
+
+    fn interaction(id: usize) -> Vec<Interaction> {
+        vec![Interaction {
+            interaction_id: format!("i{id}"),
+            ..Default::default()
+        }]
+    }
+
+    #[tokio::test]
+    async fn a_down_logger_is_called_once_not_per_prediction_and_gets_everything_back() {
+        let server_side = Logger::default();
+        let logger = Arc::clone(&server_side.0);
+        logger.down.store(true, Ordering::SeqCst);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tonic::transport::Server::builder()
+            .add_service(InteractionLoggerServer::new(server_side))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
+        tokio::spawn(server);
+
+        let channel = tonic::transport::Endpoint::from_shared(url)
+            .unwrap()
+            .connect_lazy();
+        let recorder = Arc::new(Recorder::new(
+            InteractionLoggerClient::new(channel),
+            1000,
+            Duration::from_secs(1),
+        ));
+        // No retry loop yet: only the direct path talks to the logger.
+        for i in 0..50 {
+            recorder.record(interaction(i), "test").await;
+        }
+        assert_eq!(
+            logger.calls.load(Ordering::SeqCst),
+            1,
+            "one failed call marks the logger down"
+        );
+        assert_eq!(recorder.buffered(), 50);
+
+        // The logger comes back: the retry loop delivers the buffer, then the direct path resumes.
+        logger.down.store(false, Ordering::SeqCst);
+        let stop = CancellationToken::new();
+        let retry = tokio::spawn({
+            let (recorder, stop) = (Arc::clone(&recorder), stop.clone());
+            async move { recorder.retry_buffered(stop).await }
+        });
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while recorder.buffered() > 0 || recorder.logger_down.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the buffer was delivered and the logger marked up");
+        let calls = logger.calls.load(Ordering::SeqCst);
+        recorder.record(interaction(50), "test").await;
+        assert_eq!(
+            logger.calls.load(Ordering::SeqCst),
+            calls + 1,
+            "direct path again"
+        );
+        assert_eq!(recorder.buffered(), 0);
+        let taken = logger.taken.lock().unwrap().clone();
+        let want: Vec<String> = (0..=50).map(|i| format!("i{i}")).collect();
+        assert_eq!(taken, want, "every interaction, once, in order");
+        stop.cancel();
+        retry.await.unwrap();
     }
 }

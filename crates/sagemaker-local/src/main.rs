@@ -74,11 +74,13 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(%addr, data_dir = %state.settings.data_dir.display(), demo = args.demo, "sagemaker-local listening");
     // Tests and scripts read this line to learn the port when listening on :0.
     println!("sagemaker-local listening on http://{addr}");
-    sagemaker_local::run(listener, state, shutdown_signal()).await?;
+    let shutdown = shutdown::on_signal();
+    sagemaker_local::run(listener, state, async move { shutdown.cancelled().await }).await?;
     tracing::info!("sagemaker-local stopped");
     Ok(())
 }
 
+/// Logs go to stderr: stdout carries only the "listening on" line that launchers read.
 fn init_tracing(format: &str) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
@@ -88,22 +90,7 @@ fn init_tracing(format: &str) {
     if format == "pretty" {
         builder.init();
     } else {
-        builder.json().init();
+        // One JSON object per line with the fields at the top level, as the services log.
+        builder.json().flatten_event(true).init();
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutdown signal received; draining");
 }

@@ -1,0 +1,191 @@
+"""The docker-compose stack, really run: the image built locally (docker/build-image: release
+binaries + a debootstrap base, no registry), `docker-compose.yml` brought up with its two
+networks, a prediction found in the feature store, the gateway shown unable to reach
+sagemaker-local, the logger container SIGKILLed and started again under load with every
+acknowledged interaction arriving, and a SIGTERM stop after which every service exited 0.
+
+Needs a Docker engine and compose (scripts/test installs and starts them); fails, never skips,
+without them. Progress goes to the terminal as `[compose] ...` lines while it runs."""
+import contextlib
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from test_stack_e2e import EXPECTED, ROOT, feature_store, http, load, row, wait_for_records
+
+SERVICES = ["sagemaker-local", "registry-watcher", "predictor", "interaction-logger", "gateway"]
+IMAGE = os.environ.get("MLOPS_IMAGE", "mlops-inference:test")
+
+
+CAPTURE = None  # pytest's capture manager, so progress reaches the terminal while tests run
+
+
+def uncaptured():
+    return CAPTURE.global_and_fixture_disabled() if CAPTURE else contextlib.nullcontext()
+
+
+def say(msg):
+    """Progress for the person watching, printed past pytest's output capture."""
+    with uncaptured():
+        print(f"[compose {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run(argv, check=True, timeout=600, quiet=True, env=None):
+    out = subprocess.run(argv, capture_output=quiet, text=True, timeout=timeout, env=env)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
+    return out
+
+
+def compose_command():
+    if run(["docker", "compose", "version"], check=False).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    pytest.fail("no `docker compose` and no docker-compose: scripts/test installs Debian's docker-compose")
+
+
+class Compose:
+    """One compose project (a unique name, so a developer's own stack is left alone)."""
+
+    def __init__(self):
+        self.project = f"mlopstest{os.getpid()}"
+        self.argv = [*compose_command(), "-p", self.project,
+                     "-f", str(ROOT / "docker-compose.yml"), "-f", str(ROOT / "tests/python/compose-observe.yml")]
+        self.env = dict(os.environ, MLOPS_IMAGE=IMAGE, GATEWAY_PUBLISH="127.0.0.1:", WATCHER_POLL_MS="500")
+
+    def __call__(self, *args, **kw):
+        return run([*self.argv, *args], env=self.env, **kw)
+
+    def container(self, service):
+        cid = self("ps", "-q", service).stdout.strip()
+        assert cid, f"no container for {service}"
+        return cid
+
+    def inspect(self, service):
+        return json.loads(run(["docker", "inspect", self.container(service)]).stdout)[0]
+
+    def published(self, service, port):
+        return self("port", service, str(port)).stdout.strip()
+
+    def exec(self, service, *argv):
+        return run(["docker", "exec", self.container(service), *argv], check=False)
+
+    def log_lines(self, service, tail=20):
+        """The service's last JSON log lines (stdout and stderr), parsed."""
+        out = run(["docker", "logs", "--tail", str(tail), self.container(service)])
+        return [json.loads(line) for line in (out.stdout + out.stderr).splitlines() if line.startswith("{")]
+
+    def wait_healthy(self, timeout=180):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            states = {s: self.inspect(s)["State"] for s in SERVICES}
+            health = {s: st.get("Health", {}).get("Status", st["Status"]) for s, st in states.items()}
+            if all(h == "healthy" for h in health.values()):
+                return
+            dead = [s for s, st in states.items() if st["Status"] == "exited"]
+            assert not dead, f"{dead} exited while starting:\n" + self("logs", "--tail", "30", *dead).stdout
+            time.sleep(1)
+        raise AssertionError(f"not healthy after {timeout}s: {health}")
+
+
+@pytest.fixture(scope="module")
+def compose(pytestconfig):
+    global CAPTURE
+    CAPTURE = pytestconfig.pluginmanager.getplugin("capturemanager")
+    if run(["docker", "info"], check=False).returncode != 0:
+        pytest.fail("no Docker engine answers (`docker info` failed): scripts/test installs docker.io and starts dockerd")
+    say(f"building image {IMAGE} with docker/build-image (release binaries + debootstrap base, no registry)")
+    with uncaptured():
+        run([str(ROOT / "docker/build-image"), IMAGE], quiet=False, timeout=1800)
+    c = Compose()
+    say(f"docker compose up (project {c.project}): sagemaker-local, registry-watcher, predictor, "
+        "interaction-logger, gateway; waiting for every healthcheck")
+    try:
+        c("up", "-d", "--no-build", timeout=300)
+        c.wait_healthy()
+        gateway, sagemaker = c.published("gateway", 8080), c.published("sagemaker-local", 9000)
+        say(f"stack healthy: gateway on http://{gateway}, sagemaker-local (observation port) on http://{sagemaker}")
+        c.stack = SimpleNamespace(url=f"http://{gateway}", sagemaker_url=f"http://{sagemaker}")
+        yield c
+    finally:
+        logs = c("logs", "--no-color", "--tail", "40", check=False).stdout
+        (pathlib.Path(os.environ.get("TMPDIR", "/tmp")) / f"{c.project}.log").write_text(logs)
+        say("docker compose down -v (containers, networks, volumes)")
+        c("down", "-v", "--remove-orphans", check=False, timeout=120)
+
+
+def test_prediction_through_the_containers_is_recorded(compose):
+    say("predicting through the gateway; looking the interaction up in the feature store")
+    status, _, raw = http("POST", compose.stack.url + "/v1/predict", {"instances": [row(0)]})
+    assert status == 200, raw
+    body = json.loads(raw)
+    p = body["predictions"][0]
+    assert abs(p["probability"] - EXPECTED[0]) <= 1e-6, (p, EXPECTED[0])
+    assert body["model"]["model_package_version"] == 1, body
+    found = wait_for_records(feature_store(compose.stack), {p["interaction_id"]: p["probability"]})
+    assert found[p["interaction_id"]]["model_package_version"] == "1", found
+
+
+def test_gateway_cannot_reach_sagemaker(compose):
+    say("checking the network split: the gateway must not reach sagemaker-local; the three bridges must")
+    networks = {s: set(compose.inspect(s)["NetworkSettings"]["Networks"]) for s in SERVICES}
+    prod, inference = f"{compose.project}_prod", f"{compose.project}_inference"
+    assert networks["sagemaker-local"] == {prod}, networks
+    assert networks["gateway"] == {inference}, networks
+    for bridge in ("predictor", "interaction-logger", "registry-watcher"):
+        assert networks[bridge] == {prod, inference}, networks
+        ok = compose.exec(bridge, "mlops-healthcheck", "http://sagemaker-local:9000/healthz")
+        assert ok.returncode == 0, (bridge, ok.stdout, ok.stderr)
+
+    by_name = compose.exec("gateway", "mlops-healthcheck", "http://sagemaker-local:9000/healthz")
+    assert by_name.returncode == 1 and "cannot resolve" in by_name.stderr, (by_name.stdout, by_name.stderr)
+    ip = compose.inspect("sagemaker-local")["NetworkSettings"]["Networks"][prod]["IPAddress"]
+    by_ip = compose.exec("gateway", "mlops-healthcheck", f"http://{ip}:9000/healthz")
+    assert by_ip.returncode == 1 and "connect" in by_ip.stderr, (by_ip.stdout, by_ip.stderr)
+    say(f"gateway -> sagemaker-local: by name: {by_name.stderr.strip()}; by IP: {by_ip.stderr.strip()}")
+
+
+def test_logger_container_killed_mid_load_loses_nothing(compose):
+    acknowledged, failures = {}, []
+    say("sending predictions continuously (4 clients, 10 s); SIGKILL the interaction-logger container at 2 s")
+    t = threading.Thread(target=load, args=(compose.stack, 10.0, acknowledged), kwargs={"workers": 4, "failures": failures})
+    t.start()
+    time.sleep(2.0)
+    logger = compose.container("interaction-logger")
+    run(["docker", "kill", "--signal", "KILL", logger])
+    state = compose.inspect("interaction-logger")["State"]
+    assert state["Status"] == "exited" and state["ExitCode"] == 137, state
+    before = len(acknowledged)
+    time.sleep(2.0)
+    say(f"logger down ({len(acknowledged) - before} predictions answered meanwhile); docker start")
+    run(["docker", "start", logger])
+    t.join()
+    say(f"{len(acknowledged)} acknowledged, {len(failures)} failed; waiting for every one in the feature store")
+    assert not failures, f"predictions failed while the logger was down: {failures[:5]}"
+    assert len(acknowledged) > 200, "the load generator got too few answers to prove anything"
+    wait_for_records(feature_store(compose.stack), acknowledged, timeout=120)
+    say("every acknowledged interaction arrived")
+
+
+def test_sigterm_stops_every_service_after_draining(compose):
+    say("docker compose stop (SIGTERM, 30 s grace); every service must exit 0 after draining")
+    compose("stop", "-t", "30", timeout=180)
+    for service in SERVICES:
+        state = compose.inspect(service)["State"]
+        lines = compose.log_lines(service)
+        assert state["Status"] == "exited" and state["ExitCode"] == 0 and not state["OOMKilled"], (service, state, lines)
+        assert any(line["message"] == "SIGTERM: shutting down" for line in lines), (service, lines)
+    logger = compose.log_lines("interaction-logger", 5)
+    assert {"message": "interaction-logger stopped", "pending": 0}.items() <= logger[-1].items(), logger
+    gateway = compose.log_lines("gateway", 5)
+    assert {"message": "gateway stopped", "buffered": 0}.items() <= gateway[-1].items(), gateway
+    say("all five exited 0; the logger's spool and the gateway's retry buffer were empty")
