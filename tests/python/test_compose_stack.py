@@ -23,6 +23,8 @@ from test_stack_e2e import EXPECTED, ROOT, feature_store, http, load, row, wait_
 
 SERVICES = ["sagemaker-local", "registry-watcher", "predictor", "interaction-logger", "gateway"]
 IMAGE = os.environ.get("MLOPS_IMAGE", "mlops-inference:test")
+EMF_NAMESPACE = "mlops/compose-test"
+ANSWERED = []  # how many 200s each test got from the gateway, for the EMF check
 
 
 CAPTURE = None  # pytest's capture manager, so progress reaches the terminal while tests run
@@ -60,7 +62,8 @@ class Compose:
         self.project = f"mlopstest{os.getpid()}"
         self.argv = [*compose_command(), "-p", self.project,
                      "-f", str(ROOT / "docker-compose.yml"), "-f", str(ROOT / "tests/python/compose-observe.yml")]
-        self.env = dict(os.environ, MLOPS_IMAGE=IMAGE, GATEWAY_PUBLISH="127.0.0.1:", WATCHER_POLL_MS="500")
+        self.env = dict(os.environ, MLOPS_IMAGE=IMAGE, GATEWAY_PUBLISH="127.0.0.1:", WATCHER_POLL_MS="500",
+                        METRICS_EMF_NAMESPACE=EMF_NAMESPACE, METRICS_EMF_INTERVAL_SECS="3")
 
     def __call__(self, *args, **kw):
         return run([*self.argv, *args], env=self.env, **kw)
@@ -79,7 +82,7 @@ class Compose:
     def exec(self, service, *argv):
         return run(["docker", "exec", self.container(service), *argv], check=False)
 
-    def log_lines(self, service, tail=20):
+    def log_lines(self, service, tail="all"):
         """The service's last JSON log lines (stdout and stderr), parsed."""
         out = run(["docker", "logs", "--tail", str(tail), self.container(service)])
         return [json.loads(line) for line in (out.stdout + out.stderr).splitlines() if line.startswith("{")]
@@ -131,6 +134,7 @@ def test_prediction_through_the_containers_is_recorded(compose):
     p = body["predictions"][0]
     assert abs(p["probability"] - EXPECTED[0]) <= 1e-6, (p, EXPECTED[0])
     assert body["model"]["model_package_version"] == 1, body
+    ANSWERED.append(1)
     found = wait_for_records(feature_store(compose.stack), {p["interaction_id"]: p["probability"]})
     assert found[p["interaction_id"]]["model_package_version"] == "1", found
 
@@ -171,6 +175,7 @@ def test_logger_container_killed_mid_load_loses_nothing(compose):
     t.join()
     say(f"{len(acknowledged)} acknowledged, {len(failures)} failed; waiting for every one in the feature store")
     assert not failures, f"predictions failed while the logger was down: {failures[:5]}"
+    ANSWERED.append(len(acknowledged))
     assert len(acknowledged) > 200, "the load generator got too few answers to prove anything"
     wait_for_records(feature_store(compose.stack), acknowledged, timeout=120)
     say("every acknowledged interaction arrived")
@@ -183,9 +188,26 @@ def test_sigterm_stops_every_service_after_draining(compose):
         state = compose.inspect(service)["State"]
         lines = compose.log_lines(service)
         assert state["Status"] == "exited" and state["ExitCode"] == 0 and not state["OOMKilled"], (service, state, lines)
-        assert any(line["message"] == "SIGTERM: shutting down" for line in lines), (service, lines)
-    logger = compose.log_lines("interaction-logger", 5)
-    assert {"message": "interaction-logger stopped", "pending": 0}.items() <= logger[-1].items(), logger
-    gateway = compose.log_lines("gateway", 5)
-    assert {"message": "gateway stopped", "buffered": 0}.items() <= gateway[-1].items(), gateway
+        assert any(line.get("message") == "SIGTERM: shutting down" for line in lines), (service, lines)
+    logger = [line for line in compose.log_lines("interaction-logger") if line.get("message") == "interaction-logger stopped"]
+    assert logger and logger[-1]["pending"] == 0, logger
+    gateway = [line for line in compose.log_lines("gateway") if line.get("message") == "gateway stopped"]
+    assert gateway and gateway[-1]["buffered"] == 0, gateway
     say("all five exited 0; the logger's spool and the gateway's retry buffer were empty")
+
+
+def test_metrics_reached_stdout_as_cloudwatch_emf(compose):
+    """What CloudWatch would make of the gateway's EMF lines: the per-interval increases of
+    `gateway_predict_requests_total{status=200}` add up to the answers the tests counted."""
+    assert compose.inspect("gateway")["State"]["Status"] == "exited", "runs after the SIGTERM test"
+    for service in SERVICES[1:]:
+        docs = [d for d in compose.log_lines(service) if "_aws" in d]
+        assert docs, f"{service} printed no EMF document"
+        assert {d["_aws"]["CloudWatchMetrics"][0]["Namespace"] for d in docs} == {EMF_NAMESPACE}
+        assert all(d["service"] == service for d in docs)
+    gateway = [d for d in compose.log_lines("gateway") if "_aws" in d and d.get("status") == "200"]
+    sent = sum(d["gateway_predict_requests_total"] for d in gateway)
+    say(f"gateway EMF: {len(gateway)} intervals, {sent:.0f} successful predictions (the tests counted {sum(ANSWERED)})")
+    assert sent == sum(ANSWERED), (sent, ANSWERED)
+    logger = [d for d in compose.log_lines("interaction-logger") if "_aws" in d and "logger_spool_depth" in d]
+    assert logger[-1]["logger_spool_depth"] == 0, logger[-1]

@@ -24,5 +24,6 @@ async fn main() -> anyhow::Result<()> {
     let app = gateway::App::new(args.config, &shutdown)?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     println!("gateway listening on http://{}", listener.local_addr()?);
-    gateway::run(listener, app, shutdown).await
+    let service = gateway::run(listener, app, shutdown.clone());
+    telemetry::emf::alongside("gateway", &shutdown, service).await
 }

@@ -30,5 +30,7 @@ async fn main() -> anyhow::Result<()> {
         grpc.local_addr()?,
         admin.local_addr()?
     );
-    interaction_logger::run(grpc, admin, args.config, shutdown::on_signal()).await
+    let shutdown = shutdown::on_signal();
+    let service = interaction_logger::run(grpc, admin, args.config, shutdown.clone());
+    telemetry::emf::alongside("interaction-logger", &shutdown, service).await
 }

@@ -31,5 +31,7 @@ async fn main() -> anyhow::Result<()> {
         grpc.local_addr()?,
         admin.local_addr()?
     );
-    predictor::run(grpc, admin, args.config, shutdown::on_signal()).await
+    let shutdown = shutdown::on_signal();
+    let service = predictor::run(grpc, admin, args.config, shutdown.clone());
+    telemetry::emf::alongside("predictor", &shutdown, service).await
 }

@@ -1,6 +1,9 @@
 //! Telemetry for every service: tracing to stdout (JSON lines in production, pretty
 //! locally), a process-wide Prometheus recorder, and the small admin HTTP server with
-//! `/metrics`, `/healthz` (alive) and `/readyz` (ready to take traffic).
+//! `/metrics`, `/healthz` (alive) and `/readyz` (ready to take traffic); optionally the same
+//! metrics as CloudWatch EMF lines on stdout (`emf`).
+
+pub mod emf;
 
 use std::sync::{
     Arc, OnceLock,

@@ -1,0 +1,463 @@
+//! CloudWatch Embedded Metric Format: with `METRICS_EMF_NAMESPACE` set, every
+//! `METRICS_EMF_INTERVAL_SECS` (default 60) the service prints its metrics as EMF JSON lines
+//! on stdout, next to its logs. On ECS the awslogs driver ships stdout to CloudWatch Logs,
+//! which turns those lines into CloudWatch metrics: no agent, no sidecar, no PutMetricData
+//! permission.
+//!
+//! What is sent, per interval, from the same registry `/metrics` renders:
+//! - counters as the increase over the interval (CloudWatch sums them), unit `Count`;
+//! - gauges as their current value;
+//! - histograms as `<name>_count` (observations in the interval) and `<name>_p50` /
+//!   `<name>_p99` (upper bound of the bucket holding that quantile of the interval's
+//!   observations), in `Seconds` for `*_seconds` histograms.
+//!
+//! Dimensions: `service`, plus the metric's own labels.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+
+/// At most this many metrics in one EMF document (CloudWatch's limit).
+const MAX_METRICS_PER_DOCUMENT: usize = 100;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One sample line of the Prometheus text format.
+#[derive(Debug, PartialEq)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// Turns successive Prometheus renders into EMF documents (it remembers counters and
+/// histogram buckets from the previous render to send increases).
+pub struct Emf {
+    namespace: String,
+    service: String,
+    previous: HashMap<String, f64>,
+}
+
+impl Emf {
+    pub fn new(namespace: impl Into<String>, service: impl Into<String>) -> Self {
+        Emf {
+            namespace: namespace.into(),
+            service: service.into(),
+            previous: HashMap::new(),
+        }
+    }
+
+    /// The EMF documents (one JSON object each) for one render of `/metrics`.
+    pub fn documents(&mut self, prometheus_text: &str, timestamp_ms: u64) -> Vec<String> {
+        let (kinds, samples) = parse(prometheus_text);
+        // label set -> metric name -> (value, unit)
+        let mut groups: BTreeMap<BTreeMap<String, String>, BTreeMap<String, (f64, &str)>> =
+            BTreeMap::new();
+        let mut histograms: BTreeMap<(String, BTreeMap<String, String>), Vec<(f64, f64)>> =
+            BTreeMap::new();
+        for s in samples {
+            if let Some(base) = s.name.strip_suffix("_bucket")
+                && kinds.get(base) == Some(&Kind::Histogram)
+            {
+                let mut labels = s.labels.clone();
+                let Some(le) = labels.remove("le").and_then(|le| parse_value(&le)) else {
+                    continue;
+                };
+                let delta = self.increase(&s, s.value);
+                histograms
+                    .entry((base.to_owned(), labels))
+                    .or_default()
+                    .push((le, delta));
+                continue;
+            }
+            let is_histogram_part = ["_sum", "_count"].iter().any(|suffix| {
+                s.name
+                    .strip_suffix(suffix)
+                    .is_some_and(|base| kinds.get(base) == Some(&Kind::Histogram))
+            });
+            if is_histogram_part {
+                continue; // the buckets carry everything sent for a histogram
+            }
+            let (value, unit) = match kinds.get(&s.name) {
+                Some(Kind::Counter) => (self.increase(&s, s.value), "Count"),
+                _ => (s.value, "None"),
+            };
+            groups
+                .entry(s.labels)
+                .or_default()
+                .insert(s.name, (value, unit));
+        }
+        for ((name, labels), mut buckets) in histograms {
+            buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let count = buckets.last().map_or(0.0, |b| b.1);
+            let unit = if name.ends_with("_seconds") {
+                "Seconds"
+            } else {
+                "None"
+            };
+            let group = groups.entry(labels).or_default();
+            group.insert(format!("{name}_count"), (count, "Count"));
+            if count > 0.0 {
+                for (q, suffix) in [(0.5, "p50"), (0.99, "p99")] {
+                    group.insert(format!("{name}_{suffix}"), (quantile(&buckets, q), unit));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (labels, metrics) in groups {
+            let metrics: Vec<_> = metrics.into_iter().collect();
+            for chunk in metrics.chunks(MAX_METRICS_PER_DOCUMENT) {
+                out.push(self.document(&labels, chunk, timestamp_ms));
+            }
+        }
+        out
+    }
+
+    /// The increase of a cumulative series since the last render (all of it the first time;
+    /// the whole value again if it went down, i.e. the process restarted its count).
+    fn increase(&mut self, s: &Sample, value: f64) -> f64 {
+        let key = series_key(&s.name, &s.labels);
+        let before = self.previous.insert(key, value).unwrap_or(0.0);
+        if value >= before {
+            value - before
+        } else {
+            value
+        }
+    }
+
+    fn document(
+        &self,
+        labels: &BTreeMap<String, String>,
+        metrics: &[(String, (f64, &str))],
+        timestamp_ms: u64,
+    ) -> String {
+        let mut dimensions = vec!["service".to_owned()];
+        dimensions.extend(labels.keys().filter(|k| *k != "service").cloned());
+        let definitions: Vec<_> = metrics
+            .iter()
+            .map(|(name, (_, unit))| serde_json::json!({"Name": name, "Unit": unit}))
+            .collect();
+        let mut doc = serde_json::Map::new();
+        doc.insert(
+            "_aws".into(),
+            serde_json::json!({
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": self.namespace,
+                    "Dimensions": [dimensions],
+                    "Metrics": definitions,
+                }],
+            }),
+        );
+        doc.insert("service".into(), self.service.clone().into());
+        for (k, v) in labels {
+            if k != "service" {
+                doc.insert(k.clone(), v.clone().into());
+            }
+        }
+        for (name, (value, _)) in metrics {
+            doc.insert(name.clone(), finite(*value).into());
+        }
+        serde_json::Value::Object(doc).to_string()
+    }
+}
+
+/// Starts the emitter if `METRICS_EMF_NAMESPACE` is set: every interval, and once more when
+/// `shutdown` is cancelled, the process's metrics go to stdout as EMF lines.
+/// Await the handle after shutdown to get that last emission out.
+pub fn spawn_from_env(
+    service: &str,
+    shutdown: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let namespace = std::env::var("METRICS_EMF_NAMESPACE").ok()?;
+    if namespace.is_empty() {
+        return None;
+    }
+    let secs = std::env::var("METRICS_EMF_INTERVAL_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(60);
+    tracing::info!(%namespace, interval_secs = secs, "emitting CloudWatch EMF metrics on stdout");
+    let mut emf = Emf::new(namespace, service);
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(secs));
+        tick.tick().await; // the first tick is immediate: nothing has happened yet
+        loop {
+            let last = tokio::select! {
+                _ = tick.tick() => false,
+                _ = shutdown.cancelled() => true,
+            };
+            emit(&mut emf, &mut std::io::stdout().lock());
+            if last {
+                return;
+            }
+        }
+    }))
+}
+
+/// Runs `service` with the emitter alongside (when `METRICS_EMF_NAMESPACE` is set), then lets
+/// the emitter print the final interval once the service has stopped.
+pub async fn alongside<T>(
+    name: &str,
+    shutdown: &CancellationToken,
+    service: impl std::future::Future<Output = T>,
+) -> T {
+    let emitter = spawn_from_env(name, shutdown.clone());
+    let out = service.await;
+    if let Some(last) = emitter {
+        let _ = last.await;
+    }
+    out
+}
+
+/// One interval's documents, one per line.
+pub fn emit(emf: &mut Emf, out: &mut impl Write) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    for doc in emf.documents(&crate::prometheus().render(), now) {
+        if writeln!(out, "{doc}").is_err() {
+            return; // stdout is gone; nothing else to tell
+        }
+    }
+    let _ = out.flush();
+}
+
+/// The upper bound of the bucket holding quantile `q`, from cumulative (upper bound, count)
+/// pairs sorted by bound; the largest finite bound when it falls in `+Inf`.
+fn quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    let rank = q * total;
+    let largest_finite = buckets
+        .iter()
+        .rev()
+        .map(|b| b.0)
+        .find(|b| b.is_finite())
+        .unwrap_or(0.0);
+    buckets
+        .iter()
+        .find(|(_, cumulative)| *cumulative >= rank)
+        .map_or(largest_finite, |(le, _)| {
+            if le.is_finite() { *le } else { largest_finite }
+        })
+}
+
+fn finite(v: f64) -> f64 {
+    if v.is_finite() { v } else { 0.0 }
+}
+
+fn series_key(name: &str, labels: &BTreeMap<String, String>) -> String {
+    let mut key = name.to_owned();
+    for (k, v) in labels {
+        key.push_str(&format!("\u{1f}{k}={v}"));
+    }
+    key
+}
+
+fn parse_value(s: &str) -> Option<f64> {
+    match s {
+        "+Inf" | "Inf" => Some(f64::INFINITY),
+        "-Inf" => Some(f64::NEG_INFINITY),
+        _ => s.parse().ok(),
+    }
+}
+
+/// The `# TYPE` of each family and the samples of a Prometheus text render (what
+/// metrics-exporter-prometheus writes: no timestamps, escaped label values).
+fn parse(text: &str) -> (HashMap<String, Kind>, Vec<Sample>) {
+    let mut kinds = HashMap::new();
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            if let (Some(name), Some(kind)) = (parts.next(), parts.next()) {
+                let kind = match kind {
+                    "counter" => Kind::Counter,
+                    "histogram" => Kind::Histogram,
+                    _ => Kind::Gauge,
+                };
+                kinds.insert(name.to_owned(), kind);
+            }
+            continue;
+        }
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(sample) = parse_sample(line) {
+            samples.push(sample);
+        }
+    }
+    (kinds, samples)
+}
+
+fn parse_sample(line: &str) -> Option<Sample> {
+    let (series, value) = line.rsplit_once(' ')?;
+    let value = parse_value(value)?;
+    let (name, labels) = match series.split_once('{') {
+        None => (series, BTreeMap::new()),
+        Some((name, rest)) => (name, parse_labels(rest.strip_suffix('}')?)?),
+    };
+    Some(Sample {
+        name: name.to_owned(),
+        labels,
+        value,
+    })
+}
+
+/// `a="x",b="y \"q\""` -> {a: x, b: y "q"}
+fn parse_labels(s: &str) -> Option<BTreeMap<String, String>> {
+    let mut labels = BTreeMap::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.peek() == Some(&',') || chars.peek() == Some(&' ') {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            return Some(labels);
+        }
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if chars.next() != Some('"') {
+            return None;
+        }
+        let mut value = String::new();
+        loop {
+            match chars.next()? {
+                '\\' => match chars.next()? {
+                    'n' => value.push('\n'),
+                    c => value.push(c),
+                },
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        labels.insert(key.trim().to_owned(), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    fn docs(emf: &mut Emf, text: &str) -> Vec<serde_json::Value> {
+        emf.documents(text, 1_700_000_000_000)
+            .iter()
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    }
+
+    fn find<'a>(docs: &'a [serde_json::Value], metric: &str) -> &'a serde_json::Value {
+        docs.iter()
+            .find(|d| d.get(metric).is_some())
+            .unwrap_or_else(|| panic!("no document has {metric}: {docs:?}"))
+    }
+
+    #[test]
+    fn parses_labels_with_escapes() {
+        let s = parse_sample(r#"x_total{code="Ok",msg="a \"b\", c"} 3"#).unwrap();
+        assert_eq!(s.name, "x_total");
+        assert_eq!(s.labels["code"], "Ok");
+        assert_eq!(s.labels["msg"], r#"a "b", c"#);
+        assert_eq!(s.value, 3.0);
+        assert_eq!(parse_sample("up 1").unwrap().labels.len(), 0);
+        assert!(parse_sample("garbage").is_none());
+    }
+
+    #[test]
+    fn quantiles_come_from_the_bucket_bounds() {
+        let b = [
+            (0.001, 10.0),
+            (0.01, 98.0),
+            (0.1, 100.0),
+            (f64::INFINITY, 100.0),
+        ];
+        assert_eq!(quantile(&b, 0.5), 0.01);
+        assert_eq!(quantile(&b, 0.99), 0.1);
+        let overflow = [(0.1, 1.0), (f64::INFINITY, 100.0)];
+        assert_eq!(quantile(&overflow, 0.99), 0.1);
+    }
+
+    /// The real registry type the services use, rendered and converted twice: counters are
+    /// sent as increases, gauges as values, histograms as count + quantiles of the interval.
+    #[test]
+    fn converts_a_real_render_into_interval_documents() {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&[0.001, 0.01, 0.1])
+            .unwrap()
+            .build_recorder();
+        let handle = recorder.handle();
+        let mut emf = Emf::new("mlops/inference", "gateway");
+        metrics::with_local_recorder(&recorder, || {
+            metrics::counter!("gateway_predict_requests_total", "status" => "200").increment(5);
+            metrics::counter!("gateway_predict_requests_total", "status" => "500").increment(1);
+            metrics::gauge!("logger_spool_depth").set(7.0);
+            for _ in 0..99 {
+                metrics::histogram!("gateway_predict_seconds").record(0.005);
+            }
+            metrics::histogram!("gateway_predict_seconds").record(0.05);
+        });
+        let first = docs(&mut emf, &handle.render());
+        let ok = first
+            .iter()
+            .find(|d| d["status"] == "200")
+            .expect("a document for status=200");
+        assert_eq!(ok["gateway_predict_requests_total"], 5.0);
+        assert_eq!(ok["service"], "gateway");
+        let meta = &ok["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(meta["Namespace"], "mlops/inference");
+        assert_eq!(
+            meta["Dimensions"],
+            serde_json::json!([["service", "status"]])
+        );
+        assert_eq!(meta["Metrics"][0]["Unit"], "Count");
+        assert_eq!(ok["_aws"]["Timestamp"], 1_700_000_000_000u64);
+        let plain = find(&first, "gateway_predict_seconds_count");
+        assert_eq!(plain["gateway_predict_seconds_count"], 100.0);
+        assert_eq!(plain["gateway_predict_seconds_p50"], 0.01);
+        assert_eq!(plain["gateway_predict_seconds_p99"], 0.01);
+        assert_eq!(plain["logger_spool_depth"], 7.0);
+        assert_eq!(
+            plain["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            serde_json::json!([["service"]])
+        );
+        assert!(plain.get("gateway_predict_seconds_sum").is_none());
+
+        metrics::with_local_recorder(&recorder, || {
+            metrics::counter!("gateway_predict_requests_total", "status" => "200").increment(2);
+            metrics::histogram!("gateway_predict_seconds").record(0.05);
+            metrics::gauge!("logger_spool_depth").set(3.0);
+        });
+        let second = docs(&mut emf, &handle.render());
+        let ok = second.iter().find(|d| d["status"] == "200").unwrap();
+        assert_eq!(
+            ok["gateway_predict_requests_total"], 2.0,
+            "the increase, not the total"
+        );
+        let failed = second.iter().find(|d| d["status"] == "500").unwrap();
+        assert_eq!(failed["gateway_predict_requests_total"], 0.0);
+        let plain = find(&second, "gateway_predict_seconds_count");
+        assert_eq!(plain["gateway_predict_seconds_count"], 1.0);
+        assert_eq!(
+            plain["gateway_predict_seconds_p99"], 0.1,
+            "this interval's observation only"
+        );
+        assert_eq!(plain["logger_spool_depth"], 3.0);
+
+        let third = docs(&mut emf, &handle.render());
+        let plain = find(&third, "gateway_predict_seconds_count");
+        assert_eq!(plain["gateway_predict_seconds_count"], 0.0);
+        assert!(
+            plain.get("gateway_predict_seconds_p99").is_none(),
+            "no quantile of nothing"
+        );
+    }
+}
