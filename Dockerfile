@@ -12,6 +12,7 @@
 # Stage order matters for the classic builder, which builds every stage before its target:
 # `prebuilt` comes before the Rust build so that `--target prebuilt` never compiles.
 
+# checkov:skip=CKV_DOCKER_7: the base images are build arguments; their defaults carry version tags (checkov reads the unexpanded ${...}).
 ARG RUST_IMAGE=rust:1.95-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 

@@ -1,0 +1,264 @@
+"""Least privilege in infra/aws/inference.yaml, checked on the template itself: every IAM
+policy is resolved (parameters, pseudo parameters, !Sub, !GetAtt, !If with the template's
+conditions) and each role must grant exactly the (action, resource) pairs of flow 3 of the
+design, nothing else; a wildcard action anywhere fails. Security groups: the ALB is the only
+way in, and each service accepts traffic only from its callers."""
+import json
+import pathlib
+import re
+
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "infra" / "aws" / "inference.yaml"
+
+ACCOUNT, REGION, PARTITION, STACK = "111122223333", "eu-west-1", "aws", "inference-test"
+KMS_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+PARAMS = {
+    "ImageUri": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/mlops-inference:abc123",
+    "ImageRepositoryName": "mlops-inference",
+    "SageMakerEndpointName": "churn-prod",
+    "UserInteractionFgName": "churn-interactions-v2",
+    "ModelPackageGroup": "churn-pkg",
+    "FeatureGroupKmsKeyArn": "",
+    "CertificateArn": f"arn:aws:acm:{REGION}:{ACCOUNT}:certificate/0000",
+}
+NOVALUE = object()
+SM = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}"
+
+
+class Loader(yaml.SafeLoader):
+    """YAML with CloudFormation's short-form tags, turned into their long form."""
+
+
+def _construct(loader, suffix, node):
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if suffix == "Ref":
+        return {"Ref": value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    if suffix == "Condition":
+        return {"Condition": value}
+    return {f"Fn::{suffix}": value}
+
+
+Loader.add_multi_constructor("!", _construct)
+
+
+def load():
+    return yaml.load(TEMPLATE.read_text(), Loader=Loader)
+
+
+class Resolver:
+    def __init__(self, template, params):
+        self.t = template
+        self.params = {k: v.get("Default") for k, v in template["Parameters"].items()}
+        self.params.update(params)
+        missing = [k for k, v in self.params.items() if v is None]
+        assert not missing, f"the test gives no value for {missing}"
+        self.params.update({"AWS::AccountId": ACCOUNT, "AWS::Region": REGION, "AWS::Partition": PARTITION,
+                            "AWS::StackName": STACK})
+
+    def condition(self, name):
+        return self.truth(self.t["Conditions"][name])
+
+    def truth(self, c):
+        (fn, arg), = c.items()
+        if fn == "Fn::Not":
+            return not self.truth(arg[0])
+        if fn == "Fn::Equals":
+            return str(self.value(arg[0])) == str(self.value(arg[1]))
+        if fn == "Fn::And":
+            return all(self.truth(a) for a in arg)
+        if fn == "Fn::Or":
+            return any(self.truth(a) for a in arg)
+        if fn == "Condition":
+            return self.condition(arg)
+        raise AssertionError(f"unknown condition function {fn}")
+
+    def getatt(self, resource, attr):
+        r = self.t["Resources"][resource]
+        if r["Type"] == "AWS::Logs::LogGroup" and attr == "Arn":
+            name = self.value(r["Properties"]["LogGroupName"])
+            return f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{name}:*"
+        return f"<{resource}.{attr}>"
+
+    def ref(self, name):
+        if name == "AWS::NoValue":
+            return NOVALUE
+        if name in self.params:
+            return self.params[name]
+        assert name in self.t["Resources"], f"!Ref to nothing: {name}"
+        return f"<{name}>"
+
+    def sub(self, text, extra=None):
+        def one(m):
+            name = m.group(1)
+            if extra and name in extra:
+                return str(self.value(extra[name]))
+            if "." in name and name.split(".")[0] in self.t["Resources"]:
+                return str(self.getatt(*name.split(".", 1)))
+            return str(self.ref(name))
+        return re.sub(r"\$\{([^}!]+)\}", one, text)
+
+    def value(self, v):
+        if isinstance(v, list):
+            return [x for x in (self.value(i) for i in v) if x is not NOVALUE]
+        if not isinstance(v, dict):
+            return v
+        if len(v) == 1:
+            (fn, arg), = v.items()
+            if fn == "Ref":
+                return self.ref(arg)
+            if fn == "Fn::Sub":
+                return self.sub(arg) if isinstance(arg, str) else self.sub(arg[0], arg[1])
+            if fn == "Fn::GetAtt":
+                return self.getatt(*arg)
+            if fn == "Fn::If":
+                return self.value(arg[1] if self.condition(arg[0]) else arg[2])
+            if fn == "Fn::Join":
+                return arg[0].join(self.value(arg[1]))
+            assert not fn.startswith("Fn::"), f"the test cannot resolve {fn} here"
+        return {k: x for k, x in ((k, self.value(i)) for k, i in v.items()) if x is not NOVALUE}
+
+
+def as_list(v):
+    return v if isinstance(v, list) else [v]
+
+
+def grants(template, params, role):
+    """{(action, resource, condition-json)} an IAM role's inline policies allow."""
+    r = Resolver(template, params)
+    props = template["Resources"][role]["Properties"]
+    out = set()
+    for policy in props.get("Policies", []):
+        for st in r.value(policy["PolicyDocument"])["Statement"]:
+            assert st["Effect"] == "Allow", (role, st)
+            assert "NotAction" not in st and "NotResource" not in st, (role, st)
+            cond = json.dumps(st.get("Condition"), sort_keys=True) if "Condition" in st else None
+            for action in as_list(st["Action"]):
+                for resource in as_list(st["Resource"]):
+                    out.add((action, resource, cond))
+    return out
+
+
+def plain(pairs):
+    return {(a, r) for a, r, _ in pairs}
+
+
+def roles(template):
+    return [k for k, v in template["Resources"].items() if v["Type"] == "AWS::IAM::Role"]
+
+
+@pytest.fixture(scope="module")
+def template():
+    return load()
+
+
+def test_every_role_has_no_wildcard_action_and_no_managed_policy(template):
+    assert len(roles(template)) == 9, roles(template)  # 4 task + 4 execution + flow logs
+    kinds = {v["Type"] for v in template["Resources"].values()}
+    assert not kinds & {"AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::User", "AWS::IAM::Group"}, kinds
+    for role in roles(template):
+        props = template["Resources"][role]["Properties"]
+        assert "ManagedPolicyArns" not in props, role
+        assert "PermissionsBoundary" not in props or props["PermissionsBoundary"], role
+        for params in (PARAMS, dict(PARAMS, FeatureGroupKmsKeyArn=KMS_KEY)):
+            for action, _, _ in grants(template, params, role):
+                assert "*" not in action and "?" not in action, f"{role} grants the wildcard action {action}"
+
+
+def test_the_gateway_may_call_nothing_in_aws(template):
+    assert grants(template, PARAMS, "GatewayTaskRole") == set()
+    assert "Policies" not in template["Resources"]["GatewayTaskRole"]["Properties"]
+
+
+def test_the_predictor_may_only_invoke_the_one_endpoint(template):
+    assert plain(grants(template, PARAMS, "PredictorTaskRole")) == {
+        ("sagemaker:InvokeEndpoint", f"{SM}:endpoint/churn-prod")}
+
+
+def test_the_logger_may_only_put_records_in_the_one_feature_group(template):
+    put = ("sagemaker:PutRecord", f"{SM}:feature-group/churn-interactions-v2")
+    assert plain(grants(template, PARAMS, "LoggerTaskRole")) == {put}
+    with_key = grants(template, dict(PARAMS, FeatureGroupKmsKeyArn=KMS_KEY), "LoggerTaskRole")
+    assert plain(with_key) == {put, ("kms:GenerateDataKey", KMS_KEY), ("kms:Decrypt", KMS_KEY)}
+    via = json.dumps({"StringEquals": {"kms:ViaService": f"sagemaker.{REGION}.amazonaws.com"}}, sort_keys=True)
+    assert all(cond == via for action, _, cond in with_key if action.startswith("kms:")), with_key
+
+
+def test_the_watcher_may_only_read_what_it_polls(template):
+    assert plain(grants(template, PARAMS, "WatcherTaskRole")) == {
+        ("sagemaker:ListModelPackages", "*"),  # this action has no resource-level permissions
+        ("sagemaker:DescribeModelPackage", f"{SM}:model-package/churn-pkg/*"),
+        ("sagemaker:DescribeEndpoint", f"{SM}:endpoint/churn-prod"),
+        ("sagemaker:DescribeEndpointConfig", f"{SM}:endpoint-config/churn-prod-*"),
+        ("sagemaker:DescribeModel", f"{SM}:model/churn-prod-*"),
+    }
+
+
+def test_the_watcher_policy_covers_every_call_its_code_makes(template):
+    """The other direction: the SageMaker calls in registry-watcher's source are all granted."""
+    source = (ROOT / "crates" / "registry-watcher" / "src" / "poll.rs").read_text()
+    calls = {"sagemaker:" + "".join(w.title() for w in m.split("_")) for m in re.findall(r"\.(list_\w+|describe_\w+)\(\)", source)}
+    assert calls, "found no SageMaker calls in poll.rs"
+    assert calls == {a for a, _ in plain(grants(template, PARAMS, "WatcherTaskRole"))}, calls
+
+
+@pytest.mark.parametrize("service,group", [("Gateway", "gateway"), ("Predictor", "predictor"),
+                                           ("Logger", "interaction-logger"), ("Watcher", "registry-watcher")])
+def test_execution_roles_only_pull_the_image_and_write_their_own_log_group(template, service, group):
+    repo = f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/mlops-inference"
+    assert plain(grants(template, PARAMS, f"{service}ExecutionRole")) == {
+        ("ecr:GetAuthorizationToken", "*"),  # account-wide by design of ECR's API
+        ("ecr:BatchCheckLayerAvailability", repo),
+        ("ecr:GetDownloadUrlForLayer", repo),
+        ("ecr:BatchGetImage", repo),
+        ("logs:CreateLogStream", f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/mlops/{STACK}/{group}:*"),
+        ("logs:PutLogEvents", f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/mlops/{STACK}/{group}:*"),
+    }
+    task = template["Resources"][f"{service}Task"]["Properties"]
+    assert task["ExecutionRoleArn"] == {"Fn::GetAtt": [f"{service}ExecutionRole", "Arn"]}
+    assert task["TaskRoleArn"] == {"Fn::GetAtt": [f"{service}TaskRole", "Arn"]}
+    container, = task["ContainerDefinitions"]
+    assert container["Command"] == [group]
+    assert container["LogConfiguration"]["Options"]["awslogs-group"] == {"Ref": f"{service}LogGroup"}
+
+
+def test_task_roles_are_assumable_only_by_ecs_tasks_of_this_account(template):
+    for role in roles(template):
+        if role == "FlowLogRole":
+            continue
+        trust = Resolver(template, PARAMS).value(template["Resources"][role]["Properties"]["AssumeRolePolicyDocument"])
+        st, = trust["Statement"]
+        assert st["Principal"] == {"Service": "ecs-tasks.amazonaws.com"} and st["Action"] == "sts:AssumeRole", role
+        assert st["Condition"]["StringEquals"] == {"aws:SourceAccount": ACCOUNT}, role
+
+
+def test_security_groups_let_in_only_the_callers(template):
+    res = template["Resources"]
+
+    def ingress(group):
+        return {(r["FromPort"], r.get("SourceSecurityGroupId", {}).get("Ref") or r.get("CidrIp", {}).get("Ref", r.get("CidrIp")))
+                for r in res[group]["Properties"]["SecurityGroupIngress"]}
+    assert ingress("AlbSecurityGroup") == {(443, "AllowedIngressCidr")}
+    assert ingress("GatewaySecurityGroup") == {(8080, "AlbSecurityGroup")}
+    assert ingress("PredictorSecurityGroup") == {(50051, "GatewaySecurityGroup")}
+    assert ingress("LoggerSecurityGroup") == {(50052, "GatewaySecurityGroup")}
+    assert ingress("WatcherSecurityGroup") == {(50053, "GatewaySecurityGroup"), (50053, "PredictorSecurityGroup")}
+    assert not [k for k, v in res.items() if v["Type"] == "AWS::EC2::SecurityGroupIngress"], "no ingress outside the groups"
+    # Only the ALB is internet-facing; every service runs in the private subnets, no public IP.
+    for k, v in res.items():
+        if v["Type"] == "AWS::ECS::Service":
+            net = v["Properties"]["NetworkConfiguration"]["AwsvpcConfiguration"]
+            assert net["AssignPublicIp"] == "DISABLED", k
+            assert net["Subnets"] == [{"Ref": "PrivateSubnetA"}, {"Ref": "PrivateSubnetB"}], k
+    private_routes = [v for v in res.values() if v["Type"] == "AWS::EC2::Route"
+                      and v["Properties"]["RouteTableId"] == {"Ref": "PrivateRouteTable"}]
+    assert not private_routes, "the private subnets must have no route out (no NAT path)"
