@@ -5,12 +5,13 @@
 # same commit), and the compose file and the ECS task definitions only differ by command.
 #
 #   docker build -t mlops-inference .                          # from source (default target)
-#   docker build --target prebuilt -t mlops-inference CTX      # from binaries in CTX/bin/
+#   docker build --target prebuilt -t mlops-inference CTX      # binaries in CTX/docker/prebuilt/
 #
 # Base images are parameters. The `prebuilt` target serves machines that cannot pull a Rust
 # image: docker/test-compose builds the binaries on the host and a Debian base with debootstrap.
 # Stage order matters for the classic builder, which builds every stage before its target:
-# `prebuilt` comes before the Rust build so that `--target prebuilt` never compiles.
+# `prebuilt` comes before the Rust build so that `--target prebuilt` never compiles, and it
+# copies a folder the repository has (docker/prebuilt/) so that the default build passes it.
 
 # checkov:skip=CKV_DOCKER_7: the base images are build arguments; their defaults carry version tags (checkov reads the unexpanded ${...}).
 ARG RUST_IMAGE=rust:1.95-bookworm
@@ -53,9 +54,9 @@ EXPOSE 8080 50051 50052 50053 9000 9101 9102 9103
 # handles it (drain, then exit 0).
 CMD ["gateway"]
 
-# ---- binaries built elsewhere (CTX/bin/), for machines without a Rust image ----------------
+# ---- binaries built elsewhere (CTX/docker/prebuilt/), for machines without a Rust image ----
 FROM runtime AS prebuilt
-COPY --chown=root:root bin/ /usr/local/bin/
+COPY --chown=root:root docker/prebuilt/ /usr/local/bin/
 
 # ---- the build ---------------------------------------------------------------------------
 FROM ${RUST_IMAGE} AS builder
