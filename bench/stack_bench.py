@@ -8,6 +8,8 @@
 2. The same two at a fixed 1,000 requests/s: what the gateway path adds at p50 and p99.
 3. The logger alone: durable (fsynced) Log acknowledgements per second.
 4. Peak RSS (VmHWM) of every service afterwards.
+At 1,000 requests/s it also prints the CPU time each process spends per request, and how
+many of the machine's cores that keeps busy.
 The load generator (crates/loadgen) shares the machine's cores with the services.
 """
 import json
@@ -39,6 +41,27 @@ def peak_rss_mb(pid):
     return float("nan")
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_request(stack, run):
+    """Runs `run` (a loadgen call) and returns its result with the CPU milliseconds each
+    service and the load generator spent per answered request."""
+    import resource
+    before = {s.name: cpu_seconds(s.proc.pid) for s in stack.services}
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = run()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    requests = r["rps"] * SECONDS
+    cost = {name: (cpu_seconds(s.proc.pid) - before[name]) * 1000 / requests
+            for s in stack.services for name in [s.name]}
+    cost["loadgen"] = (after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime) * 1000 / requests
+    return r, cost
+
+
 def line(name, r):
     print(f"  {name:<44} {r['rps']:>8.0f} req/s  p50 {r['p50_ms']:>6.2f} ms  p99 {r['p99_ms']:>6.2f} ms  errors {r['errors']}")
 
@@ -59,10 +82,15 @@ def main():
             line("gateway end to end (predict + durable log)", loadgen(env, *gateway, "--concurrency", "64"))
             print("\nfixed rate, 1,000 requests/s:")
             d = loadgen(env, *direct, "--rate", "1000")
-            g = loadgen(env, *gateway, "--rate", "1000")
+            g, cost = cpu_per_request(stack, lambda: loadgen(env, *gateway, "--rate", "1000"))
             line("InvokeEndpoint direct", d)
             line("gateway end to end", g)
             print(f"  gateway path adds {g['p50_ms'] - d['p50_ms']:+.2f} ms at p50, {g['p99_ms'] - d['p99_ms']:+.2f} ms at p99")
+            services = sum(v for k, v in cost.items() if k != "loadgen")
+            print(f"  CPU per request through the gateway: {services:.3f} ms in the services ("
+                  + ", ".join(f"{k} {v:.3f}" for k, v in cost.items() if k != "loadgen")
+                  + f"), {cost['loadgen']:.3f} ms in the load generator: at 1,000 req/s they keep"
+                  f" {(services + cost['loadgen']):.2f} of the {os.cpu_count()} cores busy")
             print("\nlogger alone (one interaction per Log, fsynced before the ack):")
             r = loadgen(env, "log", "--url", "http://" + stack.logger.addrs["grpc"], "--concurrency", "256")
             line("InteractionLogger/Log", r)
