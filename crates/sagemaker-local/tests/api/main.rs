@@ -4,6 +4,7 @@
 mod auth;
 mod batch_write;
 mod endpoints;
+mod expiry_and_deletes;
 mod featurestore;
 mod helpers;
 mod registry;
