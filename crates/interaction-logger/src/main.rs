@@ -22,15 +22,12 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    telemetry::init(&args.log_format);
-    let grpc = tokio::net::TcpListener::bind(&args.listen).await?;
-    let admin = tokio::net::TcpListener::bind(&args.admin_listen).await?;
-    println!(
-        "interaction-logger listening on grpc={} admin={}",
-        grpc.local_addr()?,
-        admin.local_addr()?
-    );
-    let shutdown = shutdown::on_signal();
-    let service = interaction_logger::run(grpc, admin, args.config, shutdown.clone());
-    telemetry::emf::alongside("interaction-logger", &shutdown, service).await
+    telemetry::run_grpc_service(
+        "interaction-logger",
+        &args.log_format,
+        &args.listen,
+        &args.admin_listen,
+        |grpc, admin, shutdown| interaction_logger::run(grpc, admin, args.config, shutdown),
+    )
+    .await
 }

@@ -22,16 +22,12 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    telemetry::init(&args.log_format);
-    let grpc = tokio::net::TcpListener::bind(&args.listen).await?;
-    let admin = tokio::net::TcpListener::bind(&args.admin_listen).await?;
-    // Scripts and tests read this line to learn the ports when listening on :0.
-    println!(
-        "predictor listening on grpc={} admin={}",
-        grpc.local_addr()?,
-        admin.local_addr()?
-    );
-    let shutdown = shutdown::on_signal();
-    let service = predictor::run(grpc, admin, args.config, shutdown.clone());
-    telemetry::emf::alongside("predictor", &shutdown, service).await
+    telemetry::run_grpc_service(
+        "predictor",
+        &args.log_format,
+        &args.listen,
+        &args.admin_listen,
+        |grpc, admin, shutdown| predictor::run(grpc, admin, args.config, shutdown),
+    )
+    .await
 }

@@ -22,15 +22,12 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    telemetry::init(&args.log_format);
-    let grpc = tokio::net::TcpListener::bind(&args.listen).await?;
-    let admin = tokio::net::TcpListener::bind(&args.admin_listen).await?;
-    println!(
-        "registry-watcher listening on grpc={} admin={}",
-        grpc.local_addr()?,
-        admin.local_addr()?
-    );
-    let shutdown = shutdown::on_signal();
-    let service = registry_watcher::run(grpc, admin, args.config, shutdown.clone());
-    telemetry::emf::alongside("registry-watcher", &shutdown, service).await
+    telemetry::run_grpc_service(
+        "registry-watcher",
+        &args.log_format,
+        &args.listen,
+        &args.admin_listen,
+        |grpc, admin, shutdown| registry_watcher::run(grpc, admin, args.config, shutdown),
+    )
+    .await
 }

@@ -19,23 +19,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::prometheus_text::{Kind, Sample, parse, parse_value};
+
 /// At most this many metrics in one EMF document (CloudWatch's limit).
 const MAX_METRICS_PER_DOCUMENT: usize = 100;
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
-}
-
-/// One sample line of the Prometheus text format.
-#[derive(Debug, PartialEq)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
 
 /// Turns successive Prometheus renders into EMF documents (it remembers counters and
 /// histogram buckets from the previous render to send increases).
@@ -70,7 +57,7 @@ impl Emf {
                 let Some(le) = labels.remove("le").and_then(|le| parse_value(&le)) else {
                     continue;
                 };
-                let delta = self.increase(&s, s.value);
+                let delta = self.increase(&s);
                 histograms
                     .entry((base.to_owned(), labels))
                     .or_default()
@@ -86,7 +73,7 @@ impl Emf {
                 continue; // the buckets carry everything sent for a histogram
             }
             let (value, unit) = match kinds.get(&s.name) {
-                Some(Kind::Counter) => (self.increase(&s, s.value), "Count"),
+                Some(Kind::Counter) => (self.increase(&s), "Count"),
                 _ => (s.value, "None"),
             };
             groups
@@ -122,13 +109,13 @@ impl Emf {
 
     /// The increase of a cumulative series since the last render (all of it the first time;
     /// the whole value again if it went down, i.e. the process restarted its count).
-    fn increase(&mut self, s: &Sample, value: f64) -> f64 {
+    fn increase(&mut self, s: &Sample) -> f64 {
         let key = series_key(&s.name, &s.labels);
-        let before = self.previous.insert(key, value).unwrap_or(0.0);
-        if value >= before {
-            value - before
+        let before = self.previous.insert(key, s.value).unwrap_or(0.0);
+        if s.value >= before {
+            s.value - before
         } else {
-            value
+            s.value
         }
     }
 
@@ -262,87 +249,6 @@ fn series_key(name: &str, labels: &BTreeMap<String, String>) -> String {
     key
 }
 
-fn parse_value(s: &str) -> Option<f64> {
-    match s {
-        "+Inf" | "Inf" => Some(f64::INFINITY),
-        "-Inf" => Some(f64::NEG_INFINITY),
-        _ => s.parse().ok(),
-    }
-}
-
-/// The `# TYPE` of each family and the samples of a Prometheus text render (what
-/// metrics-exporter-prometheus writes: no timestamps, escaped label values).
-fn parse(text: &str) -> (HashMap<String, Kind>, Vec<Sample>) {
-    let mut kinds = HashMap::new();
-    let mut samples = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let mut parts = rest.split_whitespace();
-            if let (Some(name), Some(kind)) = (parts.next(), parts.next()) {
-                let kind = match kind {
-                    "counter" => Kind::Counter,
-                    "histogram" => Kind::Histogram,
-                    _ => Kind::Gauge,
-                };
-                kinds.insert(name.to_owned(), kind);
-            }
-            continue;
-        }
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        if let Some(sample) = parse_sample(line) {
-            samples.push(sample);
-        }
-    }
-    (kinds, samples)
-}
-
-fn parse_sample(line: &str) -> Option<Sample> {
-    let (series, value) = line.rsplit_once(' ')?;
-    let value = parse_value(value)?;
-    let (name, labels) = match series.split_once('{') {
-        None => (series, BTreeMap::new()),
-        Some((name, rest)) => (name, parse_labels(rest.strip_suffix('}')?)?),
-    };
-    Some(Sample {
-        name: name.to_owned(),
-        labels,
-        value,
-    })
-}
-
-/// `a="x",b="y \"q\""` -> {a: x, b: y "q"}
-fn parse_labels(s: &str) -> Option<BTreeMap<String, String>> {
-    let mut labels = BTreeMap::new();
-    let mut chars = s.chars().peekable();
-    loop {
-        while chars.peek() == Some(&',') || chars.peek() == Some(&' ') {
-            chars.next();
-        }
-        if chars.peek().is_none() {
-            return Some(labels);
-        }
-        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
-        if chars.next() != Some('"') {
-            return None;
-        }
-        let mut value = String::new();
-        loop {
-            match chars.next()? {
-                '\\' => match chars.next()? {
-                    'n' => value.push('\n'),
-                    c => value.push(c),
-                },
-                '"' => break,
-                c => value.push(c),
-            }
-        }
-        labels.insert(key.trim().to_owned(), value);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,17 +265,6 @@ mod tests {
         docs.iter()
             .find(|d| d.get(metric).is_some())
             .unwrap_or_else(|| panic!("no document has {metric}: {docs:?}"))
-    }
-
-    #[test]
-    fn parses_labels_with_escapes() {
-        let s = parse_sample(r#"x_total{code="Ok",msg="a \"b\", c"} 3"#).unwrap();
-        assert_eq!(s.name, "x_total");
-        assert_eq!(s.labels["code"], "Ok");
-        assert_eq!(s.labels["msg"], r#"a "b", c"#);
-        assert_eq!(s.value, 3.0);
-        assert_eq!(parse_sample("up 1").unwrap().labels.len(), 0);
-        assert!(parse_sample("garbage").is_none());
     }
 
     #[test]

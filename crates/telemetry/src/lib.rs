@@ -4,6 +4,7 @@
 //! metrics as CloudWatch EMF lines on stdout (`emf`).
 
 pub mod emf;
+mod prometheus_text;
 
 use std::sync::{
     Arc, OnceLock,
@@ -45,6 +46,34 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let _ = metrics::set_global_recorder(recorder);
         handle
     })
+}
+
+/// The whole `main` of a gRPC service after its arguments are parsed: logging and metrics,
+/// the gRPC and admin listeners, the `{name} listening on grpc=… admin=…` line that scripts
+/// and tests read to learn the ports, the SIGTERM/SIGINT token, and the EMF emitter
+/// alongside `run`.
+pub async fn run_grpc_service<E, F>(
+    name: &str,
+    log_format: &str,
+    listen: &str,
+    admin_listen: &str,
+    run: impl FnOnce(TcpListener, TcpListener, CancellationToken) -> F,
+) -> Result<(), E>
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: From<std::io::Error>,
+{
+    init(log_format);
+    let grpc = TcpListener::bind(listen).await?;
+    let admin = TcpListener::bind(admin_listen).await?;
+    println!(
+        "{name} listening on grpc={} admin={}",
+        grpc.local_addr()?,
+        admin.local_addr()?
+    );
+    let shutdown = shutdown::on_signal();
+    let service = run(grpc, admin, shutdown.clone());
+    emf::alongside(name, &shutdown, service).await
 }
 
 /// Readiness, flipped by the service: false until it can serve, false again on shutdown.
