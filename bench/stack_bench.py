@@ -56,8 +56,7 @@ def cpu_per_request(stack, run):
     r = run()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     requests = r["rps"] * SECONDS
-    cost = {name: (cpu_seconds(s.proc.pid) - before[name]) * 1000 / requests
-            for s in stack.services for name in [s.name]}
+    cost = {s.name: (cpu_seconds(s.proc.pid) - before[s.name]) * 1000 / requests for s in stack.services}
     cost["loadgen"] = (after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime) * 1000 / requests
     return r, cost
 

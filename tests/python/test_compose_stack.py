@@ -62,6 +62,7 @@ class Compose:
         self.project = f"mlopstest{os.getpid()}"
         self.argv = [*compose_command(), "-p", self.project,
                      "-f", str(ROOT / "docker-compose.yml"), "-f", str(ROOT / "tests/python/compose-observe.yml")]
+        self.ids = {}
         self.env = dict(os.environ, MLOPS_IMAGE=IMAGE, GATEWAY_PUBLISH="127.0.0.1:", WATCHER_POLL_MS="500",
                         METRICS_EMF_NAMESPACE=EMF_NAMESPACE, METRICS_EMF_INTERVAL_SECS="3")
 
@@ -69,9 +70,11 @@ class Compose:
         return run([*self.argv, *args], env=self.env, **kw)
 
     def container(self, service):
-        cid = self("ps", "-q", service).stdout.strip()
-        assert cid, f"no container for {service}"
-        return cid
+        """The service's container id (stable: the test restarts containers, never recreates them)."""
+        if service not in self.ids:
+            self.ids[service] = self("ps", "-q", service).stdout.strip()
+            assert self.ids[service], f"no container for {service}"
+        return self.ids[service]
 
     def inspect(self, service):
         return json.loads(run(["docker", "inspect", self.container(service)]).stdout)[0]
