@@ -65,6 +65,14 @@ def line(name, r):
     print(f"  {name:<44} {r['rps']:>8.0f} req/s  p50 {r['p50_ms']:>6.2f} ms  p99 {r['p99_ms']:>6.2f} ms  errors {r['errors']}")
 
 
+def print_cost(cost, rate=None):
+    services = sum(v for k, v in cost.items() if k != "loadgen")
+    busy = f": at 1,000 req/s they keep {(services + cost['loadgen']) * rate / 1000:.2f} of the {os.cpu_count()} cores busy" if rate else ""
+    print(f"  CPU per request through the gateway: {services:.3f} ms in the services ("
+          + ", ".join(f"{k} {v:.3f}" for k, v in cost.items() if k not in ("loadgen", "registry-watcher"))
+          + f"), {cost['loadgen']:.3f} ms in the load generator{busy}")
+
+
 def main():
     with tempfile.TemporaryDirectory() as data:
         os.environ["LOG_FORMAT"] = "json"
@@ -78,18 +86,16 @@ def main():
             print(f"machine: {os.cpu_count()} cores, shared by the load generator and all services; {SECONDS:.0f} s per run")
             print("\nfixed concurrency (64):")
             line("InvokeEndpoint direct (sagemaker-local)", loadgen(env, *direct, "--concurrency", "64"))
-            line("gateway end to end (predict + durable log)", loadgen(env, *gateway, "--concurrency", "64"))
+            g, cost = cpu_per_request(stack, lambda: loadgen(env, *gateway, "--concurrency", "64"))
+            line("gateway end to end (predict + durable log)", g)
+            print_cost(cost)
             print("\nfixed rate, 1,000 requests/s:")
             d = loadgen(env, *direct, "--rate", "1000")
             g, cost = cpu_per_request(stack, lambda: loadgen(env, *gateway, "--rate", "1000"))
             line("InvokeEndpoint direct", d)
             line("gateway end to end", g)
             print(f"  gateway path adds {g['p50_ms'] - d['p50_ms']:+.2f} ms at p50, {g['p99_ms'] - d['p99_ms']:+.2f} ms at p99")
-            services = sum(v for k, v in cost.items() if k != "loadgen")
-            print(f"  CPU per request through the gateway: {services:.3f} ms in the services ("
-                  + ", ".join(f"{k} {v:.3f}" for k, v in cost.items() if k != "loadgen")
-                  + f"), {cost['loadgen']:.3f} ms in the load generator: at 1,000 req/s they keep"
-                  f" {(services + cost['loadgen']):.2f} of the {os.cpu_count()} cores busy")
+            print_cost(cost, rate=1000)
             print("\nlogger alone (one interaction per Log, fsynced before the ack):")
             r = loadgen(env, "log", "--url", "http://" + stack.logger.addrs["grpc"], "--concurrency", "256")
             line("InteractionLogger/Log", r)

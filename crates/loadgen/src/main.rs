@@ -12,6 +12,8 @@ use clap::{Parser, Subcommand};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
+allocator::install!();
+
 #[derive(Parser)]
 struct Args {
     #[command(subcommand)]

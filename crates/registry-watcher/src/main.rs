@@ -1,5 +1,7 @@
 use clap::Parser;
 
+allocator::install!();
+
 #[derive(Parser, Debug)]
 #[command(
     version,

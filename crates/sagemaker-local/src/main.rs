@@ -3,6 +3,8 @@ use std::{path::PathBuf, time::Duration};
 use clap::Parser;
 use sagemaker_local::{AppState, Credentials, Settings};
 
+allocator::install!();
+
 /// A local, wire-compatible SageMaker (runtime, Feature Store runtime, registry and
 /// endpoints) with real XGBoost inference and durable state.
 #[derive(Parser, Debug)]

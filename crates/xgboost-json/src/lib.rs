@@ -27,6 +27,12 @@ pub enum Error {
 /// Batches at least this large are predicted on several threads.
 pub const PARALLEL_ROWS: usize = 512;
 
+/// The cores a large batch is split across (at most 8), looked up once.
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |t| t.get()).min(8))
+}
+
 /// A loaded model, ready to predict. Cheap to share across threads.
 #[derive(Debug)]
 pub struct Model {
@@ -126,10 +132,9 @@ impl Model {
         let outputs = self.num_outputs();
         let n = rows.len() / width;
         let mut out = vec![0f32; n * outputs];
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |t| t.get())
-            .min(8);
-        if n < PARALLEL_ROWS || threads < 2 {
+        // Small batches never ask: `available_parallelism` reads cgroup files on every call.
+        let threads = if n < PARALLEL_ROWS { 1 } else { cores() };
+        if threads < 2 {
             self.predict_into(&rows[..n * width], &mut out);
             return out;
         }
