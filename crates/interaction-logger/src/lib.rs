@@ -46,6 +46,10 @@ pub struct Config {
     /// PutRecord calls in flight at once.
     #[arg(long, env = "LOGGER_SHIP_CONCURRENCY", default_value_t = 32)]
     pub ship_concurrency: usize,
+    /// How long fewer than 256 unshipped interactions wait for more before they ship
+    /// together (0: ship each as soon as it is spooled).
+    #[arg(long, env = "LOGGER_SHIP_LINGER_MS", default_value_t = 20)]
+    pub ship_linger_ms: u64,
     /// After SIGTERM: how long to keep shipping the spool before exiting (what is left stays
     /// in the spool for the next start).
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20)]
@@ -82,6 +86,7 @@ pub async fn run(
         feature_group: config.feature_group.clone(),
         concurrency: config.ship_concurrency.max(1),
         wake: Arc::clone(&wake),
+        linger: Duration::from_millis(config.ship_linger_ms),
     });
     let (stop_shipping, drain) = (CancellationToken::new(), CancellationToken::new());
     let shipping = tokio::spawn(Arc::clone(&shipper).run(stop_shipping.clone(), drain.clone()));

@@ -21,7 +21,14 @@ pub struct Shipper {
     pub concurrency: usize,
     /// Woken when interactions are appended or replayed.
     pub wake: Arc<Notify>,
+    /// How long a partial batch waits for more interactions before it ships. Interactions
+    /// that ship together are removed from the spool together (fewer fsyncs) and reach the
+    /// Feature Store as one burst of concurrent calls instead of one call per wake-up.
+    pub linger: Duration,
 }
+
+/// A batch this large ships without lingering.
+const BATCH: usize = 256;
 
 enum Outcome {
     Shipped,
@@ -35,11 +42,12 @@ impl Shipper {
     pub async fn run(self: Arc<Self>, stop: CancellationToken, drain: CancellationToken) {
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let mut cursor: Option<u64> = None;
+        let mut lingered = false;
         loop {
             if drain.is_cancelled() {
                 return;
             }
-            let batch = match self.spool.pending_after(cursor, 256) {
+            let batch = match self.spool.pending_after(cursor, BATCH) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the spool");
@@ -62,6 +70,16 @@ impl Shipper {
                 }
                 continue;
             }
+            if batch.len() < BATCH && !lingered && !self.linger.is_zero() && !stop.is_cancelled() {
+                lingered = true;
+                tokio::select! {
+                    _ = tokio::time::sleep(self.linger) => {}
+                    _ = stop.cancelled() => {}
+                    _ = drain.cancelled() => return,
+                }
+                continue;
+            }
+            lingered = false;
             for (key, interaction) in batch {
                 cursor = Some(key);
                 let permit = tokio::select! {

@@ -3,85 +3,22 @@
 //! both on 127.0.0.1:0; the logger writes to the demo's *training* feature group, whose schema
 //! has none of the interaction features, so every PutRecord is a ValidationError.
 
-use std::{sync::Arc, time::Duration};
+mod common;
 
+use std::time::Duration;
+
+use common::{http, metric};
 use proto::interaction::v1::{
     Interaction, LogRequest, interaction_logger_client::InteractionLoggerClient,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
 
-async fn http(addr: &str, method: &str, path: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-        .sum()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_records_are_dead_lettered_listed_and_replayed() {
-    let dir = tempfile::tempdir().unwrap();
-    let state =
-        sagemaker_local::AppState::open(sagemaker_local::Settings::new(dir.path().join("sml")))
-            .unwrap();
-    let boot = Arc::clone(&state);
-    tokio::task::spawn_blocking(move || sagemaker_local::demo::bootstrap(&boot))
-        .await
-        .unwrap()
-        .unwrap();
-    let sml = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sml_url = format!("http://{}", sml.local_addr().unwrap());
-    let sml_stop = CancellationToken::new();
-    let stop = sml_stop.clone();
-    tokio::spawn(sagemaker_local::run(sml, state, async move {
-        stop.cancelled().await
-    }));
+    let logger = common::start("my-mlops-feature-group-v2", 20).await;
+    let admin_addr = logger.admin.clone();
 
-    // The standard AWS environment, as the service reads it in production.
-    // SAFETY: set before any other thread of this test binary reads the environment.
-    unsafe {
-        std::env::set_var("AWS_ENDPOINT_URL", &sml_url);
-        std::env::set_var("AWS_ACCESS_KEY_ID", sagemaker_local::DEFAULT_ACCESS_KEY_ID);
-        std::env::set_var(
-            "AWS_SECRET_ACCESS_KEY",
-            sagemaker_local::DEFAULT_SECRET_ACCESS_KEY,
-        );
-        std::env::set_var("AWS_REGION", "us-east-1");
-        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-    }
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (grpc_addr, admin_addr) = (
-        grpc.local_addr().unwrap(),
-        admin.local_addr().unwrap().to_string(),
-    );
-    let config = interaction_logger::Config {
-        feature_group: "my-mlops-feature-group-v2".into(),
-        spool_dir: dir.path().join("spool"),
-        max_records: 1000,
-        max_bytes: 1 << 20,
-        ship_concurrency: 4,
-        shutdown_grace_secs: 5,
-    };
-    let shutdown = CancellationToken::new();
-    let logger = tokio::spawn(interaction_logger::run(
-        grpc,
-        admin,
-        config,
-        shutdown.clone(),
-    ));
-
-    let mut client = InteractionLoggerClient::connect(format!("http://{grpc_addr}"))
+    let mut client = InteractionLoggerClient::connect(format!("http://{}", logger.grpc))
         .await
         .unwrap();
     let interaction = Interaction {
@@ -170,7 +107,5 @@ async fn refused_records_are_dead_lettered_listed_and_replayed() {
             .is_err()
     );
 
-    shutdown.cancel();
-    logger.await.unwrap().unwrap();
-    sml_stop.cancel();
+    logger.stop().await;
 }
