@@ -8,6 +8,8 @@
 2. The same two at a fixed 1,000 requests/s: what the gateway path adds at p50 and p99.
 3. The logger alone: durable (fsynced) Log acknowledgements per second.
 4. Peak RSS (VmHWM) of every service afterwards.
+After every run through the logger it prints how many interactions were still unshipped and
+waits until they have shipped: a run's figures cannot hide shipping work left for later.
 At 1,000 requests/s it also prints the CPU time each process spends per request, and how
 many of the machine's cores that keeps busy.
 The load generator (crates/loadgen) shares the machine's cores with the services.
@@ -65,6 +67,49 @@ def line(name, r):
     print(f"  {name:<44} {r['rps']:>8.0f} req/s  p50 {r['p50_ms']:>6.2f} ms  p99 {r['p99_ms']:>6.2f} ms  errors {r['errors']}")
 
 
+def spool_depth(stack):
+    import urllib.request
+    text = urllib.request.urlopen(f"http://{stack.logger.addrs['admin']}/metrics", timeout=5).read().decode()
+    return sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith("logger_spool_depth"))
+
+
+def drain(stack):
+    """Prints how many interactions the run left unshipped and waits for the logger to ship
+    them, so that no run's figures hide shipping work left for later, or inherit it."""
+    import time
+    left, start = spool_depth(stack), time.time()
+    while spool_depth(stack) > 0 and time.time() - start < 120:
+        time.sleep(0.1)
+    print(f"  left unshipped at the end: {left:.0f} (shipped {time.time() - start:.1f} s later)")
+
+
+def histogram_totals(url):
+    """(sum, count) of every histogram series at a /metrics URL, by series."""
+    import urllib.request
+    totals = {}
+    for l in urllib.request.urlopen(url, timeout=5).read().decode().splitlines():
+        name, _, value = l.rpartition(" ")
+        for part in ("_sum", "_count"):
+            if not l.startswith("#") and part in name:
+                series = name.replace(part, "", 1)
+                totals.setdefault(series, [0.0, 0.0])[part == "_count"] = float(value)
+    return totals
+
+
+def hop_means(stack, run):
+    """Runs `run` and returns, for each timed hop, its mean milliseconds during the run."""
+    urls = [stack.url + "/metrics", f"http://{stack.predictor.addrs['admin']}/metrics"]
+    before = {k: v for u in urls for k, v in histogram_totals(u).items()}
+    result = run()
+    after = {k: v for u in urls for k, v in histogram_totals(u).items()}
+    means = {}
+    for series, (total, count) in after.items():
+        t0, c0 = before.get(series, (0.0, 0.0))
+        if count > c0:
+            means[series] = (total - t0) / (count - c0) * 1000
+    return result, means
+
+
 def print_cost(cost, rate=None):
     services = sum(v for k, v in cost.items() if k != "loadgen")
     busy = f": at 1,000 req/s they keep {(services + cost['loadgen']) * rate / 1000:.2f} of the {os.cpu_count()} cores busy" if rate else ""
@@ -89,16 +134,24 @@ def main():
             g, cost = cpu_per_request(stack, lambda: loadgen(env, *gateway, "--concurrency", "64"))
             line("gateway end to end (predict + durable log)", g)
             print_cost(cost)
+            drain(stack)
             print("\nfixed rate, 1,000 requests/s:")
             d = loadgen(env, *direct, "--rate", "1000")
-            g, cost = cpu_per_request(stack, lambda: loadgen(env, *gateway, "--rate", "1000"))
+            (g, cost), hops = hop_means(stack, lambda: cpu_per_request(stack, lambda: loadgen(env, *gateway, "--rate", "1000")))
             line("InvokeEndpoint direct", d)
             line("gateway end to end", g)
             print(f"  gateway path adds {g['p50_ms'] - d['p50_ms']:+.2f} ms at p50, {g['p99_ms'] - d['p99_ms']:+.2f} ms at p99")
             print_cost(cost, rate=1000)
+            mean = lambda key: next((v for k, v in hops.items() if k.startswith(key)), float("nan"))
+            total, invoke = mean("gateway_predict_seconds"), mean("predictor_endpoint_seconds")
+            predict, log = mean('gateway_upstream_seconds{call="predict"'), mean('gateway_upstream_seconds{call="log"')
+            print(f"  where the gateway's time goes (means): {total:.2f} ms in all = predictor call {predict:.2f} ms"
+                  f" (its InvokeEndpoint {invoke:.2f} ms) + logger call {log:.2f} ms + the gateway's own work")
+            drain(stack)
             print("\nlogger alone (one interaction per Log, fsynced before the ack):")
             r = loadgen(env, "log", "--url", "http://" + stack.logger.addrs["grpc"], "--concurrency", "256")
             line("InteractionLogger/Log", r)
+            drain(stack)
             print("\npeak RSS (VmHWM):")
             for svc in stack.services:
                 print(f"  {svc.name:<20} {peak_rss_mb(svc.proc.pid):6.1f} MB")

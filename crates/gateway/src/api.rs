@@ -142,13 +142,11 @@ async fn predict_inner(
     if let Ok(v) = id.parse() {
         request.metadata_mut().insert("x-request-id", v);
     }
-    let answer = app
-        .predictor
-        .clone()
-        .predict(request)
-        .await
-        .map_err(|s| Problem::from_status(&s))?
-        .into_inner();
+    let asked = Instant::now();
+    let answer = app.predictor.clone().predict(request).await;
+    metrics::histogram!("gateway_upstream_seconds", "call" => "predict")
+        .record(asked.elapsed().as_secs_f64());
+    let answer = answer.map_err(|s| Problem::from_status(&s))?.into_inner();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let model = answer.model.unwrap_or_default();
 

@@ -57,7 +57,11 @@ impl Recorder {
         if let Ok(v) = request_id.parse() {
             request.metadata_mut().insert("x-request-id", v);
         }
-        self.client.clone().log(request).await.map(|_| ())
+        let asked = std::time::Instant::now();
+        let answer = self.client.clone().log(request).await;
+        metrics::histogram!("gateway_upstream_seconds", "call" => "log")
+            .record(asked.elapsed().as_secs_f64());
+        answer.map(|_| ())
     }
 
     /// Logs now, or buffers for a retry when the logger cannot take them.
