@@ -204,6 +204,8 @@ def test_openapi_health_and_readiness(stack):
     for svc in (stack.predictor, stack.logger, stack.watcher):
         assert http("GET", "http://" + svc.addrs["admin"] + "/readyz")[0] == 200
     assert metric(stack.url, "gateway_predict_requests_total") > 0
+    for call in ("predict", "log"):
+        assert metric(stack.url, f'gateway_upstream_seconds_count{{call="{call}"}}') > 0, call
 
 
 def load(stack, seconds, results, stop=None, workers=8, failures=None):
