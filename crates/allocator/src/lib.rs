@@ -52,7 +52,11 @@ mod tests {
             return;
         }
         let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "tests::position_4_is_the_arena_eager_commit_option", "--nocapture"])
+            .args([
+                "--exact",
+                "tests::position_4_is_the_arena_eager_commit_option",
+                "--nocapture",
+            ])
             .env("ALLOCATOR_PROBE", "1")
             .env("MIMALLOC_ARENA_EAGER_COMMIT", "7")
             .output()

@@ -12,7 +12,6 @@ use proto::interaction::v1::{
     Interaction, LogRequest, interaction_logger_client::InteractionLoggerClient,
 };
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_records_are_dead_lettered_listed_and_replayed() {
     let logger = common::start("my-mlops-feature-group-v2", 20).await;

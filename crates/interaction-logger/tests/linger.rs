@@ -10,7 +10,6 @@ use proto::interaction::v1::{
     Interaction, LogRequest, interaction_logger_client::InteractionLoggerClient,
 };
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partial_batch_waits_out_the_linger_then_ships_whole() {
     let logger = common::start("my-mlops-user-interactions-v1", 1500).await;

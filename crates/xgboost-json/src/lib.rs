@@ -30,7 +30,11 @@ pub const PARALLEL_ROWS: usize = 512;
 /// The cores a large batch is split across (at most 8), looked up once.
 fn cores() -> usize {
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |t| t.get()).min(8))
+    *CORES.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, |t| t.get())
+            .min(8)
+    })
 }
 
 /// A loaded model, ready to predict. Cheap to share across threads.
