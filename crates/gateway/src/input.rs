@@ -2,6 +2,10 @@
 //! `{"instances": [[...], ...]}` and `text/csv`. `null` (JSON) or an empty field (CSV) is a
 //! missing value; every error names the field at fault.
 
+// The error is the response itself (a problem document); it is built once per bad request,
+// so its size costs nothing on the path that succeeds.
+#![allow(clippy::result_large_err)]
+
 use axum::http::StatusCode;
 use serde_json::Value;
 

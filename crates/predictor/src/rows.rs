@@ -67,7 +67,7 @@ pub fn parse_scores(body: &str, rows: usize) -> Result<Vec<Vec<f64>>, Error> {
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .collect();
-    if rows == 0 || tokens.is_empty() || tokens.len() % rows != 0 {
+    if rows == 0 || tokens.is_empty() || !tokens.len().is_multiple_of(rows) {
         return Err(Error::Internal(format!(
             "the endpoint returned {} values for {rows} rows",
             tokens.len()

@@ -140,11 +140,9 @@ impl Read {
 impl Write<'_> {
     pub fn get<T: DeserializeOwned>(&self, table: Table, key: &str) -> Result<Option<T>, DbError> {
         let t = self.0.open_table(table)?;
-        let value = t
-            .get(key)?
+        t.get(key)?
             .map(|v| decode(table, key, v.value()))
-            .transpose();
-        value
+            .transpose()
     }
 
     pub fn put<T: Serialize>(&mut self, table: Table, key: &str, value: &T) -> Result<(), DbError> {

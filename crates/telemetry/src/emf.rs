@@ -26,6 +26,9 @@ const MAX_METRICS_PER_DOCUMENT: usize = 100;
 
 /// Turns successive Prometheus renders into EMF documents (it remembers counters and
 /// histogram buckets from the previous render to send increases).
+/// A metric's label set, name -> value.
+type Labels = BTreeMap<String, String>;
+
 pub struct Emf {
     namespace: String,
     service: String,
@@ -45,10 +48,9 @@ impl Emf {
     pub fn documents(&mut self, prometheus_text: &str, timestamp_ms: u64) -> Vec<String> {
         let (kinds, samples) = parse(prometheus_text);
         // label set -> metric name -> (value, unit)
-        let mut groups: BTreeMap<BTreeMap<String, String>, BTreeMap<String, (f64, &str)>> =
-            BTreeMap::new();
-        let mut histograms: BTreeMap<(String, BTreeMap<String, String>), Vec<(f64, f64)>> =
-            BTreeMap::new();
+        let mut groups: BTreeMap<Labels, BTreeMap<String, (f64, &str)>> = BTreeMap::new();
+        // (name, label set) -> (bucket bound, cumulative count)
+        let mut histograms: BTreeMap<(String, Labels), Vec<(f64, f64)>> = BTreeMap::new();
         for s in samples {
             if let Some(base) = s.name.strip_suffix("_bucket")
                 && kinds.get(base) == Some(&Kind::Histogram)

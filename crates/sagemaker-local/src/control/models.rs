@@ -217,7 +217,7 @@ pub fn create_endpoint_config(
                 v.variant_name
             )));
         }
-        if !(v.initial_variant_weight >= 0.0) {
+        if v.initial_variant_weight.is_nan() || v.initial_variant_weight < 0.0 {
             return Err(AwsError::validation_exception(
                 "InitialVariantWeight must be 0 or more.",
             ));

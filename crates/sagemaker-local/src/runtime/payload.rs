@@ -247,7 +247,7 @@ mod tests {
         #[test]
         fn csv_rows_round_trip(rows in proptest::collection::vec(proptest::collection::vec(proptest::option::of(-1e6f64..1e6), 3), 1..20)) {
             let text: String = rows.iter().map(|r| {
-                r.iter().map(|v| v.map(|x| py(x)).unwrap_or_default()).collect::<Vec<_>>().join(",") + "\n"
+                r.iter().map(|v| v.map(py).unwrap_or_default()).collect::<Vec<_>>().join(",") + "\n"
             }).collect();
             let (values, n) = parse_csv(text.as_bytes(), 3).unwrap();
             prop_assert_eq!(n, rows.len());
