@@ -65,7 +65,12 @@ fn probe(url: &str) -> Result<u16, String> {
     stream
         .set_write_timeout(Some(TIMEOUT))
         .map_err(|e| e.to_string())?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nUser-Agent: mlops-healthcheck\r\n\r\n")
+    // One write: `write!` on the socket would send each formatted piece as its own segment.
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nUser-Agent: mlops-healthcheck\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
         .map_err(|e| format!("send: {e}"))?;
     let mut head = Vec::with_capacity(256);
     let mut buf = [0u8; 256];
@@ -122,8 +127,15 @@ mod tests {
         let url = format!("http://{}/readyz", listener.local_addr().unwrap());
         std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
-            let mut req = [0u8; 1024];
-            let _ = s.read(&mut req);
+            // Read the whole request first: closing with unread bytes would reset the
+            // connection under the client.
+            let (mut req, mut buf) = (Vec::new(), [0u8; 1024]);
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
             s.write_all(answer.as_bytes()).unwrap();
         });
         url
