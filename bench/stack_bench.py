@@ -17,9 +17,12 @@ The load generator (crates/loadgen) shares the machine's cores with the services
 import json
 import os
 import pathlib
+import resource
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -52,7 +55,6 @@ def cpu_seconds(pid):
 def cpu_per_request(stack, run):
     """Runs `run` (a loadgen call) and returns its result with the CPU milliseconds each
     service and the load generator spent per answered request."""
-    import resource
     before = {s.name: cpu_seconds(s.proc.pid) for s in stack.services}
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = run()
@@ -67,16 +69,20 @@ def line(name, r):
     print(f"  {name:<44} {r['rps']:>8.0f} req/s  p50 {r['p50_ms']:>6.2f} ms  p99 {r['p99_ms']:>6.2f} ms  errors {r['errors']}")
 
 
+def samples(url):
+    """(series, value) of every sample at a Prometheus /metrics URL."""
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    return [l.rsplit(" ", 1) for l in text.splitlines() if l and not l.startswith("#")]
+
+
 def spool_depth(stack):
-    import urllib.request
-    text = urllib.request.urlopen(f"http://{stack.logger.addrs['admin']}/metrics", timeout=5).read().decode()
-    return sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith("logger_spool_depth"))
+    return sum(float(v) for series, v in samples(f"http://{stack.logger.addrs['admin']}/metrics")
+               if series.startswith("logger_spool_depth"))
 
 
 def drain(stack):
     """Prints how many interactions the run left unshipped and waits for the logger to ship
     them, so that no run's figures hide shipping work left for later, or inherit it."""
-    import time
     left, start = spool_depth(stack), time.time()
     while spool_depth(stack) > 0 and time.time() - start < 120:
         time.sleep(0.1)
@@ -85,14 +91,13 @@ def drain(stack):
 
 def histogram_totals(url):
     """(sum, count) of every histogram series at a /metrics URL, by series."""
-    import urllib.request
     totals = {}
-    for l in urllib.request.urlopen(url, timeout=5).read().decode().splitlines():
-        name, _, value = l.rpartition(" ")
+    for series, value in samples(url):
+        name, brace, labels = series.partition("{")
         for part in ("_sum", "_count"):
-            if not l.startswith("#") and part in name:
-                series = name.replace(part, "", 1)
-                totals.setdefault(series, [0.0, 0.0])[part == "_count"] = float(value)
+            if name.endswith(part):
+                key = name[: -len(part)] + brace + labels
+                totals.setdefault(key, [0.0, 0.0])[part == "_count"] = float(value)
     return totals
 
 
