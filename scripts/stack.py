@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Runs the whole stack on one machine: sagemaker-local (demo world), interaction-logger,
-predictor and gateway, wired together with the design documents' environment names.
+registry-watcher, predictor and gateway, wired together with the design documents'
+environment names, plus the pipeline's listener (`mlops-pipeline listen`), so that approving
+a model package deploys it.
 
     python3 scripts/stack.py --bin-dir DIR [--gateway 127.0.0.1:8080] [--data-dir .data]
 
@@ -17,6 +19,7 @@ import sys
 import threading
 import time
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ACCESS_KEY, SECRET_KEY, REGION = "sagemaker-local", "sagemaker-local-secret", "us-east-1"
 
 
@@ -67,7 +70,7 @@ class Service:
 
 class Stack:
     def __init__(self, bin_dir, data_dir, gateway="127.0.0.1:0", sagemaker="127.0.0.1:0", log=None, extra_env=None,
-                 poll_ms=500):
+                 poll_ms=500, pipeline=False):
         self.bin_dir, self.data_dir = bin_dir, data_dir
         self.log = log if log is not None else subprocess.DEVNULL
         base = dict(os.environ, LOG_FORMAT=os.environ.get("LOG_FORMAT", "json"), **(extra_env or {}))
@@ -81,6 +84,12 @@ class Stack:
                             SAGEMAKER_ENDPOINT_NAME="my-mlops-prod-endpoint",
                             USER_INTERACTION_FG_NAME="my-mlops-user-interactions-v1",
                             MODEL_PACKAGE_GROUP="my-mlops-prod-pkg")
+        # What the pipeline's stages need on one machine: the project's binaries on PATH,
+        # sagemaker-local's S3 folder, one deploy lock per data dir, quick deploy polling.
+        self.pipeline_env = dict(self.aws_env, PATH=os.pathsep.join([bin_dir, base.get("PATH", "")]),
+                                 LOCAL_S3_ROOT=os.path.join(data_dir, "sagemaker-local", "s3"),
+                                 PIPELINE_LOCK_FILE=os.path.join(data_dir, "pipeline", "deploy.lock"),
+                                 PIPELINE_SOURCE_DIR=ROOT, DEPLOY_POLL_MS="100")
         self.wait_endpoint()
         self.logger = self._start("interaction-logger", [
             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
@@ -97,6 +106,10 @@ class Stack:
             "--registry-watcher-url", "http://" + self.watcher.addrs["grpc"]], self.aws_env)
         self.url = "http://" + self.gateway.addrs["http"]
         self.wait_ready("http://" + self.watcher.addrs["admin"] + "/readyz")
+        # Listening last: it deploys on approvals, and says it listens once it has its first
+        # look at the registry (decisions from then on are its to act on).
+        self.listener = self._start("mlops-pipeline", [
+            "--poll-ms", str(poll_ms), "listen"], self.pipeline_env) if pipeline else None
 
     def wait_ready(self, url, timeout=30):
         """Waits for a 200 from `url` (a service's /readyz)."""
@@ -139,7 +152,8 @@ def main():
     ap.add_argument("--sagemaker", default="127.0.0.1:9000")
     args = ap.parse_args()
     os.environ.setdefault("LOG_FORMAT", "pretty")
-    stack = Stack(args.bin_dir, args.data_dir, gateway=args.gateway, sagemaker=args.sagemaker, log=sys.stderr, poll_ms=2000)
+    stack = Stack(args.bin_dir, args.data_dir, gateway=args.gateway, sagemaker=args.sagemaker, log=sys.stderr, poll_ms=2000,
+                  pipeline=True)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
@@ -150,6 +164,7 @@ def main():
           f"  predictor:   grpc {stack.predictor.addrs['grpc']}, admin http://{stack.predictor.addrs['admin']}/metrics\n"
           f"  watcher:     grpc {stack.watcher.addrs['grpc']}, admin http://{stack.watcher.addrs['admin']}/metrics\n"
           f"  logger:      grpc {stack.logger.addrs['grpc']}, admin http://{stack.logger.addrs['admin']}/metrics\n"
+          "  pipeline:    listening: approving a model package deploys it (scripts/local mlops-pipeline run trains one)\n"
           "Ctrl-C stops it.", flush=True)
     while not stop and all(s.proc.poll() is None for s in stack.services):
         time.sleep(0.2)

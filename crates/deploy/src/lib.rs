@@ -44,6 +44,8 @@ pub struct Deployer {
     pub group: String,
     pub endpoint: String,
     pub execution_role_arn: Option<String>,
+    /// The KMS key the endpoint config encrypts the instances' storage with.
+    pub kms_key_id: Option<String>,
     pub instance_type: String,
     pub instance_count: i32,
     pub poll: Duration,
@@ -51,6 +53,22 @@ pub struct Deployer {
 }
 
 impl Deployer {
+    /// A deployer with the CLI's defaults (one ml.m5.large, no execution role, polls every 15 s
+    /// for up to an hour).
+    pub fn new(client: aws_sdk_sagemaker::Client, group: String, endpoint: String) -> Self {
+        Deployer {
+            client,
+            group,
+            endpoint,
+            execution_role_arn: None,
+            kms_key_id: None,
+            instance_type: "ml.m5.large".into(),
+            instance_count: 1,
+            poll: Duration::from_secs(15),
+            timeout: Duration::from_secs(3600),
+        }
+    }
+
     fn poller(&self) -> Poller {
         Poller::new(
             self.client.clone(),
@@ -116,8 +134,35 @@ impl Deployer {
         version_or_arn: &str,
         status: ModelApprovalStatus,
         reason: Option<String>,
+        only_if_pending: bool,
     ) -> Result<Value, DeployError> {
         let arn = self.package_arn(version_or_arn).await?;
+        if only_if_pending {
+            let current = self
+                .client
+                .describe_model_package()
+                .model_package_name(&arn)
+                .send()
+                .await
+                .map_err(|e| aws("DescribeModelPackage", e))?
+                .model_approval_status()
+                .cloned();
+            match current {
+                Some(s) if s == status => {
+                    return Ok(
+                        json!({ "action": "none", "reason": format!("already {}", s.as_str()), "arn": arn, "version": registry_watcher::poll::version_of(&arn) }),
+                    );
+                }
+                Some(ModelApprovalStatus::PendingManualApproval) | None => {}
+                Some(other) => {
+                    return Err(DeployError::Failed(format!(
+                        "{arn} is {} in the registry, not PendingManualApproval: not changing it to {}",
+                        other.as_str(),
+                        status.as_str()
+                    )));
+                }
+            }
+        }
         self.client
             .update_model_package()
             .model_package_arn(&arn)
@@ -213,6 +258,7 @@ impl Deployer {
                     .initial_variant_weight(1.0)
                     .build(),
             )
+            .set_kms_key_id(self.kms_key_id.clone())
             .send()
             .await
             .map_err(|e| aws("CreateEndpointConfig", e))?;

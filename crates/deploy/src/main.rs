@@ -48,18 +48,29 @@ enum Command {
         version: String,
         #[arg(long)]
         reason: Option<String>,
+        /// Change nothing unless the package is PendingManualApproval (a decision already
+        /// made in the registry stands; the same decision again is a no-op).
+        #[arg(long)]
+        only_if_pending: bool,
     },
     /// Reject a package version (or ARN).
     Reject {
         version: String,
         #[arg(long)]
         reason: Option<String>,
+        /// Change nothing unless the package is PendingManualApproval (a decision already
+        /// made in the registry stands; the same decision again is a no-op).
+        #[arg(long)]
+        only_if_pending: bool,
     },
     /// Roll the endpoint to the latest Approved package (nothing when it is live).
     Deploy {
         /// Role SageMaker assumes for the model (required on AWS).
         #[arg(long, env = "SAGEMAKER_EXECUTION_ROLE_ARN")]
         execution_role_arn: Option<String>,
+        /// KMS key for the endpoint config (the instances' storage volumes).
+        #[arg(long, env = "DEPLOY_KMS_KEY_ID")]
+        kms_key_id: Option<String>,
         #[arg(long, env = "DEPLOY_INSTANCE_TYPE", default_value = "ml.m5.large")]
         instance_type: String,
         #[arg(long, env = "DEPLOY_INSTANCE_COUNT", default_value_t = 1)]
@@ -85,16 +96,11 @@ async fn main() -> std::process::ExitCode {
         .init();
     let args = Args::parse();
     let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let mut deployer = deploy::Deployer {
-        client: aws_sdk_sagemaker::Client::new(&conf),
-        group: args.group,
-        endpoint: args.endpoint_name,
-        execution_role_arn: None,
-        instance_type: "ml.m5.large".into(),
-        instance_count: 1,
-        poll: Duration::from_secs(15),
-        timeout: Duration::from_secs(3600),
-    };
+    let mut deployer = deploy::Deployer::new(
+        aws_sdk_sagemaker::Client::new(&conf),
+        args.group,
+        args.endpoint_name,
+    );
     let result = match args.command {
         Command::Register {
             model_data_url,
@@ -105,25 +111,45 @@ async fn main() -> std::process::ExitCode {
                 .register(&model_data_url, &image, description)
                 .await
         }
-        Command::Approve { version, reason } => {
+        Command::Approve {
+            version,
+            reason,
+            only_if_pending,
+        } => {
             deployer
-                .set_approval(&version, ModelApprovalStatus::Approved, reason)
+                .set_approval(
+                    &version,
+                    ModelApprovalStatus::Approved,
+                    reason,
+                    only_if_pending,
+                )
                 .await
         }
-        Command::Reject { version, reason } => {
+        Command::Reject {
+            version,
+            reason,
+            only_if_pending,
+        } => {
             deployer
-                .set_approval(&version, ModelApprovalStatus::Rejected, reason)
+                .set_approval(
+                    &version,
+                    ModelApprovalStatus::Rejected,
+                    reason,
+                    only_if_pending,
+                )
                 .await
         }
         Command::Status => deployer.status().await,
         Command::Deploy {
             execution_role_arn,
+            kms_key_id,
             instance_type,
             instance_count,
             poll_ms,
             timeout_secs,
         } => {
             deployer.execution_role_arn = execution_role_arn;
+            deployer.kms_key_id = kms_key_id;
             deployer.instance_type = instance_type;
             deployer.instance_count = instance_count;
             deployer.poll = Duration::from_millis(poll_ms.max(10));

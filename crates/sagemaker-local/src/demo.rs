@@ -52,6 +52,13 @@ pub fn bootstrap(state: &AppState) -> Result<(), AwsError> {
                 "ModelPackageGroupDescription": "Customer churn classifier (demo)",
             }),
         )?;
+        // The columns the model was trained on, in order: the customers' file less its id
+        // and label, as the pipeline's Train step records them.
+        let header = CUSTOMERS_CSV.lines().next().unwrap_or_default();
+        let features: Vec<&str> = header
+            .split(',')
+            .filter(|c| !matches!(*c, "customer_id" | "churned"))
+            .collect();
         let arn = op(
             state,
             "CreateModelPackage",
@@ -63,6 +70,12 @@ pub fn bootstrap(state: &AppState) -> Result<(), AwsError> {
                     "Containers": [{ "Image": XGBOOST_IMAGE, "ModelDataUrl": MODEL_DATA_URL }],
                     "SupportedContentTypes": ["text/csv"],
                     "SupportedResponseMIMETypes": ["text/csv", "application/json"],
+                },
+                "CustomerMetadataProperties": {
+                    "features": features.join(","),
+                    "label": "churned",
+                    "training_feature_group": TRAINING_FEATURE_GROUP,
+                    "source_commit": "demo",
                 },
             }),
         )?["ModelPackageArn"]
