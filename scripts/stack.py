@@ -89,7 +89,8 @@ class Stack:
         self.pipeline_env = dict(self.aws_env, PATH=os.pathsep.join([bin_dir, base.get("PATH", "")]),
                                  LOCAL_S3_ROOT=os.path.join(data_dir, "sagemaker-local", "s3"),
                                  PIPELINE_LOCK_FILE=os.path.join(data_dir, "pipeline", "deploy.lock"),
-                                 PIPELINE_SOURCE_DIR=ROOT, DEPLOY_POLL_MS="100")
+                                 PIPELINE_SOURCE_DIR=ROOT, DEPLOY_POLL_MS="100",
+                                 TRAIN_WAIT_FOR_ROWS_SECS="10")  # the offline store lags a fresh stack
         self.wait_endpoint()
         self.logger = self._start("interaction-logger", [
             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",

@@ -1,6 +1,7 @@
-"""The model deployment flow on the whole stack: retrain and register v2 (demo/retrain.py),
-approve it, deploy it while clients keep predicting, reject it and roll back, and the
-watcher riding out a SageMaker outage."""
+"""The model deployment flow on the whole stack, step by step with `mlops-deploy` (no listener:
+the stack here does not deploy on approval, so each step can be checked): train and register
+v2 (pipeline/train.py, the Train stage's step), approve it, deploy it while clients keep
+predicting, reject it and roll back, and the watcher riding out a SageMaker outage."""
 import io
 import json
 import os
@@ -65,12 +66,12 @@ def model_prediction(stack, url):
 
 @pytest.fixture(scope="module")
 def v2(stack):
-    out = subprocess.run(["python3", str(ROOT / "demo" / "retrain.py"), "--endpoint-url", stack.sagemaker_url,
-                          "--s3-root", os.path.join(stack.data_dir, "sagemaker-local", "s3")],
+    out = subprocess.run(["python3", str(ROOT / "pipeline" / "train.py")], env=stack.pipeline_env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     registered = json.loads(out.stdout)
-    assert registered["version"] == 2 and registered["training_rows"] == 1000
+    assert registered["model_package_version"] == 2, registered
+    assert registered["rows"]["training"] + registered["rows"]["validation"] == 1000, registered
     registered["p"] = model_prediction(stack, registered["model_data_url"])
     assert abs(registered["p"] - EXPECTED[0]) > 1e-4, "v2 must answer differently from v1 for the test to tell them apart"
     return registered

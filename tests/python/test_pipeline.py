@@ -236,7 +236,7 @@ def test_a_train_that_cannot_train_stops_the_pipeline_and_deploys_nothing(stack,
         OnlineStoreConfig={"EnableOnlineStore": True},
         OfflineStoreConfig={"S3StorageConfig": {"S3Uri": "s3://my-mlops-feature-store/empty"}})
     before = sm.list_model_packages(ModelPackageGroupName=GROUP, MaxResults=100)["ModelPackageSummaryList"]
-    runner = Runner(stack, "run", "--once", env={"TRAINING_FG_NAME": "empty-training-fg"})
+    runner = Runner(stack, "run", "--once", env={"TRAINING_FG_NAME": "empty-training-fg", "TRAIN_WAIT_FOR_ROWS_SECS": "1"})
     assert runner.wait() == 1, runner.output()
     out = runner.output()
     assert "has no rows in its offline store" in out, out
