@@ -16,6 +16,7 @@ use aws_sdk_sagemaker::{
         ModelPackageContainerDefinition, ProductionVariant, ProductionVariantInstanceType,
     },
 };
+pub use registry_watcher::poll::version_of;
 use registry_watcher::{poll::Poller, status::in_sync};
 use serde_json::{Value, json};
 
@@ -39,6 +40,28 @@ fn aws<E: ProvideErrorMetadata + std::fmt::Debug>(what: &str, e: E) -> DeployErr
     ))
 }
 
+/// Which registry group and which endpoint: the flags every pipeline tool takes
+/// (`mlops-deploy`, `mlops-pipeline`), flattened into each one's arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Target {
+    /// The model package group.
+    #[arg(
+        long,
+        env = "MODEL_PACKAGE_GROUP",
+        default_value = "my-mlops-prod-pkg",
+        global = true
+    )]
+    pub group: String,
+    /// The endpoint to deploy to.
+    #[arg(
+        long,
+        env = "SAGEMAKER_ENDPOINT_NAME",
+        default_value = "my-mlops-prod-endpoint",
+        global = true
+    )]
+    pub endpoint_name: String,
+}
+
 pub struct Deployer {
     pub client: aws_sdk_sagemaker::Client,
     pub group: String,
@@ -55,11 +78,11 @@ pub struct Deployer {
 impl Deployer {
     /// A deployer with the CLI's defaults (one ml.m5.large, no execution role, polls every 15 s
     /// for up to an hour).
-    pub fn new(client: aws_sdk_sagemaker::Client, group: String, endpoint: String) -> Self {
+    pub fn new(client: aws_sdk_sagemaker::Client, target: Target) -> Self {
         Deployer {
             client,
-            group,
-            endpoint,
+            group: target.group,
+            endpoint: target.endpoint_name,
             execution_role_arn: None,
             kms_key_id: None,
             instance_type: "ml.m5.large".into(),

@@ -8,22 +8,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// The model package group.
-    #[arg(
-        long,
-        env = "MODEL_PACKAGE_GROUP",
-        default_value = "my-mlops-prod-pkg",
-        global = true
-    )]
-    group: String,
-    /// The endpoint to deploy to.
-    #[arg(
-        long,
-        env = "SAGEMAKER_ENDPOINT_NAME",
-        default_value = "my-mlops-prod-endpoint",
-        global = true
-    )]
-    endpoint_name: String,
+    #[command(flatten)]
+    target: deploy::Target,
     #[command(subcommand)]
     command: Command,
 }
@@ -96,11 +82,7 @@ async fn main() -> std::process::ExitCode {
         .init();
     let args = Args::parse();
     let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let mut deployer = deploy::Deployer::new(
-        aws_sdk_sagemaker::Client::new(&conf),
-        args.group,
-        args.endpoint_name,
-    );
+    let mut deployer = deploy::Deployer::new(aws_sdk_sagemaker::Client::new(&conf), args.target);
     let result = match args.command {
         Command::Register {
             model_data_url,

@@ -12,20 +12,8 @@ use pipeline_runner::{
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    #[arg(
-        long,
-        env = "MODEL_PACKAGE_GROUP",
-        default_value = "my-mlops-prod-pkg",
-        global = true
-    )]
-    group: String,
-    #[arg(
-        long,
-        env = "SAGEMAKER_ENDPOINT_NAME",
-        default_value = "my-mlops-prod-endpoint",
-        global = true
-    )]
-    endpoint_name: String,
+    #[command(flatten)]
+    target: deploy::Target,
     /// The source checkout the buildspecs run in (CodeBuild's CODEBUILD_SRC_DIR).
     #[arg(long, env = "PIPELINE_SOURCE_DIR", default_value = ".", global = true)]
     source_dir: PathBuf,
@@ -107,7 +95,7 @@ async fn main() -> ExitCode {
     let client = aws_sdk_sagemaker::Client::new(&conf);
     let source_dir = std::path::absolute(&args.source_dir).unwrap_or(args.source_dir);
     let pipeline = Pipeline {
-        deployer: deploy::Deployer::new(client.clone(), args.group, args.endpoint_name),
+        deployer: deploy::Deployer::new(client.clone(), args.target),
         client,
         stages: Runner {
             source_dir,

@@ -201,7 +201,8 @@ impl Pipeline {
         let live = self.live_evaluations().await;
         banner(&format!(
             "Approval gate: v{} is {}",
-            candidate.version, candidate.status
+            candidate.version,
+            candidate.status.as_str()
         ));
         print_side_by_side(&candidate, &live);
         let v = candidate.version;
@@ -214,7 +215,10 @@ impl Pipeline {
         );
         let deadline = self.gate_timeout.map(|t| tokio::time::Instant::now() + t);
         loop {
-            match registry::status_of(&self.client, arn).await {
+            match registry::evaluation(&self.client, arn)
+                .await
+                .map(|e| e.status)
+            {
                 Ok(s @ (ModelApprovalStatus::Approved | ModelApprovalStatus::Rejected)) => {
                     println!("   decision: v{v} {}", s.as_str());
                     return Ok(s);

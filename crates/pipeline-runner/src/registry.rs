@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+pub use deploy::version_of;
+
 use aws_sdk_sagemaker::{
     error::ProvideErrorMetadata,
     types::{ModelApprovalStatus, ModelPackageSortBy, SortOrder},
@@ -82,18 +84,10 @@ pub fn decisions(before: &Snapshot, after: &Snapshot) -> Vec<(i64, String)> {
         .collect()
 }
 
-/// `…:model-package/{group}/{version}` -> version.
-pub fn version_of(arn: &str) -> i64 {
-    arn.rsplit('/')
-        .next()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// A package as an approver sees it.
 pub struct Evaluation {
     pub version: i64,
-    pub status: String,
+    pub status: ModelApprovalStatus,
     pub description: String,
     pub metadata: BTreeMap<String, String>,
     pub report: Option<String>,
@@ -107,7 +101,7 @@ impl Evaluation {
     /// One line per figure, the way the gate prints two packages side by side.
     pub fn rows(&self) -> Vec<(&'static str, String)> {
         vec![
-            ("status", self.status.clone()),
+            ("status", self.status.as_str().to_owned()),
             ("validation AUC", self.get("validation_auc").to_owned()),
             (
                 "validation accuracy",
@@ -152,8 +146,8 @@ pub async fn evaluation(
         ),
         status: d
             .model_approval_status()
-            .map_or("?", |s| s.as_str())
-            .to_owned(),
+            .cloned()
+            .unwrap_or(ModelApprovalStatus::PendingManualApproval),
         description: d.model_package_description().unwrap_or_default().to_owned(),
         metadata: d
             .customer_metadata_properties()
@@ -166,21 +160,6 @@ pub async fn evaluation(
             .and_then(|s| s.s3_uri())
             .map(str::to_owned),
     })
-}
-
-pub async fn status_of(
-    client: &aws_sdk_sagemaker::Client,
-    package: &str,
-) -> Result<ModelApprovalStatus, RegistryError> {
-    let d = client
-        .describe_model_package()
-        .model_package_name(package)
-        .send()
-        .await
-        .map_err(|e| error("DescribeModelPackage", e))?;
-    Ok(d.model_approval_status()
-        .cloned()
-        .unwrap_or(ModelApprovalStatus::PendingManualApproval))
 }
 
 #[cfg(test)]
