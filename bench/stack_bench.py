@@ -6,7 +6,9 @@
 1. InvokeEndpoint direct (aws-sdk-rust, SigV4) vs POST /v1/predict through the gateway (which
    adds the predictor hop and durable interaction logging), at fixed concurrency.
 2. The same two at a fixed 1,000 requests/s: what the gateway path adds at p50 and p99.
-3. The logger alone: durable (fsynced) Log acknowledgements per second.
+3. The logger alone: durable (fsynced) Log acknowledgements per second; and its spool in a
+   folder of its own (LOGGER_SPOOL_DIR) against one under a root shared with other loggers
+   (LOGGER_SPOOL_ROOT, what compose and the AWS template use), interleaved rounds.
 4. Peak RSS (VmHWM) of every service afterwards.
 After every run through the logger it prints how many interactions were still unshipped and
 waits until they have shipped: a run's figures cannot hide shipping work left for later.
@@ -26,7 +28,7 @@ import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from stack import Stack  # noqa: E402
+from stack import Service, Stack  # noqa: E402
 
 TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
 ROW = "63,40,29.01,0,4,0,2,1"
@@ -75,18 +77,40 @@ def samples(url):
     return [l.rsplit(" ", 1) for l in text.splitlines() if l and not l.startswith("#")]
 
 
-def spool_depth(stack):
-    return sum(float(v) for series, v in samples(f"http://{stack.logger.addrs['admin']}/metrics")
+def spool_depth(logger):
+    return sum(float(v) for series, v in samples(f"http://{logger.addrs['admin']}/metrics")
                if series.startswith("logger_spool_depth"))
 
 
-def drain(stack):
+def drain(stack, logger=None):
     """Prints how many interactions the run left unshipped and waits for the logger to ship
     them, so that no run's figures hide shipping work left for later, or inherit it."""
-    left, start = spool_depth(stack), time.time()
-    while spool_depth(stack) > 0 and time.time() - start < 120:
+    logger = logger or stack.logger
+    left, start = spool_depth(logger), time.time()
+    while spool_depth(logger) > 0 and time.time() - start < 120:
         time.sleep(0.1)
     print(f"  left unshipped at the end: {left:.0f} (shipped {time.time() - start:.1f} s later)")
+
+
+def spool_placement(stack, env, data, rounds=3):
+    """The stack's logger (its own spool folder) and a second logger whose spool lives under a
+    shared root, loaded in turn: durable acks per second and p50, as ranges."""
+    shared = Service("interaction-logger", [str(TARGET / "interaction-logger"), "--listen", "127.0.0.1:0",
+                                            "--admin-listen", "127.0.0.1:0"],
+                     dict(env, LOGGER_SPOOL_ROOT=os.path.join(data, "spools")), subprocess.DEVNULL)
+    results = {"own folder (LOGGER_SPOOL_DIR)": [], "shared root (LOGGER_SPOOL_ROOT)": []}
+    try:
+        for _ in range(rounds):
+            for (name, runs), logger in zip(results.items(), (stack.logger, shared)):
+                r = loadgen(env, "log", "--url", "http://" + logger.addrs["grpc"], "--concurrency", "256")
+                line(name, r)
+                drain(stack, logger)
+                runs.append(r)
+    finally:
+        shared.stop()
+    for name, runs in results.items():
+        rps, p50 = [r["rps"] for r in runs], [r["p50_ms"] for r in runs]
+        print(f"  {name:<44} {min(rps):>8.0f}-{max(rps):.0f} acks/s, p50 {min(p50):.2f}-{max(p50):.2f} ms")
 
 
 def histogram_totals(url):
@@ -157,6 +181,8 @@ def main():
             r = loadgen(env, "log", "--url", "http://" + stack.logger.addrs["grpc"], "--concurrency", "256")
             line("InteractionLogger/Log", r)
             drain(stack)
+            print("\nlogger spool placement, interleaved (both on this machine's local disk):")
+            spool_placement(stack, env, data)
             print("\npeak RSS (VmHWM):")
             for svc in stack.services:
                 print(f"  {svc.name:<20} {peak_rss_mb(svc.proc.pid):6.1f} MB")

@@ -2,7 +2,9 @@
 binaries + a debootstrap base, no registry), `docker-compose.yml` brought up with its two
 networks, a prediction found in the feature store, the gateway shown unable to reach
 sagemaker-local, the logger container SIGKILLed and started again under load with every
-acknowledged interaction arriving, and a SIGTERM stop after which every service exited 0.
+acknowledged interaction arriving (its spool adopted by the second logger on the shared spool
+volume, or by itself restarted under a new identity), and a SIGTERM stop after which every
+service exited 0.
 
 Needs a Docker engine and compose (scripts/test installs and starts them); fails, never skips,
 without them. Progress goes to the terminal as `[compose] ...` lines while it runs."""
@@ -21,7 +23,8 @@ import pytest
 
 from test_stack_e2e import EXPECTED, ROOT, feature_store, http, load, row, wait_for_records
 
-SERVICES = ["sagemaker-local", "registry-watcher", "predictor", "interaction-logger", "gateway"]
+SERVICES = ["sagemaker-local", "registry-watcher", "predictor", "interaction-logger", "interaction-logger-2", "gateway"]
+LOGGERS = ["interaction-logger", "interaction-logger-2"]
 IMAGE = os.environ.get("MLOPS_IMAGE", "mlops-inference:test")
 EMF_NAMESPACE = "mlops/compose-test"
 ANSWERED = []  # how many 200s each test got from the gateway, for the EMF check
@@ -181,7 +184,11 @@ def test_logger_container_killed_mid_load_loses_nothing(compose):
     ANSWERED.append(len(acknowledged))
     assert len(acknowledged) > 200, "the load generator got too few answers to prove anything"
     wait_for_records(feature_store(compose.stack), acknowledged, timeout=120)
-    say("every acknowledged interaction arrived")
+    adoptions = [(svc, line) for svc in LOGGERS for line in compose.log_lines(svc)
+                 if line.get("message") == "adopting the spool of a logger that is gone"]
+    assert len(adoptions) == 1, adoptions
+    say(f"every acknowledged interaction arrived; the killed logger's spool was adopted by {adoptions[0][0]} "
+        f"({adoptions[0][1].get('pending')} pending)")
 
 
 def test_sigterm_stops_every_service_after_draining(compose):
@@ -192,11 +199,12 @@ def test_sigterm_stops_every_service_after_draining(compose):
         lines = compose.log_lines(service)
         assert state["Status"] == "exited" and state["ExitCode"] == 0 and not state["OOMKilled"], (service, state, lines)
         assert any(line.get("message") == "SIGTERM: shutting down" for line in lines), (service, lines)
-    logger = [line for line in compose.log_lines("interaction-logger") if line.get("message") == "interaction-logger stopped"]
-    assert logger and logger[-1]["pending"] == 0, logger
+    for svc in LOGGERS:
+        logger = [line for line in compose.log_lines(svc) if line.get("message") == "interaction-logger stopped"]
+        assert logger and logger[-1]["pending"] == 0, (svc, logger)
     gateway = [line for line in compose.log_lines("gateway") if line.get("message") == "gateway stopped"]
     assert gateway and gateway[-1]["buffered"] == 0, gateway
-    say("all five exited 0; the logger's spool and the gateway's retry buffer were empty")
+    say("all six exited 0; the loggers' spools and the gateway's retry buffer were empty")
 
 
 def test_metrics_reached_stdout_as_cloudwatch_emf(compose):
@@ -207,7 +215,7 @@ def test_metrics_reached_stdout_as_cloudwatch_emf(compose):
         docs = [d for d in compose.log_lines(service) if "_aws" in d]
         assert docs, f"{service} printed no EMF document"
         assert {d["_aws"]["CloudWatchMetrics"][0]["Namespace"] for d in docs} == {EMF_NAMESPACE}
-        assert all(d["service"] == service for d in docs)
+        assert all(d["service"] == service.removesuffix("-2") for d in docs)
     gateway = [d for d in compose.log_lines("gateway") if "_aws" in d and d.get("status") == "200"]
     sent = sum(d["gateway_predict_requests_total"] for d in gateway)
     say(f"gateway EMF: {len(gateway)} intervals, {sent:.0f} successful predictions (the tests counted {sum(ANSWERED)})")

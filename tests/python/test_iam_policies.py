@@ -54,13 +54,45 @@ def test_the_predictor_may_only_invoke_the_one_endpoint(template):
         ("sagemaker:InvokeEndpoint", f"{SM}:endpoint/churn-prod")}
 
 
-def test_the_logger_may_only_put_records_in_the_one_feature_group(template):
+def test_the_logger_may_only_put_records_in_the_one_feature_group_and_use_its_spools(template):
     put = ("sagemaker:PutRecord", f"{SM}:feature-group/churn-interactions-v2")
-    assert plain(grants(template, PARAMS, "LoggerTaskRole")) == {put}
+    efs = {("elasticfilesystem:ClientMount", "<SpoolFileSystem.Arn>"), ("elasticfilesystem:ClientWrite", "<SpoolFileSystem.Arn>")}
+    granted = grants(template, PARAMS, "LoggerTaskRole")
+    assert plain(granted) == {put} | efs
+    through = json.dumps({"StringEquals": {"elasticfilesystem:AccessPointArn": "<SpoolAccessPoint.Arn>"}}, sort_keys=True)
+    assert all(cond == through for action, _, cond in granted if action.startswith("elasticfilesystem:")), granted
     with_key = grants(template, dict(PARAMS, FeatureGroupKmsKeyArn=KMS_KEY), "LoggerTaskRole")
-    assert plain(with_key) == {put, ("kms:GenerateDataKey", KMS_KEY), ("kms:Decrypt", KMS_KEY)}
+    assert plain(with_key) == {put, ("kms:GenerateDataKey", KMS_KEY), ("kms:Decrypt", KMS_KEY)} | efs
     via = json.dumps({"StringEquals": {"kms:ViaService": f"sagemaker.{REGION}.amazonaws.com"}}, sort_keys=True)
     assert all(cond == via for action, _, cond in with_key if action.startswith("kms:")), with_key
+
+
+def test_only_the_logger_reaches_the_spool_file_system_and_only_through_its_access_point(template):
+    for role in roles(template):
+        if role == "LoggerTaskRole":
+            continue
+        for params in (PARAMS, dict(PARAMS, FeatureGroupKmsKeyArn=KMS_KEY)):
+            assert not [a for a, _, _ in grants(template, params, role) if a.startswith("elasticfilesystem:")], role
+    res = template["Resources"]
+    fs = res["SpoolFileSystem"]["Properties"]
+    assert fs["Encrypted"] is True and fs["KmsKeyId"] == {"Fn::GetAtt": ["Key", "Arn"]}
+    denies = {st["Sid"] for st in fs["FileSystemPolicy"]["Statement"] if st["Effect"] == "Deny"}
+    assert denies == {"TlsOnly", "OnlyThroughTheSpoolAccessPoint"}
+    volume, = res["LoggerTask"]["Properties"]["Volumes"]
+    efs = volume["EFSVolumeConfiguration"]
+    assert efs["TransitEncryption"] == "ENABLED"
+    assert efs["AuthorizationConfig"] == {"AccessPointId": {"Ref": "SpoolAccessPoint"}, "IAM": "ENABLED"}
+    assert res["SpoolAccessPoint"]["Properties"]["PosixUser"] == {"Uid": "10001", "Gid": "10001"}
+    for mt in ("SpoolMountTargetA", "SpoolMountTargetB"):
+        assert res[mt]["Properties"]["SecurityGroups"] == [{"Ref": "SpoolFsSecurityGroup"}]
+    container, = res["LoggerTask"]["Properties"]["ContainerDefinitions"]
+    env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert env["LOGGER_SPOOL_ROOT"] == container["MountPoints"][0]["ContainerPath"]
+    assert container["RestartPolicy"]["Enabled"] is True
+    # Every other task definition mounts nothing.
+    for k, v in res.items():
+        if v["Type"] == "AWS::ECS::TaskDefinition" and k != "LoggerTask":
+            assert "Volumes" not in v["Properties"], k
 
 
 def test_the_watcher_may_only_read_what_it_polls(template):
@@ -122,6 +154,7 @@ def test_security_groups_let_in_only_the_callers(template):
     assert ingress("PredictorSecurityGroup") == {(50051, "GatewaySecurityGroup")}
     assert ingress("LoggerSecurityGroup") == {(50052, "GatewaySecurityGroup")}
     assert ingress("WatcherSecurityGroup") == {(50053, "GatewaySecurityGroup"), (50053, "PredictorSecurityGroup")}
+    assert ingress("SpoolFsSecurityGroup") == {(2049, "LoggerSecurityGroup")}
     assert not [k for k, v in res.items() if v["Type"] == "AWS::EC2::SecurityGroupIngress"], "no ingress outside the groups"
     # Only the ALB is internet-facing; every service runs in the private subnets, no public IP.
     for k, v in res.items():

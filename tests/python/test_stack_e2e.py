@@ -242,6 +242,47 @@ def test_logger_killed_mid_load_loses_nothing(stack):
     wait_for_records(feature_store(stack), acknowledged)
 
 
+def test_strict_mode_answers_503_instead_of_answering_unrecorded(tmp_path):
+    """GATEWAY_LOG_MODE=strict: with the logger down, predictions get 503 + Retry-After and
+    nothing is buffered; with it back, answers flow and each one's interaction is stored."""
+    log = open(tmp_path / "stack.log", "w")
+    stack = Stack(str(binary().parent), str(tmp_path), log=log, extra_env={"GATEWAY_LOG_MODE": "strict"})
+    try:
+        answered = {}
+        status, _, body = predict(stack, {"instances": [row(0)]})
+        assert status == 200, body
+        answered[body["predictions"][0]["interaction_id"]] = (body["predictions"][0]["probability"], None)
+        grpc, admin = stack.logger.addrs["grpc"], stack.logger.addrs["admin"]
+        stack.logger.kill()
+        for i in range(10):
+            status, headers, body = predict(stack, {"instances": [row(i)]})
+            assert status == 503 and {k.lower(): v for k, v in headers.items()}.get("retry-after") == "1", (status, headers)
+            assert "not answering unrecorded" in body["detail"], body
+        assert metric(stack.url, "gateway_interactions_buffered") == 0
+        assert metric(stack.url, "gateway_interactions_refused_total") == 10
+        stack.restart(stack.logger, ["--listen", grpc, "--admin-listen", admin,
+                                     "--spool-dir", os.path.join(stack.data_dir, "interaction-logger")])
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            status, _, body = predict(stack, {"instances": [row(1)]})
+            if status == 200:
+                break
+            time.sleep(0.1)
+        assert status == 200, body
+        for i in range(2, 12):
+            status, _, body = predict(stack, {"instances": [row(i)]})
+            assert status == 200, body
+            answered[body["predictions"][0]["interaction_id"]] = (body["predictions"][0]["probability"], None)
+        assert metric(stack.url, "gateway_interactions_buffered") == 0
+        assert metric(stack.url, "gateway_interactions_retried_total") == 0, "strict mode never retries from memory"
+        found = wait_for_records(feature_store(stack), {k: v[0] for k, v in answered.items()})
+        assert set(found) >= set(answered)
+    finally:
+        codes = stack.stop()
+        log.close()
+    assert all(c == 0 for c in codes.values()), codes
+
+
 def test_feature_store_outage_delays_but_loses_nothing(tmp_path):
     """The logger reaches the Feature Store through a proxy the test cuts for a while."""
     log = open(tmp_path / "stack.log", "w")

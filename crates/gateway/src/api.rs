@@ -6,7 +6,7 @@ use axum::{
     Json,
     body::Bytes,
     extract::State,
-    http::{HeaderMap, header},
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use proto::{
@@ -194,7 +194,11 @@ async fn predict_inner(
         .iter()
         .map(|i| i.interaction_id.clone())
         .collect();
-    app.recorder.record(interactions, id).await;
+    app.recorder.record(interactions, id).await.map_err(|e| {
+        let mut p = Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+        p.retry_after = Some(1);
+        p
+    })?;
 
     Ok(PredictResponse {
         request_id: id.to_owned(),

@@ -1,9 +1,14 @@
-//! Forwards interactions to the logger. An unavailable logger never fails a prediction: the
-//! interactions wait in a bounded in-memory buffer and are retried in the background; what
-//! does not fit is counted (`gateway_interactions_dropped_total`) and logged. Once a call has
-//! failed, later interactions go straight to the buffer (behind the ones already waiting)
-//! until the background retry gets through again, so predictions do not each wait out the
-//! logger's timeout while it is down.
+//! Forwards interactions to the logger, in one of two modes (`GATEWAY_LOG_MODE`):
+//!
+//! - `buffered` (the default): an unavailable logger never fails a prediction: the
+//!   interactions wait in a bounded in-memory buffer and are retried in the background; what
+//!   does not fit is counted (`gateway_interactions_dropped_total`) and logged. Once a call
+//!   has failed, later interactions go straight to the buffer (behind the ones already
+//!   waiting) until the background retry gets through again, so predictions do not each wait
+//!   out the logger's timeout while it is down. A gateway that dies meanwhile loses them.
+//! - `strict`: no answer goes out unrecorded. If the logger does not durably take the
+//!   interactions, the caller gets 503 with `Retry-After` and nothing is buffered. While the
+//!   logger is down, one call per probe interval tries it; the others fail at once.
 
 use std::{
     collections::VecDeque,
@@ -21,8 +26,28 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+/// What happens to interactions the logger cannot take.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogMode {
+    /// Answer anyway; keep them in memory and retry in the background.
+    Buffered,
+    /// Answer 503 instead: every answer's interactions are durable first.
+    Strict,
+}
+
+/// While the logger is down, strict mode lets one request try it this often.
+const STRICT_PROBE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Why strict mode refused to answer.
+#[derive(Debug, thiserror::Error)]
+#[error("the interaction logger did not take the interactions ({0}); not answering unrecorded")]
+pub struct NotRecorded(pub String);
+
 pub struct Recorder {
     client: InteractionLoggerClient<Channel>,
+    mode: LogMode,
+    /// Strict mode, logger down: when a request last tried it.
+    last_probe: Mutex<Option<std::time::Instant>>,
     buffer: Mutex<VecDeque<Interaction>>,
     capacity: usize,
     timeout: Duration,
@@ -34,11 +59,14 @@ pub struct Recorder {
 impl Recorder {
     pub fn new(
         client: InteractionLoggerClient<Channel>,
+        mode: LogMode,
         capacity: usize,
         timeout: Duration,
     ) -> Self {
         Recorder {
             client,
+            mode,
+            last_probe: Mutex::new(None),
             buffer: Mutex::new(VecDeque::new()),
             capacity,
             timeout,
@@ -64,20 +92,66 @@ impl Recorder {
         answer.map(|_| ())
     }
 
-    /// Logs now, or buffers for a retry when the logger cannot take them.
-    /// While the logger is known to be down, buffers at once.
-    pub async fn record(&self, interactions: Vec<Interaction>, request_id: &str) {
+    /// Logs now. When the logger cannot take them: buffered mode buffers them for a retry
+    /// (at once while the logger is known to be down) and returns Ok; strict mode returns
+    /// `NotRecorded` and keeps nothing.
+    pub async fn record(
+        &self,
+        interactions: Vec<Interaction>,
+        request_id: &str,
+    ) -> Result<(), NotRecorded> {
+        if self.mode == LogMode::Strict {
+            return self.record_strict(interactions, request_id).await;
+        }
         if self.logger_down.load(Ordering::Acquire) {
             self.buffer(interactions);
-            return;
+            return Ok(());
         }
         if let Err(status) = self.log(interactions.clone(), request_id).await {
-            if !self.logger_down.swap(true, Ordering::AcqRel) {
-                tracing::warn!(code = ?status.code(), message = status.message(), "logger unavailable; buffering interactions until it answers again");
-            }
-            metrics::gauge!("gateway_logger_up").set(0.0);
+            self.mark_down(&status, "buffering interactions until it answers again");
             self.buffer(interactions);
         }
+        Ok(())
+    }
+
+    async fn record_strict(
+        &self,
+        interactions: Vec<Interaction>,
+        request_id: &str,
+    ) -> Result<(), NotRecorded> {
+        if self.logger_down.load(Ordering::Acquire) {
+            let mut last = self.last_probe.lock().expect("probe lock");
+            if last.is_some_and(|t| t.elapsed() < STRICT_PROBE_INTERVAL) {
+                metrics::counter!("gateway_interactions_refused_total")
+                    .increment(interactions.len() as u64);
+                return Err(NotRecorded("the logger is down".into()));
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        match self.log(interactions.clone(), request_id).await {
+            Ok(()) => {
+                if self.logger_down.swap(false, Ordering::AcqRel) {
+                    tracing::info!("logger answering again");
+                    metrics::gauge!("gateway_logger_up").set(1.0);
+                }
+                Ok(())
+            }
+            Err(status) => {
+                // the next probe is one interval from this failure
+                *self.last_probe.lock().expect("probe lock") = Some(std::time::Instant::now());
+                self.mark_down(&status, "strict mode: answering 503 until it answers again");
+                metrics::counter!("gateway_interactions_refused_total")
+                    .increment(interactions.len() as u64);
+                Err(NotRecorded(format!("{:?}", status.code())))
+            }
+        }
+    }
+
+    fn mark_down(&self, status: &tonic::Status, what_now: &str) {
+        if !self.logger_down.swap(true, Ordering::AcqRel) {
+            tracing::warn!(code = ?status.code(), message = status.message(), "logger unavailable; {what_now}");
+        }
+        metrics::gauge!("gateway_logger_up").set(0.0);
     }
 
     fn buffer(&self, interactions: Vec<Interaction>) {
@@ -201,8 +275,8 @@ mod tests {
         }]
     }
 
-    #[tokio::test]
-    async fn a_down_logger_is_called_once_not_per_prediction_and_gets_everything_back() {
+    /// A real tonic server running `Logger`, down at first, and a recorder in `mode` calling it.
+    async fn down_logger(mode: LogMode) -> (Arc<LoggerState>, Arc<Recorder>) {
         let server_side = Logger::default();
         let logger = Arc::clone(&server_side.0);
         logger.down.store(true, Ordering::SeqCst);
@@ -212,18 +286,24 @@ mod tests {
             .add_service(InteractionLoggerServer::new(server_side))
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
         tokio::spawn(server);
-
         let channel = tonic::transport::Endpoint::from_shared(url)
             .unwrap()
             .connect_lazy();
         let recorder = Arc::new(Recorder::new(
             InteractionLoggerClient::new(channel),
+            mode,
             1000,
             Duration::from_secs(1),
         ));
+        (logger, recorder)
+    }
+
+    #[tokio::test]
+    async fn a_down_logger_is_called_once_not_per_prediction_and_gets_everything_back() {
+        let (logger, recorder) = down_logger(LogMode::Buffered).await;
         // No retry loop yet: only the direct path talks to the logger.
         for i in 0..50 {
-            recorder.record(interaction(i), "test").await;
+            recorder.record(interaction(i), "test").await.unwrap();
         }
         assert_eq!(
             logger.calls.load(Ordering::SeqCst),
@@ -247,7 +327,7 @@ mod tests {
         .await
         .expect("the buffer was delivered and the logger marked up");
         let calls = logger.calls.load(Ordering::SeqCst);
-        recorder.record(interaction(50), "test").await;
+        recorder.record(interaction(50), "test").await.unwrap();
         assert_eq!(
             logger.calls.load(Ordering::SeqCst),
             calls + 1,
@@ -259,5 +339,40 @@ mod tests {
         assert_eq!(taken, want, "every interaction, once, in order");
         stop.cancel();
         retry.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn strict_mode_refuses_instead_of_buffering_and_probes_a_down_logger() {
+        let (logger, recorder) = down_logger(LogMode::Strict).await;
+        for i in 0..20 {
+            assert!(recorder.record(interaction(i), "test").await.is_err());
+        }
+        assert_eq!(
+            recorder.buffered(),
+            0,
+            "strict mode keeps nothing in memory"
+        );
+        assert_eq!(
+            logger.calls.load(Ordering::SeqCst),
+            1,
+            "within a probe interval, a down logger is not called again"
+        );
+        tokio::time::sleep(STRICT_PROBE_INTERVAL + Duration::from_millis(50)).await;
+        assert!(recorder.record(interaction(20), "test").await.is_err());
+        assert_eq!(
+            logger.calls.load(Ordering::SeqCst),
+            2,
+            "one probe per interval"
+        );
+
+        logger.down.store(false, Ordering::SeqCst);
+        tokio::time::sleep(STRICT_PROBE_INTERVAL + Duration::from_millis(50)).await;
+        recorder.record(interaction(21), "test").await.unwrap();
+        recorder.record(interaction(22), "test").await.unwrap();
+        assert_eq!(
+            *logger.taken.lock().unwrap(),
+            ["i21", "i22"],
+            "only what was answered was taken, and the direct path is back"
+        );
     }
 }

@@ -71,7 +71,11 @@ pub struct Config {
     /// Requests handled at once; beyond it the gateway sheds load with 503.
     #[arg(long, env = "GATEWAY_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
-    /// Interactions kept for retry while the logger is unavailable.
+    /// What to do when the logger cannot take an interaction: `buffered` answers anyway and
+    /// retries from memory; `strict` answers 503 (no answer goes out unrecorded).
+    #[arg(long, env = "GATEWAY_LOG_MODE", value_enum, default_value = "buffered")]
+    pub log_mode: interactions::LogMode,
+    /// Interactions kept for retry while the logger is unavailable (buffered mode).
     #[arg(long, env = "GATEWAY_LOG_BUFFER", default_value_t = 100_000)]
     pub log_buffer: usize,
     /// How long in-flight requests may take after SIGTERM.
@@ -144,6 +148,7 @@ impl App {
             },
             recorder: interactions::Recorder::new(
                 logger,
+                config.log_mode,
                 config.log_buffer,
                 Duration::from_millis(1000),
             ),

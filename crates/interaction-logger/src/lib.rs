@@ -2,8 +2,12 @@
 //! interaction only once it is fsynced to the local spool; a background shipper then writes
 //! it to the user-interactions feature group with PutRecord, at least once, reusing the same
 //! interaction_id and event_time on every retry. Records the Feature Store refuses as invalid
-//! become dead letters, listed and replayed through the admin HTTP port.
+//! become dead letters, listed and replayed through the admin HTTP port. With a spool root
+//! shared by several loggers (`LOGGER_SPOOL_ROOT`, e.g. on EFS), each writes its own spool
+//! under it and ships the spools of loggers that are gone (`ownership`, `adopt`).
 
+pub mod adopt;
+pub mod ownership;
 pub mod record;
 pub mod service;
 pub mod shipper;
@@ -30,13 +34,25 @@ pub struct Config {
         default_value = "my-mlops-user-interactions-v1"
     )]
     pub feature_group: String,
-    /// Where the durable spool lives (put it on a volume).
+    /// Where the durable spool lives (put it on a volume). Ignored with a spool root.
     #[arg(
         long,
         env = "LOGGER_SPOOL_DIR",
         default_value = ".data/interaction-logger"
     )]
     pub spool_dir: PathBuf,
+    /// A folder shared by several loggers (a volume, or a network file system such as EFS):
+    /// this logger's spool is `{root}/{LOGGER_ID}`, and it adopts the spools of loggers that
+    /// are gone.
+    #[arg(long, env = "LOGGER_SPOOL_ROOT")]
+    pub spool_root: Option<PathBuf>,
+    /// This logger's identity under the spool root (default: a new one at every start; a
+    /// stable one reopens its own spool after a restart).
+    #[arg(long, env = "LOGGER_ID")]
+    pub logger_id: Option<String>,
+    /// How often to look for spools whose logger is gone, under the spool root.
+    #[arg(long, env = "LOGGER_ADOPT_INTERVAL_MS", default_value_t = 5000)]
+    pub adopt_interval_ms: u64,
     /// Most unshipped interactions kept; beyond it Log returns RESOURCE_EXHAUSTED.
     #[arg(long, env = "LOGGER_SPOOL_MAX_RECORDS", default_value_t = 1_000_000)]
     pub max_records: u64,
@@ -64,8 +80,24 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let id = config
+        .logger_id
+        .clone()
+        .unwrap_or_else(|| format!("logger-{}", uuid::Uuid::now_v7().simple()));
+    let spool_dir = match &config.spool_root {
+        Some(root) => root.join(&id),
+        None => config.spool_dir.clone(),
+    };
+    let claim = ownership::Claim::try_own(&spool_dir, &id)
+        .map_err(|e| anyhow::anyhow!("cannot claim the spool {}: {e}", spool_dir.display()))?
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the spool {} is held by another running logger",
+                spool_dir.display()
+            )
+        })?;
     let spool = Arc::new(spool::Spool::open(
-        &config.spool_dir,
+        &spool_dir,
         config.max_records,
         config.max_bytes,
     )?);
@@ -80,9 +112,10 @@ pub async fn run(
         .load()
         .await;
     let wake = Arc::new(Notify::new());
+    let client = aws_sdk_sagemakerfeaturestoreruntime::Client::new(&aws);
     let shipper = Arc::new(shipper::Shipper {
         spool: Arc::clone(&spool),
-        client: aws_sdk_sagemakerfeaturestoreruntime::Client::new(&aws),
+        client: client.clone(),
         feature_group: config.feature_group.clone(),
         concurrency: config.ship_concurrency.max(1),
         wake: Arc::clone(&wake),
@@ -91,6 +124,20 @@ pub async fn run(
     let (stop_shipping, drain) = (CancellationToken::new(), CancellationToken::new());
     let shipping = tokio::spawn(Arc::clone(&shipper).run(stop_shipping.clone(), drain.clone()));
     let gauges = tokio::spawn(publish_gauges(Arc::clone(&spool), drain.clone()));
+    let adopting = config.spool_root.clone().map(|root| {
+        tokio::spawn(
+            adopt::Adopter {
+                root,
+                id: id.clone(),
+                interval: Duration::from_millis(config.adopt_interval_ms.max(10)),
+                own: Arc::clone(&spool),
+                client,
+                feature_group: config.feature_group.clone(),
+                concurrency: config.ship_concurrency.max(1),
+            }
+            .run(stop_shipping.clone(), drain.clone()),
+        )
+    });
 
     let readiness = telemetry::Readiness::default();
     readiness.set(true);
@@ -114,7 +161,7 @@ pub async fn run(
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    tracing::info!(addr = %grpc.local_addr()?, feature_group = %config.feature_group, spool = %config.spool_dir.display(), pending = spool.depth(), "interaction-logger serving");
+    tracing::info!(addr = %grpc.local_addr()?, feature_group = %config.feature_group, spool = %spool_dir.display(), id = %id, pending = spool.depth(), "interaction-logger serving");
     let stop = shutdown.clone();
     tonic::transport::Server::builder()
         .add_service(health_service)
@@ -148,7 +195,22 @@ pub async fn run(
     drain.cancel();
     admin_stop.cancel();
     let _ = tokio::join!(gauges, admin_task);
-    tracing::info!(pending = spool.depth(), "interaction-logger stopped");
+    if let Some(adopting) = adopting {
+        let _ = adopting.await;
+    }
+    let pending = spool.depth();
+    let empty = pending == 0 && spool.dead_letter_count() == 0;
+    drop((shipper, spool));
+    // Under a shared root an empty spool is removed (a new start makes a new one); a spool
+    // with something left is released for its next claimant: this logger, or any other.
+    let given_up = match &config.spool_root {
+        Some(root) if empty => claim.retire(root),
+        _ => claim.release(),
+    };
+    if let Err(e) = given_up {
+        tracing::warn!(spool = %spool_dir.display(), error = %e, "could not record the spool's release");
+    }
+    tracing::info!(pending, "interaction-logger stopped");
     Ok(())
 }
 

@@ -47,6 +47,8 @@ pub struct Spool {
     bytes: Arc<AtomicU64>,
     max_records: u64,
     max_bytes: u64,
+    /// The logger's own spool publishes the spool gauges; an adopted one does not.
+    gauges: bool,
 }
 
 /// One dead letter: the interaction and why the Feature Store refused it.
@@ -61,7 +63,22 @@ pub struct DeadLetter {
 }
 
 impl Spool {
+    /// Opens (or creates) the logger's own spool in `dir`.
     pub fn open(dir: &Path, max_records: u64, max_bytes: u64) -> Result<Self, SpoolError> {
+        Self::open_with(dir, max_records, max_bytes, true)
+    }
+
+    /// Opens another logger's spool to ship what it holds (no limits, no gauges).
+    pub fn open_adopted(dir: &Path) -> Result<Self, SpoolError> {
+        Self::open_with(dir, u64::MAX, u64::MAX, false)
+    }
+
+    fn open_with(
+        dir: &Path,
+        max_records: u64,
+        max_bytes: u64,
+        gauges: bool,
+    ) -> Result<Self, SpoolError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| SpoolError::Storage(format!("{}: {e}", dir.display())))?;
         // A bounded page cache keeps memory flat however deep the spool gets.
@@ -107,12 +124,16 @@ impl Spool {
             bytes: Arc::new(AtomicU64::new(bytes)),
             max_records,
             max_bytes,
+            gauges,
         };
         spool.publish();
         Ok(spool)
     }
 
     fn publish(&self) {
+        if !self.gauges {
+            return;
+        }
         metrics::gauge!("logger_spool_depth").set(self.depth.load(Ordering::Relaxed) as f64);
         metrics::gauge!("logger_spool_bytes").set(self.bytes.load(Ordering::Relaxed) as f64);
     }
@@ -301,5 +322,57 @@ impl Spool {
             .await?;
         self.publish();
         Ok(moved.load(Ordering::Relaxed))
+    }
+
+    /// Removes every dead letter and returns it (the encoded interaction and the reason), for
+    /// an adopting logger to keep in its own spool.
+    pub async fn take_dead_letters(&self) -> Result<Vec<(Vec<u8>, String)>, SpoolError> {
+        let taken = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out = Arc::clone(&taken);
+        self.writer
+            .run(Box::new(move |txn, _| {
+                let mut dead = txn.open_table(DEAD).map_err(storage)?;
+                let mut reasons = txn.open_table(DEAD_REASON).map_err(storage)?;
+                let mut all = Vec::new();
+                for entry in dead.iter().map_err(storage)? {
+                    let (k, v) = entry.map_err(storage)?;
+                    all.push((k.value(), v.value().to_vec()));
+                }
+                let mut out = out.lock().expect("dead letters");
+                for (k, v) in all {
+                    dead.remove(k).map_err(storage)?;
+                    let reason = reasons
+                        .remove(k)
+                        .map_err(storage)?
+                        .map(|r| r.value().to_owned())
+                        .unwrap_or_default();
+                    out.push((v, reason));
+                }
+                Ok(())
+            }))
+            .await?;
+        Ok(std::mem::take(&mut *taken.lock().expect("dead letters")))
+    }
+
+    /// Keeps dead letters taken from an adopted spool (new keys, same contents and reasons).
+    pub async fn import_dead_letters(
+        &self,
+        letters: Vec<(Vec<u8>, String)>,
+    ) -> Result<(), SpoolError> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        self.writer
+            .run(Box::new(move |txn, next| {
+                let mut dead = txn.open_table(DEAD).map_err(storage)?;
+                let mut reasons = txn.open_table(DEAD_REASON).map_err(storage)?;
+                for (v, reason) in &letters {
+                    dead.insert(next.0, v.as_slice()).map_err(storage)?;
+                    reasons.insert(next.0, reason.as_str()).map_err(storage)?;
+                    next.0 += 1;
+                }
+                Ok(())
+            }))
+            .await
     }
 }

@@ -1,5 +1,6 @@
 //! A real sagemaker-local (demo world) and the real logger, both on 127.0.0.1:0, configured
 //! through the standard AWS environment as in production.
+#![allow(dead_code)] // each test binary uses a different part of this module
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -15,12 +16,11 @@ pub struct Logger {
     _dir: tempfile::TempDir,
 }
 
-/// Starts sagemaker-local and a logger shipping to `feature_group`, lingering `linger_ms`.
-pub async fn start(feature_group: &str, linger_ms: u64) -> Logger {
-    let dir = tempfile::tempdir().unwrap();
+/// sagemaker-local (demo world) in this process on 127.0.0.1:0, its data in `dir`: its URL
+/// and the token that stops it.
+pub async fn start_sagemaker(dir: &std::path::Path) -> (String, CancellationToken) {
     let state =
-        sagemaker_local::AppState::open(sagemaker_local::Settings::new(dir.path().join("sml")))
-            .unwrap();
+        sagemaker_local::AppState::open(sagemaker_local::Settings::new(dir.join("sml"))).unwrap();
     let boot = Arc::clone(&state);
     tokio::task::spawn_blocking(move || sagemaker_local::demo::bootstrap(&boot))
         .await
@@ -33,6 +33,13 @@ pub async fn start(feature_group: &str, linger_ms: u64) -> Logger {
     tokio::spawn(sagemaker_local::run(sml, state, async move {
         stop.cancelled().await
     }));
+    (sml_url, sagemaker_stop)
+}
+
+/// Starts sagemaker-local and a logger shipping to `feature_group`, lingering `linger_ms`.
+pub async fn start(feature_group: &str, linger_ms: u64) -> Logger {
+    let dir = tempfile::tempdir().unwrap();
+    let (sml_url, sagemaker_stop) = start_sagemaker(dir.path()).await;
 
     // SAFETY: each test binary starts one logger, before its other threads read the
     // environment.
@@ -55,6 +62,9 @@ pub async fn start(feature_group: &str, linger_ms: u64) -> Logger {
     let config = interaction_logger::Config {
         feature_group: feature_group.into(),
         spool_dir: dir.path().join("spool"),
+        spool_root: None,
+        logger_id: None,
+        adopt_interval_ms: 5000,
         max_records: 1000,
         max_bytes: 1 << 20,
         ship_concurrency: 4,
