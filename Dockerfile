@@ -38,7 +38,8 @@ RUN set -eu; \
     groupadd --system --gid 10001 mlops; \
     useradd --system --uid 10001 --gid mlops --home-dir /var/lib/mlops --no-create-home \
         --shell /usr/sbin/nologin mlops; \
-    install -d -o mlops -g mlops -m 0750 /var/lib/mlops /var/lib/mlops/sagemaker-local /var/lib/mlops/spool
+    install -d -o mlops -g mlops -m 0750 /var/lib/mlops /var/lib/mlops/sagemaker-local /var/lib/mlops/spool \
+        /var/lib/mlops/spools
 # Logs are JSON lines on stdout (what CloudWatch Logs and `docker logs` collect); state lives
 # under /var/lib/mlops, which compose and ECS mount as volumes.
 ENV LOG_FORMAT=json \

@@ -117,7 +117,7 @@ def compose(pytestconfig):
         run([str(ROOT / "docker/build-image"), IMAGE], quiet=False, timeout=1800)
     c = Compose()
     say(f"docker compose up (project {c.project}): sagemaker-local, registry-watcher, predictor, "
-        "interaction-logger, gateway; waiting for every healthcheck")
+        "interaction-logger, interaction-logger-2, gateway; waiting for every healthcheck")
     try:
         c("up", "-d", "--no-build", timeout=300)
         c.wait_healthy()

@@ -1,5 +1,5 @@
 //! Errors as RFC 9457 problem documents, and the one table from gRPC codes to HTTP
-//! statuses (ARCHITECTURE.md's error table).
+//! statuses (docs/architecture.md's error table).
 
 use axum::{
     http::{HeaderValue, StatusCode, header},

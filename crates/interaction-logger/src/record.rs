@@ -1,5 +1,5 @@
 //! An interaction as a record of the user-interactions feature group (schema in
-//! ARCHITECTURE.md), and the EventTime format the Feature Store accepts.
+//! docs/architecture.md), and the EventTime format the Feature Store accepts.
 
 use aws_sdk_sagemakerfeaturestoreruntime::types::FeatureValue;
 use proto::interaction::v1::{Interaction, Source};

@@ -12,64 +12,16 @@ use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use aws_sdk_sagemakerfeaturestoreruntime::types::BatchGetRecordIdentifier;
-use common::{http, metric};
+use common::{http, metric, proxy::Proxy};
 use proto::interaction::v1::{
     Interaction, LogRequest, interaction_logger_client::InteractionLoggerClient,
 };
-use tokio::task::AbortHandle;
 
 const GROUP: &str = "my-mlops-user-interactions-v1";
-
-/// A TCP proxy to sagemaker-local that the test can cut (refuses and drops every connection).
-struct Proxy {
-    addr: String,
-    open: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<AbortHandle>>>,
-}
-
-impl Proxy {
-    async fn start(target: String) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let open = Arc::new(AtomicBool::new(true));
-        let conns = Arc::new(Mutex::new(Vec::new()));
-        let (o, c) = (Arc::clone(&open), Arc::clone(&conns));
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if !o.load(Ordering::SeqCst) {
-                    continue; // dropped: connection reset
-                }
-                let target = target.clone();
-                let task = tokio::spawn(async move {
-                    if let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                    }
-                });
-                c.lock().unwrap().push(task.abort_handle());
-            }
-        });
-        Proxy { addr, open, conns }
-    }
-
-    fn down(&self) {
-        self.open.store(false, Ordering::SeqCst);
-        for c in self.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
-    }
-
-    fn up(&self) {
-        self.open.store(true, Ordering::SeqCst);
-    }
-}
 
 /// A logger process on `root` with identity `id`, shipping through the proxy.
 struct LoggerProcess {

@@ -1,4 +1,4 @@
-//! The predictor's one error mapping (ARCHITECTURE.md's table) to gRPC status codes.
+//! The predictor's one error mapping (docs/architecture.md's table) to gRPC status codes.
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};

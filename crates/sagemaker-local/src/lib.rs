@@ -3,7 +3,7 @@
 //! (`PutRecord`, `GetRecord`, `BatchGetRecord`, `DeleteRecord`, with a Parquet offline
 //! store) and the control-plane subset for the model registry, models, endpoint configs,
 //! endpoints and feature groups. Requests must be SigV4-signed; state lives in redb under
-//! the data dir and survives restarts. `shared/aws-protocol.md` is the wire reference.
+//! the data dir and survives restarts. `docs/aws-protocol.md` holds the wire notes.
 
 pub mod control;
 pub mod db;

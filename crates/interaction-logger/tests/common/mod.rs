@@ -2,6 +2,8 @@
 //! through the standard AWS environment as in production.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod proxy;
+
 use std::{net::SocketAddr, sync::Arc};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
