@@ -40,6 +40,20 @@ fn aws<E: ProvideErrorMetadata + std::fmt::Debug>(what: &str, e: E) -> DeployErr
     ))
 }
 
+/// Human-readable logs on stderr for the pipeline's command-line tools (stdout carries their
+/// results), coloured only on a terminal; `RUST_LOG` overrides `default`.
+pub fn init_cli_logging(default: &str) {
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default.into()),
+        )
+        .init();
+}
+
 /// Which registry group and which endpoint: the flags every pipeline tool takes
 /// (`mlops-deploy`, `mlops-pipeline`), flattened into each one's arguments.
 #[derive(clap::Args, Debug, Clone)]

@@ -74,12 +74,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    deploy::init_cli_logging("info");
     let args = Args::parse();
     let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let mut deployer = deploy::Deployer::new(aws_sdk_sagemaker::Client::new(&conf), args.target);
