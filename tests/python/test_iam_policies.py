@@ -107,7 +107,7 @@ def test_the_watcher_may_only_read_what_it_polls(template):
 
 def test_the_watcher_policy_covers_every_call_its_code_makes(template):
     """The other direction: the SageMaker calls in registry-watcher's source are all granted."""
-    source = (ROOT / "crates" / "registry-watcher" / "src" / "poll.rs").read_text()
+    source = (ROOT / "crates" / "model-registry" / "src" / "poll.rs").read_text()
     calls = {"sagemaker:" + "".join(w.title() for w in m.split("_")) for m in re.findall(r"\.(list_\w+|describe_\w+)\(\)", source)}
     assert calls, "found no SageMaker calls in poll.rs"
     assert calls == {a for a, _ in plain(grants(template, PARAMS, "WatcherTaskRole"))}, calls

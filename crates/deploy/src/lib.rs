@@ -16,8 +16,8 @@ use aws_sdk_sagemaker::{
         ModelPackageContainerDefinition, ProductionVariant, ProductionVariantInstanceType,
     },
 };
-pub use registry_watcher::poll::version_of;
-use registry_watcher::{poll::Poller, status::in_sync};
+pub use model_registry::version_of;
+use model_registry::{poll::Poller, status::in_sync};
 use serde_json::{Value, json};
 
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +114,7 @@ impl Deployer {
         )
     }
 
-    fn poll_error(e: registry_watcher::poll::PollError) -> DeployError {
+    fn poll_error(e: model_registry::poll::PollError) -> DeployError {
         DeployError::Aws(e.to_string())
     }
 
@@ -162,7 +162,7 @@ impl Deployer {
             .map_err(|e| aws("CreateModelPackage", e))?;
         let arn = out.model_package_arn().unwrap_or_default().to_owned();
         Ok(
-            json!({ "action": "registered", "arn": arn, "version": registry_watcher::poll::version_of(&arn), "status": "PendingManualApproval" }),
+            json!({ "action": "registered", "arn": arn, "version": version_of(&arn), "status": "PendingManualApproval" }),
         )
     }
 
@@ -187,7 +187,7 @@ impl Deployer {
             match current {
                 Some(s) if s == status => {
                     return Ok(
-                        json!({ "action": "none", "reason": format!("already {}", s.as_str()), "arn": arn, "version": registry_watcher::poll::version_of(&arn) }),
+                        json!({ "action": "none", "reason": format!("already {}", s.as_str()), "arn": arn, "version": version_of(&arn) }),
                     );
                 }
                 Some(ModelApprovalStatus::PendingManualApproval) | None => {}
@@ -209,7 +209,7 @@ impl Deployer {
             .await
             .map_err(|e| aws("UpdateModelPackage", e))?;
         Ok(
-            json!({ "action": status.as_str().to_lowercase(), "arn": arn, "version": registry_watcher::poll::version_of(&arn) }),
+            json!({ "action": status.as_str().to_lowercase(), "arn": arn, "version": version_of(&arn) }),
         )
     }
 

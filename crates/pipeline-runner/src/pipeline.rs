@@ -21,6 +21,8 @@ pub enum PipelineError {
     Stage(#[from] StageError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Snapshot(#[from] model_registry::events::SnapshotError),
     #[error("Train succeeded but exported no MODEL_PACKAGE_ARN")]
     NothingRegistered,
     #[error("the deploy lock {path}: {source}")]
@@ -260,7 +262,7 @@ impl Pipeline {
     /// A failed Deploy is reported and listening goes on.
     pub async fn listen(&self, shutdown: &CancellationToken) -> Result<(), PipelineError> {
         let mut last = loop {
-            match registry::snapshot(&self.client, self.group()).await {
+            match model_registry::events::snapshot(&self.client, self.group()).await {
                 Ok(s) => break s,
                 Err(e) => println!("   (the registry did not answer: {e}; trying again)"),
             }
@@ -295,14 +297,14 @@ impl Pipeline {
                 _ = tokio::time::sleep(self.poll) => {}
                 _ = shutdown.cancelled() => return Ok(()),
             }
-            let now = match registry::snapshot(&self.client, self.group()).await {
+            let now = match model_registry::events::snapshot(&self.client, self.group()).await {
                 Ok(s) => s,
                 Err(e) => {
                     println!("   (the registry did not answer: {e}; trying again)");
                     continue;
                 }
             };
-            let decisions = registry::decisions(&last, &now);
+            let decisions = model_registry::events::decisions(&last, &now);
             last = now;
             if decisions.is_empty() {
                 continue;

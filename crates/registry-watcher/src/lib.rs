@@ -4,8 +4,7 @@
 //! NOT_SERVING until the first successful poll; an unreachable SageMaker API shows up in
 //! `last_error` while the last good status keeps being served.
 
-pub mod poll;
-pub mod status;
+pub use model_registry::{poll, status};
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
