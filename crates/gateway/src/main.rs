@@ -11,9 +11,8 @@ struct Args {
     /// HTTP listen address.
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "0.0.0.0:8080")]
     listen: String,
-    /// json (production) or pretty.
-    #[arg(long, env = "LOG_FORMAT", default_value = "json")]
-    log_format: String,
+    #[command(flatten)]
+    logging: telemetry::Logging,
     #[command(flatten)]
     config: gateway::Config,
 }
@@ -21,7 +20,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    telemetry::init(&args.log_format);
+    telemetry::init(args.logging.log_format);
     let shutdown = shutdown::on_signal();
     let app = gateway::App::new(args.config, &shutdown)?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;

@@ -14,9 +14,8 @@ struct Args {
     /// Admin HTTP (/metrics, /healthz, /readyz) listen address.
     #[arg(long, env = "WATCHER_ADMIN_LISTEN", default_value = "0.0.0.0:9103")]
     admin_listen: String,
-    /// json (production) or pretty.
-    #[arg(long, env = "LOG_FORMAT", default_value = "json")]
-    log_format: String,
+    #[command(flatten)]
+    logging: telemetry::Logging,
     #[command(flatten)]
     config: registry_watcher::Config,
 }
@@ -26,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::run_grpc_service(
         "registry-watcher",
-        &args.log_format,
+        args.logging.log_format,
         &args.listen,
         &args.admin_listen,
         |grpc, admin, shutdown| registry_watcher::run(grpc, admin, args.config, shutdown),

@@ -45,15 +45,15 @@ struct Args {
     /// Create the demo world (registry, endpoint, feature groups) if it is missing.
     #[arg(long, env = "SAGEMAKER_LOCAL_DEMO")]
     demo: bool,
-    /// Log format: json (production) or pretty.
-    #[arg(long, env = "LOG_FORMAT", default_value = "json")]
-    log_format: String,
+    #[command(flatten)]
+    logging: telemetry::Logging,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_tracing(&args.log_format);
+    // Logs on stderr: stdout carries only the `listening on` line scripts read.
+    telemetry::init_logs(args.logging.log_format, std::io::stderr);
     telemetry::prometheus(); // before anything records a metric
     let settings = Settings {
         data_dir: args.data_dir,
@@ -80,19 +80,4 @@ async fn main() -> anyhow::Result<()> {
     sagemaker_local::run(listener, state, async move { shutdown.cancelled().await }).await?;
     tracing::info!("sagemaker-local stopped");
     Ok(())
-}
-
-/// Logs go to stderr: stdout carries only the "listening on" line that launchers read.
-fn init_tracing(format: &str) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "pretty" {
-        builder.init();
-    } else {
-        // One JSON object per line with the fields at the top level, as the services log.
-        builder.json().flatten_event(true).init();
-    }
 }

@@ -16,19 +16,45 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Installs the global tracing subscriber and the Prometheus recorder (before anything
-/// records a metric). `format` is `json` or `pretty`; `RUST_LOG` overrides the `info` filter.
-pub fn init(format: &str) {
+/// How a process writes its logs.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, fields at the top level (production, CloudWatch).
+    Json,
+    /// For people at a terminal.
+    Pretty,
+}
+
+/// The logging flag every process takes, flattened into its arguments. An unknown format is
+/// refused at start, not taken for JSON.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Logging {
+    /// json (production) or pretty.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+}
+
+/// Installs the global tracing subscriber (on stdout) and the Prometheus recorder (before
+/// anything records a metric). `RUST_LOG` overrides the `info` filter.
+pub fn init(format: LogFormat) {
     prometheus();
+    init_logs(format, std::io::stdout);
+}
+
+/// The tracing subscriber alone, writing to `writer`.
+pub fn init_logs<W>(format: LogFormat, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(true);
-    let _ = if format == "pretty" {
-        builder.try_init()
-    } else {
-        builder.json().flatten_event(true).try_init()
+        .with_target(true)
+        .with_writer(writer);
+    let _ = match format {
+        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
 }
 
@@ -54,7 +80,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
 /// alongside `run`.
 pub async fn run_grpc_service<E, F>(
     name: &str,
-    log_format: &str,
+    log_format: LogFormat,
     listen: &str,
     admin_listen: &str,
     run: impl FnOnce(TcpListener, TcpListener, CancellationToken) -> F,
@@ -123,4 +149,34 @@ pub async fn serve_admin(
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+#[cfg(test)]
+mod logging_tests {
+    use clap::Parser;
+
+    use super::{LogFormat, Logging};
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        logging: Logging,
+    }
+
+    #[test]
+    fn an_unknown_log_format_is_refused_not_taken_for_json() {
+        let parse = |a: &[&str]| Args::try_parse_from(a).map(|a| a.logging.log_format);
+        assert_eq!(parse(&["x"]).unwrap(), LogFormat::Json);
+        assert_eq!(
+            parse(&["x", "--log-format", "pretty"]).unwrap(),
+            LogFormat::Pretty
+        );
+        let e = parse(&["x", "--log-format", "xml"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("invalid value 'xml'") && e.contains("json, pretty"),
+            "{e}"
+        );
+    }
 }
