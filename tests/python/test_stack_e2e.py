@@ -174,6 +174,7 @@ BAD = [
     ({"features": {"favourite_colour": 3}}, "application/json", 400, "features.favourite_colour"),
     (b'{"instances": [[1e999, 0, 0, 0, 0, 0, 0, 0]]}', "application/json", 400, "body"),
     (b'{"features": {"age": 4', "application/json", 400, "body"),
+    ({"features": {"age": 63}, "instances": [[63, 40, 29.01, 0, 4, 0, 2, 1]]}, "application/json", 400, "body"),
     (b"1,2,3\n", "text/csv", 400, "line 1"),
     (b"63,40,inf,0,4,0,2,1", "text/csv", 400, "line 1, column 3 (monthly_charges)"),
     (b"63,40,abc,0,4,0,2,1", "text/csv", 400, "line 1, column 3 (monthly_charges)"),

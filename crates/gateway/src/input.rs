@@ -64,6 +64,13 @@ fn number(field: impl Fn() -> String, v: &Value) -> Result<f64, Problem> {
 fn parse_json(body: &[u8], features: &[String]) -> Result<Vec<Vec<f64>>, Problem> {
     let doc: Value = serde_json::from_slice(body)
         .map_err(|e| Problem::bad_input("body", format!("malformed JSON: {e}")))?;
+    if doc.get("features").is_some() && doc.get("instances").is_some() {
+        // Which one would be predicted (and recorded)? Neither: say so.
+        return Err(Problem::bad_input(
+            "body",
+            r#"give either "features" or "instances", not both"#,
+        ));
+    }
     if let Some(named) = doc.get("features") {
         let named = named.as_object().ok_or_else(|| {
             Problem::bad_input("features", "must be an object of feature name to value")
@@ -183,6 +190,19 @@ mod tests {
         assert_eq!(rows[0][0], 1.5);
         assert!(rows[0][1].is_nan());
         assert_eq!(rows[0][2], 3.0);
+    }
+
+    #[test]
+    fn both_features_and_instances_is_ambiguous_and_refused() {
+        let both = parse(
+            "application/json",
+            br#"{"features":{"a":1},"instances":[[1,2,3]]}"#,
+            &names(),
+            10,
+        )
+        .unwrap_err();
+        assert_eq!(both.field.as_deref(), Some("body"));
+        assert!(both.detail.contains("not both"), "{}", both.detail);
     }
 
     #[test]
