@@ -19,10 +19,17 @@ pub struct PredictorService {
     pub default_timeout: Duration,
 }
 
-/// The caller's deadline from `grpc-timeout` (e.g. `250m`, `5S`), if it sent one.
+/// The caller's deadline from `grpc-timeout` (e.g. `250m`, `5S`), if it sent a valid one:
+/// at most 8 ASCII digits and a unit, as the gRPC protocol defines it (so no value can
+/// overflow; anything else is ignored and the default deadline applies).
 fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    const MAX_DIGITS: usize = 8;
     let raw = metadata.get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = raw.split_at(raw.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > MAX_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
     let n: u64 = digits.parse().ok()?;
     Some(match unit {
         "H" => Duration::from_secs(n * 3600),
@@ -145,5 +152,17 @@ mod tests {
         assert_eq!(grpc_timeout(&m), Some(Duration::from_secs(3)));
         m.insert("grpc-timeout", "x".parse().unwrap());
         assert_eq!(grpc_timeout(&m), None);
+        m.insert("grpc-timeout", "99999999H".parse().unwrap());
+        assert_eq!(
+            grpc_timeout(&m),
+            Some(Duration::from_secs(99_999_999 * 3600)),
+            "the largest valid value"
+        );
+        // Too many digits (this one overflowed u64 seconds: a panic in debug builds), a sign,
+        // no digits: ignored.
+        for bad in ["18446744073709551615H", "123456789m", "+5S", "S", "-1m"] {
+            m.insert("grpc-timeout", bad.parse().unwrap());
+            assert_eq!(grpc_timeout(&m), None, "{bad}");
+        }
     }
 }
