@@ -209,6 +209,23 @@ def test_openapi_health_and_readiness(stack):
         assert metric(stack.url, f'gateway_upstream_seconds_count{{call="{call}"}}') > 0, call
 
 
+@pytest.mark.parametrize("service,name", [("predictor", "mlops.predictor.v1.Predictor"),
+                                          ("logger", "mlops.interaction.v1.InteractionLogger"),
+                                          ("watcher", "mlops.registry.v1.RegistryWatcher")])
+def test_the_official_python_reflection_client_lists_and_describes_each_service(stack, service, name):
+    """grpcio-reflection speaks reflection v1alpha; grpcurl and newer clients v1. Both are served."""
+    import grpc
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+    from google.protobuf.descriptor_pool import DescriptorPool
+
+    with grpc.insecure_channel(getattr(stack, service).addrs["grpc"]) as channel:
+        db = ProtoReflectionDescriptorDatabase(channel)
+        services = set(db.get_services())
+        assert {name, "grpc.reflection.v1alpha.ServerReflection"} <= services, services
+        method = DescriptorPool(db).FindServiceByName(name).methods[0]
+        assert method.input_type.full_name.startswith(name.rsplit(".", 1)[0]), method.input_type.full_name
+
+
 def load(stack, seconds, results, stop=None, workers=8, failures=None):
     """Sends predictions continuously; records interaction id -> (probability, CSV row) of every 200,
     and (status, body) of every other answer in `failures` when given."""

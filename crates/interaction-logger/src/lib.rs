@@ -158,14 +158,14 @@ pub async fn run(
     health
         .set_serving::<InteractionLoggerServer<service::LoggerService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let (reflection, reflection_v1alpha) =
+        (proto::reflection::v1()?, proto::reflection::v1alpha()?);
     tracing::info!(addr = %grpc.local_addr()?, feature_group = %config.feature_group, spool = %spool_dir.display(), id = %id, pending = spool.depth(), "interaction-logger serving");
     let stop = shutdown.clone();
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(InteractionLoggerServer::new(service::LoggerService {
             spool: Arc::clone(&spool),
             wake,

@@ -90,9 +90,8 @@ pub async fn run(
     health
         .set_serving::<PredictorServer<service::PredictorService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let (reflection, reflection_v1alpha) =
+        (proto::reflection::v1()?, proto::reflection::v1alpha()?);
     let readiness = telemetry::Readiness::default();
     readiness.set(true);
     let admin_task = tokio::spawn(telemetry::serve_admin(
@@ -106,6 +105,7 @@ pub async fn run(
     let server = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(PredictorServer::new(service))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),

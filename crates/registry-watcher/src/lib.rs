@@ -176,9 +176,8 @@ pub async fn run(
         telemetry::admin_router(readiness.clone()),
         shutdown.child_token(),
     ));
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let (reflection, reflection_v1alpha) =
+        (proto::reflection::v1()?, proto::reflection::v1alpha()?);
 
     tracing::info!(addr = %grpc.local_addr()?, group = %config.group, endpoint = %config.endpoint_name, "registry-watcher serving");
     let stop = shutdown.clone();
@@ -186,6 +185,7 @@ pub async fn run(
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(RegistryWatcherServer::new(WatcherService { status: rx }))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
