@@ -15,7 +15,7 @@ use proto::{
 };
 use serde::Serialize;
 
-use crate::{App, input, problem::Problem};
+use crate::{App, input, interactions::NotRecorded, problem::Problem};
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct PredictResponse {
@@ -194,11 +194,20 @@ async fn predict_inner(
         .iter()
         .map(|i| i.interaction_id.clone())
         .collect();
-    app.recorder.record(interactions, id).await.map_err(|e| {
-        let mut p = Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
-        p.retry_after = Some(1);
-        p
-    })?;
+    app.recorder
+        .record(interactions, id)
+        .await
+        .map_err(|e| match e {
+            NotRecorded::Unavailable(_) => {
+                let mut p = Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+                p.retry_after = Some(1);
+                p
+            }
+            // logged with its cause by the recorder; opaque to the caller
+            NotRecorded::Refused(_) => {
+                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            }
+        })?;
 
     Ok(PredictResponse {
         request_id: id.to_owned(),

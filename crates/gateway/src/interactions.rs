@@ -9,6 +9,10 @@
 //! - `strict`: no answer goes out unrecorded. If the logger does not durably take the
 //!   interactions, the caller gets 503 with `Retry-After` and nothing is buffered. While the
 //!   logger is down, one call per probe interval tries it; the others fail at once.
+//!
+//! In both modes, what the logger refuses as invalid (it can never succeed) is counted
+//! (`gateway_interactions_rejected_total`) and logged with the reason, never retried; calls
+//! carry at most `proto::MAX_INTERACTIONS_PER_LOG` interactions, the logger's own limit.
 
 use std::{
     collections::VecDeque,
@@ -40,8 +44,23 @@ const STRICT_PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Why strict mode refused to answer.
 #[derive(Debug, thiserror::Error)]
-#[error("the interaction logger did not take the interactions ({0}); not answering unrecorded")]
-pub struct NotRecorded(pub String);
+pub enum NotRecorded {
+    /// The logger is down or overloaded: the caller may retry.
+    #[error("the interaction logger did not take the interactions ({0}); not answering unrecorded")]
+    Unavailable(String),
+    /// The logger refused them as invalid: retrying cannot help.
+    #[error("the interaction logger refused the interactions ({0})")]
+    Refused(String),
+}
+
+/// Whether a failed `Log` call can ever succeed as it is: the logger refused the request
+/// itself (a bad interaction), rather than being down, slow or full.
+fn refused(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::InvalidArgument | tonic::Code::OutOfRange | tonic::Code::FailedPrecondition
+    )
+}
 
 pub struct Recorder {
     client: InteractionLoggerClient<Channel>,
@@ -75,7 +94,26 @@ impl Recorder {
         }
     }
 
+    /// One `Log` call per `MAX_INTERACTIONS_PER_LOG` interactions, in order; stops at the
+    /// first failure and returns it with the interactions not yet taken.
     async fn log(
+        &self,
+        interactions: Vec<Interaction>,
+        request_id: &str,
+    ) -> Result<(), (tonic::Status, Vec<Interaction>)> {
+        let mut rest = interactions;
+        while !rest.is_empty() {
+            let tail = rest.split_off(rest.len().min(proto::MAX_INTERACTIONS_PER_LOG));
+            if let Err(status) = self.log_call(rest.clone(), request_id).await {
+                rest.extend(tail);
+                return Err((status, rest));
+            }
+            rest = tail;
+        }
+        Ok(())
+    }
+
+    async fn log_call(
         &self,
         interactions: Vec<Interaction>,
         request_id: &str,
@@ -107,11 +145,29 @@ impl Recorder {
             self.buffer(interactions);
             return Ok(());
         }
-        if let Err(status) = self.log(interactions.clone(), request_id).await {
-            self.mark_down(&status, "buffering interactions until it answers again");
-            self.buffer(interactions);
+        match self.log(interactions, request_id).await {
+            Ok(()) => {}
+            Err((status, rest)) if refused(&status) => self.drop_refused(&status, rest),
+            Err((status, rest)) => {
+                self.mark_down(&status, "buffering interactions until it answers again");
+                self.buffer(rest);
+            }
         }
         Ok(())
+    }
+
+    /// Interactions the logger refused as invalid can never be stored: counted and logged
+    /// with the reason, never retried (they would block everything behind them).
+    fn drop_refused(&self, status: &tonic::Status, interactions: Vec<Interaction>) {
+        metrics::counter!("gateway_interactions_rejected_total")
+            .increment(interactions.len() as u64);
+        tracing::error!(
+            count = interactions.len(),
+            code = ?status.code(),
+            reason = status.message(),
+            ids = ?interactions.iter().map(|i| i.interaction_id.as_str()).collect::<Vec<_>>(),
+            "the logger refused interactions as invalid; they are not stored"
+        );
     }
 
     async fn record_strict(
@@ -124,11 +180,12 @@ impl Recorder {
             if last.is_some_and(|t| t.elapsed() < STRICT_PROBE_INTERVAL) {
                 metrics::counter!("gateway_interactions_refused_total")
                     .increment(interactions.len() as u64);
-                return Err(NotRecorded("the logger is down".into()));
+                return Err(NotRecorded::Unavailable("the logger is down".into()));
             }
             *last = Some(std::time::Instant::now());
         }
-        match self.log(interactions.clone(), request_id).await {
+        let count = interactions.len() as u64;
+        match self.log(interactions, request_id).await {
             Ok(()) => {
                 if self.logger_down.swap(false, Ordering::AcqRel) {
                     tracing::info!("logger answering again");
@@ -136,13 +193,16 @@ impl Recorder {
                 }
                 Ok(())
             }
-            Err(status) => {
+            Err((status, rest)) if refused(&status) => {
+                self.drop_refused(&status, rest);
+                Err(NotRecorded::Refused(status.message().to_owned()))
+            }
+            Err((status, _)) => {
                 // the next probe is one interval from this failure
                 *self.last_probe.lock().expect("probe lock") = Some(std::time::Instant::now());
                 self.mark_down(&status, "strict mode: answering 503 until it answers again");
-                metrics::counter!("gateway_interactions_refused_total")
-                    .increment(interactions.len() as u64);
-                Err(NotRecorded(format!("{:?}", status.code())))
+                metrics::counter!("gateway_interactions_refused_total").increment(count);
+                Err(NotRecorded::Unavailable(format!("{:?}", status.code())))
             }
         }
     }
@@ -183,7 +243,7 @@ impl Recorder {
         loop {
             let batch: Vec<Interaction> = {
                 let mut buffer = self.buffer.lock().expect("buffer lock");
-                let n = buffer.len().min(500);
+                let n = buffer.len().min(proto::MAX_INTERACTIONS_PER_LOG);
                 buffer.drain(..n).collect()
             };
             if batch.is_empty() {
@@ -200,16 +260,41 @@ impl Recorder {
                 continue;
             }
             let count = batch.len();
-            match self.log(batch.clone(), "retry").await {
+            match self.log(batch, "retry").await {
                 Ok(()) => {
                     backoff = Duration::from_millis(100);
                     metrics::counter!("gateway_interactions_retried_total").increment(count as u64);
                     metrics::gauge!("gateway_interactions_buffered").set(self.buffered() as f64);
                 }
-                Err(status) => {
+                Err((status, rest)) if refused(&status) => {
+                    // Something in this batch is bad: deliver the rest one by one, so that
+                    // only what is refused itself is dropped.
+                    let mut rest = rest.into_iter();
+                    while let Some(interaction) = rest.next() {
+                        match self.log(vec![interaction], "retry").await {
+                            Ok(()) => {
+                                metrics::counter!("gateway_interactions_retried_total")
+                                    .increment(1);
+                            }
+                            Err((status, one)) if refused(&status) => {
+                                self.drop_refused(&status, one)
+                            }
+                            Err((_, one)) => {
+                                // down again: this one and the rest back to the front, in order
+                                let mut buffer = self.buffer.lock().expect("buffer lock");
+                                for i in one.into_iter().chain(rest).rev() {
+                                    buffer.push_front(i);
+                                }
+                                break;
+                            }
+                        }
+                    }
+                    metrics::gauge!("gateway_interactions_buffered").set(self.buffered() as f64);
+                }
+                Err((status, rest)) => {
                     {
                         let mut buffer = self.buffer.lock().expect("buffer lock");
-                        for i in batch.into_iter().rev() {
+                        for i in rest.into_iter().rev() {
                             buffer.push_front(i);
                         }
                     }
@@ -261,6 +346,13 @@ mod tests {
                 .into_iter()
                 .map(|i| i.interaction_id)
                 .collect();
+            // as the real logger does: too many in one call, or an invalid interaction
+            if ids.len() > proto::MAX_INTERACTIONS_PER_LOG {
+                return Err(tonic::Status::invalid_argument("too many interactions"));
+            }
+            if ids.iter().any(|i| i.starts_with("bad")) {
+                return Err(tonic::Status::invalid_argument("a non-finite prediction"));
+            }
             self.0.taken.lock().unwrap().extend(ids.iter().cloned());
             Ok(tonic::Response::new(LogResponse {
                 interaction_ids: ids,
@@ -374,5 +466,77 @@ mod tests {
             ["i21", "i22"],
             "only what was answered was taken, and the direct path is back"
         );
+    }
+
+    fn bad() -> Vec<Interaction> {
+        vec![Interaction {
+            interaction_id: "bad".into(),
+            ..Default::default()
+        }]
+    }
+
+    #[tokio::test]
+    async fn a_refused_interaction_is_dropped_not_buffered_and_blocks_nothing() {
+        let (logger, recorder) = down_logger(LogMode::Buffered).await;
+        logger.down.store(false, Ordering::SeqCst);
+        recorder.record(bad(), "test").await.unwrap();
+        assert_eq!(recorder.buffered(), 0, "never retried");
+        assert!(
+            !recorder.logger_down.load(Ordering::SeqCst),
+            "a refusal is no outage"
+        );
+        recorder.record(interaction(1), "test").await.unwrap();
+        assert_eq!(*logger.taken.lock().unwrap(), ["i1"]);
+    }
+
+    #[tokio::test]
+    async fn the_retry_delivers_around_a_refused_interaction_in_order() {
+        let (logger, recorder) = down_logger(LogMode::Buffered).await;
+        for batch in [interaction(1), bad(), interaction(2)] {
+            recorder.record(batch, "test").await.unwrap();
+        }
+        assert_eq!(recorder.buffered(), 3);
+        logger.down.store(false, Ordering::SeqCst);
+        let stop = CancellationToken::new();
+        let retry = tokio::spawn({
+            let (recorder, stop) = (Arc::clone(&recorder), stop.clone());
+            async move { recorder.retry_buffered(stop).await }
+        });
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while recorder.buffered() > 0 || recorder.logger_down.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the buffer emptied: the bad one did not block the others");
+        assert_eq!(*logger.taken.lock().unwrap(), ["i1", "i2"]);
+        stop.cancel();
+        retry.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn calls_to_the_logger_carry_at_most_its_per_call_limit() {
+        let (logger, recorder) = down_logger(LogMode::Strict).await;
+        logger.down.store(false, Ordering::SeqCst);
+        let many: Vec<Interaction> = (0..2500)
+            .map(|i| Interaction {
+                interaction_id: format!("i{i}"),
+                ..Default::default()
+            })
+            .collect();
+        recorder.record(many, "test").await.unwrap();
+        assert_eq!(logger.taken.lock().unwrap().len(), 2500);
+        assert_eq!(logger.calls.load(Ordering::SeqCst), 3, "1000 + 1000 + 500");
+    }
+
+    #[tokio::test]
+    async fn strict_mode_answers_a_refusal_as_refused_not_unavailable() {
+        let (logger, recorder) = down_logger(LogMode::Strict).await;
+        logger.down.store(false, Ordering::SeqCst);
+        assert!(matches!(
+            recorder.record(bad(), "test").await,
+            Err(NotRecorded::Refused(_))
+        ));
+        assert!(!recorder.logger_down.load(Ordering::SeqCst));
     }
 }

@@ -15,7 +15,7 @@ use crate::{
     spool::{Spool, SpoolError},
 };
 
-pub const MAX_PER_CALL: usize = 1000;
+pub const MAX_PER_CALL: usize = proto::MAX_INTERACTIONS_PER_LOG;
 
 pub struct LoggerService {
     pub spool: Arc<Spool>,
@@ -60,7 +60,7 @@ impl InteractionLogger for LoggerService {
         if interactions.is_empty() || interactions.len() > MAX_PER_CALL {
             return Err(invalid(
                 "interactions".into(),
-                "must hold 1 to 1000 interactions",
+                &format!("must hold 1 to {MAX_PER_CALL} interactions"),
             ));
         }
         for (n, i) in interactions.iter_mut().enumerate() {

@@ -20,6 +20,10 @@ pub mod registry {
     }
 }
 
+/// The most interactions one `InteractionLogger/Log` call may carry: the logger refuses more,
+/// the gateway sends no more.
+pub const MAX_INTERACTIONS_PER_LOG: usize = 1000;
+
 /// Encoded `FileDescriptorSet` of every contract, for `tonic-reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/mlops_descriptor.bin"));
