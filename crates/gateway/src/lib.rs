@@ -78,9 +78,8 @@ pub struct Config {
     /// Interactions kept for retry while the logger is unavailable (buffered mode).
     #[arg(long, env = "GATEWAY_LOG_BUFFER", default_value_t = 100_000)]
     pub log_buffer: usize,
-    /// How long in-flight requests may take after SIGTERM.
-    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20)]
-    pub shutdown_grace_secs: u64,
+    #[command(flatten)]
+    pub grace: shutdown::Grace,
 }
 
 pub struct App {
@@ -297,7 +296,7 @@ pub async fn run(
         async move { app.recorder.retry_buffered(stop).await }
     });
     tracing::info!(addr = %listener.local_addr()?, predictor = %app.config.predictor_url, logger = %app.config.logger_url, "gateway serving");
-    let grace = Duration::from_secs(app.config.shutdown_grace_secs);
+    let grace = app.config.grace.duration();
     let stop = shutdown.clone();
     let server = axum::serve(
         listener.tap_io(|tcp| {

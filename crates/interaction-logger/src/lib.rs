@@ -15,7 +15,6 @@ pub mod spool;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use aws_config::{BehaviorVersion, retry::RetryConfig, timeout::TimeoutConfig};
 use axum::{
     Json,
     extract::State,
@@ -66,10 +65,10 @@ pub struct Config {
     /// together (0: ship each as soon as it is spooled).
     #[arg(long, env = "LOGGER_SHIP_LINGER_MS", default_value_t = 20)]
     pub ship_linger_ms: u64,
-    /// After SIGTERM: how long to keep shipping the spool before exiting (what is left stays
-    /// in the spool for the next start).
-    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20)]
-    pub shutdown_grace_secs: u64,
+    #[command(flatten)]
+    pub grace: shutdown::Grace,
+    #[command(flatten)]
+    pub aws: aws_client::AwsClient,
 }
 
 /// Serves gRPC on `grpc` and the admin HTTP endpoints on `admin` until `shutdown`, then
@@ -101,16 +100,7 @@ pub async fn run(
         config.max_records,
         config.max_bytes,
     )?);
-    let aws = aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(RetryConfig::disabled())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .operation_timeout(Duration::from_secs(10))
-                .build(),
-        )
-        .load()
-        .await;
+    let aws = config.aws.load().await;
     let wake = Arc::new(Notify::new());
     let client = aws_sdk_sagemakerfeaturestoreruntime::Client::new(&aws);
     let shipper = Arc::new(shipper::Shipper {
@@ -183,7 +173,7 @@ pub async fn run(
         .await?;
 
     // No more Log calls: ship what is spooled, within the grace period.
-    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let grace = config.grace.duration();
     tracing::info!(pending = spool.depth(), ?grace, "draining the spool");
     stop_shipping.cancel();
     if tokio::time::timeout(grace, shipping).await.is_err() {

@@ -10,7 +10,6 @@ pub mod service;
 
 use std::{sync::Arc, time::Duration};
 
-use aws_config::{BehaviorVersion, retry::RetryConfig, timeout::TimeoutConfig};
 use proto::predictor::v1::predictor_server::PredictorServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -43,9 +42,10 @@ pub struct Config {
     /// registry-watcher gRPC URL; when set, answers carry the model package version.
     #[arg(long, env = "REGISTRY_WATCHER_URL")]
     pub registry_watcher_url: Option<String>,
-    /// How long in-flight calls may take to finish after SIGTERM.
-    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20)]
-    pub shutdown_grace_secs: u64,
+    #[command(flatten)]
+    pub grace: shutdown::Grace,
+    #[command(flatten)]
+    pub aws: aws_client::AwsClient,
 }
 
 /// Serves gRPC on `grpc` and the admin HTTP endpoints on `admin` until `shutdown`.
@@ -55,15 +55,7 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let aws = aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(RetryConfig::disabled())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .build(),
-        )
-        .load()
-        .await;
+    let aws = config.aws.load().await;
     let client = aws_sdk_sagemakerruntime::Client::new(&aws);
     let breaker = breaker::Breaker::new(
         config.breaker_threshold,
@@ -117,7 +109,7 @@ pub async fn run(
                     .await;
             },
         );
-    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let grace = config.grace.duration();
     tokio::select! {
         result = server => result?,
         _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {

@@ -8,7 +8,6 @@ pub use model_registry::{poll, status};
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
-use aws_config::BehaviorVersion;
 use proto::registry::v1::{
     GetStatusRequest, Status, WatchStatusRequest,
     registry_watcher_server::{RegistryWatcher, RegistryWatcherServer},
@@ -33,6 +32,10 @@ pub struct Config {
     /// Milliseconds between polls (±10% jitter; doubled, up to 60 s, while throttled).
     #[arg(long, env = "WATCHER_POLL_MS", default_value_t = 5000)]
     pub poll_ms: u64,
+    #[command(flatten)]
+    pub grace: shutdown::Grace,
+    #[command(flatten)]
+    pub aws: aws_client::AwsClient,
 }
 
 pub struct WatcherService {
@@ -140,7 +143,7 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let aws = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    let aws = config.aws.load().await;
     let poller = poll::Poller::new(
         aws_sdk_sagemaker::Client::new(&aws),
         config.group.clone(),
@@ -182,7 +185,7 @@ pub async fn run(
     tracing::info!(addr = %grpc.local_addr()?, group = %config.group, endpoint = %config.endpoint_name, "registry-watcher serving");
     let stop = shutdown.clone();
     let health_on_stop = Arc::new(health);
-    tonic::transport::Server::builder()
+    let serving = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
@@ -196,8 +199,12 @@ pub async fn run(
                     .set_not_serving::<RegistryWatcherServer<WatcherService>>()
                     .await;
             },
-        )
-        .await?;
+        );
+    // Open WatchStatus streams end when polling stops; the grace period bounds the wait.
+    match shutdown::within_grace(&shutdown, config.grace.duration(), serving).await {
+        Some(served) => served?,
+        None => tracing::warn!("grace period over; closing the remaining streams"),
+    }
     let _ = tokio::join!(polling, admin_task);
     tracing::info!("registry-watcher stopped");
     Ok(())

@@ -47,6 +47,8 @@ struct Args {
     demo: bool,
     #[command(flatten)]
     logging: telemetry::Logging,
+    #[command(flatten)]
+    grace: shutdown::Grace,
 }
 
 #[tokio::main]
@@ -77,7 +79,14 @@ async fn main() -> anyhow::Result<()> {
     // Tests and scripts read this line to learn the port when listening on :0.
     println!("sagemaker-local listening on http://{addr}");
     let shutdown = shutdown::on_signal();
-    sagemaker_local::run(listener, state, async move { shutdown.cancelled().await }).await?;
+    let signal = shutdown.clone();
+    let serving = sagemaker_local::run(listener, state, async move { signal.cancelled().await });
+    // Drains in-flight requests and writes queued offline rows, within the grace period
+    // (rows not written by then stay queued, durably, for the next start).
+    match shutdown::within_grace(&shutdown, args.grace.duration(), serving).await {
+        Some(served) => served?,
+        None => tracing::warn!("grace period over; exiting with work left for the next start"),
+    }
     tracing::info!("sagemaker-local stopped");
     Ok(())
 }

@@ -71,7 +71,10 @@ pub async fn start(feature_group: &str, linger_ms: u64) -> Logger {
         max_bytes: 1 << 20,
         ship_concurrency: 4,
         ship_linger_ms: linger_ms,
-        shutdown_grace_secs: 5,
+        grace: shutdown::Grace {
+            shutdown_grace_secs: 5,
+        },
+        aws: aws_client::AwsClient::default(),
     };
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(interaction_logger::run(
