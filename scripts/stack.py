@@ -98,7 +98,7 @@ class Stack:
         self.watcher = self._start("registry-watcher", [
             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--poll-ms", str(poll_ms)], self.aws_env)
         self.predictor = self._start("predictor", [
-            "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--num-features", "8",
+            "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
             "--registry-watcher-url", "http://" + self.watcher.addrs["grpc"]], self.aws_env)
         self.gateway = self._start("gateway", [
             "--listen", gateway,

@@ -139,6 +139,7 @@ impl Deployer {
         model_data_url: &str,
         image: &str,
         description: Option<String>,
+        features: Option<String>,
     ) -> Result<Value, DeployError> {
         let spec = InferenceSpecification::builder()
             .containers(
@@ -157,6 +158,12 @@ impl Deployer {
             .set_model_package_description(description)
             .model_approval_status(ModelApprovalStatus::PendingManualApproval)
             .inference_specification(spec)
+            .set_customer_metadata_properties(features.map(|f| {
+                std::collections::HashMap::from([(
+                    model_registry::schema::FEATURES_KEY.to_owned(),
+                    f,
+                )])
+            }))
             .send()
             .await
             .map_err(|e| aws("CreateModelPackage", e))?;

@@ -28,6 +28,10 @@ enum Command {
         image: String,
         #[arg(long)]
         description: Option<String>,
+        /// The model's feature names, in order (comma-separated): its schema, which the
+        /// gateway and the predictor follow once it is live.
+        #[arg(long)]
+        features: Option<String>,
     },
     /// Approve a package version (or ARN).
     Approve {
@@ -83,9 +87,10 @@ async fn main() -> std::process::ExitCode {
             model_data_url,
             image,
             description,
+            features,
         } => {
             deployer
-                .register(&model_data_url, &image, description)
+                .register(&model_data_url, &image, description, features)
                 .await
         }
         Command::Approve {

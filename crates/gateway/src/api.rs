@@ -52,6 +52,11 @@ pub struct ModelFeatures {
     pub endpoint_name: String,
     /// The model's features, in order.
     pub features: Vec<String>,
+    /// Where they come from: `registry` (the live model's package), `override`
+    /// (MODEL_FEATURES) or `default` (neither: the demo model's).
+    pub features_source: crate::schema::Source,
+    /// The live model's features, when MODEL_FEATURES overrides them with others.
+    pub live_features_mismatch: Option<Vec<String>>,
     /// What the registry-watcher last saw; absent until it answers (or when none is configured).
     pub registry: Option<RegistryView>,
 }
@@ -132,7 +137,12 @@ async fn predict_inner(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let rows = input::parse(content_type, body, &app.features, app.config.max_rows)?;
+    let rows = input::parse(
+        content_type,
+        body,
+        &app.schema().features,
+        app.config.max_rows,
+    )?;
     let mut request = tonic::Request::new(PredictRequest {
         request_id: id.to_owned(),
         rows: rows.into_iter().map(|values| Row { values }).collect(),
@@ -256,9 +266,12 @@ pub async fn model(State(app): State<Arc<App>>) -> Json<ModelFeatures> {
             last_error: (!s.last_error.is_empty()).then_some(s.last_error),
         }
     });
+    let schema = app.schema();
     Json(ModelFeatures {
         endpoint_name: app.config.endpoint_name.clone(),
-        features: app.features.clone(),
+        features: schema.features,
+        features_source: schema.source,
+        live_features_mismatch: schema.mismatch,
         registry,
     })
 }

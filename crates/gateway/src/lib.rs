@@ -6,6 +6,7 @@ pub mod api;
 pub mod input;
 pub mod interactions;
 pub mod problem;
+pub mod schema;
 
 use std::{sync::Arc, time::Duration};
 
@@ -35,8 +36,6 @@ use utoipa::OpenApi;
 
 use problem::Problem;
 
-pub const DEFAULT_FEATURES: &str = "age,tenure_months,monthly_charges,support_calls,num_products,late_payments,satisfaction,has_contract";
-
 #[derive(clap::Args, Debug, Clone)]
 pub struct Config {
     /// The predictor's gRPC URL.
@@ -56,9 +55,10 @@ pub struct Config {
         default_value = "my-mlops-prod-endpoint"
     )]
     pub endpoint_name: String,
-    /// The model's feature names, in order (comma-separated).
-    #[arg(long, env = "MODEL_FEATURES", default_value = DEFAULT_FEATURES)]
-    pub features: String,
+    /// Override of the model's feature names, in order (comma-separated). Unset: the live
+    /// model's, from its package (see `schema`).
+    #[arg(long, env = "MODEL_FEATURES")]
+    pub features: Option<String>,
     /// Most rows in one request.
     #[arg(long, env = "GATEWAY_MAX_ROWS", default_value_t = 1000)]
     pub max_rows: usize,
@@ -84,7 +84,7 @@ pub struct Config {
 
 pub struct App {
     pub config: Config,
-    pub features: Vec<String>,
+    pub schemas: schema::Schemas,
     pub predictor: PredictorClient<Channel>,
     pub recorder: interactions::Recorder,
     pub registry: registry_follower::Follower,
@@ -125,19 +125,42 @@ fn channel(url: &str) -> anyhow::Result<Channel> {
 }
 
 impl App {
+    /// The feature names in use now (they follow deployments).
+    pub fn schema(&self) -> schema::Schema {
+        self.schemas.current(&self.registry)
+    }
+}
+
+/// The OpenAPI document, with the live model's feature names as the `Features` object that
+/// `{"features": ...}` takes.
+async fn openapi(State(app): State<Arc<App>>) -> Response {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    let features = app.schema().features;
+    let properties: serde_json::Map<String, serde_json::Value> = features
+        .iter()
+        .map(|f| (f.clone(), serde_json::json!({ "type": ["number", "null"] })))
+        .collect();
+    doc["components"]["schemas"]["Features"] = serde_json::json!({
+        "type": "object",
+        "description": "One row by feature name (null or left out: missing). The live model's features, in order.",
+        "properties": properties,
+        "additionalProperties": false,
+        "x-feature-order": features,
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string_pretty(&doc).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+impl App {
     /// Must run inside the Tokio runtime (it starts following the registry-watcher).
     pub fn new(config: Config, shutdown: &CancellationToken) -> anyhow::Result<Arc<Self>> {
-        let features: Vec<String> = config
-            .features
-            .split(',')
-            .map(|f| f.trim().to_owned())
-            .filter(|f| !f.is_empty())
-            .collect();
-        anyhow::ensure!(!features.is_empty(), "MODEL_FEATURES names no feature");
         let predictor_channel = channel(&config.predictor_url)?;
         let logger = InteractionLoggerClient::new(channel(&config.logger_url)?);
         Ok(Arc::new(App {
-            features,
+            schemas: schema::Schemas::new(config.features.as_deref()),
             predictor: PredictorClient::new(predictor_channel.clone()),
             registry: match &config.registry_watcher_url {
                 Some(url) => {
@@ -183,15 +206,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/v1/model", get(api::model))
-        .route(
-            "/openapi.json",
-            get(|| async {
-                (
-                    [(header::CONTENT_TYPE, "application/json")],
-                    ApiDoc::openapi().to_pretty_json().unwrap_or_default(),
-                )
-            }),
-        )
+        .route("/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route(

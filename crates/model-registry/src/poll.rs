@@ -56,6 +56,8 @@ pub struct Poller {
     pub endpoint: String,
     /// Package ARN -> ModelDataUrl; a package's inference specification never changes.
     data_urls: HashMap<String, String>,
+    /// Package ARN -> its feature names (its schema is fixed when it is registered).
+    schemas: HashMap<String, Vec<String>>,
 }
 
 impl Poller {
@@ -65,6 +67,7 @@ impl Poller {
             group,
             endpoint,
             data_urls: HashMap::new(),
+            schemas: HashMap::new(),
         }
     }
 
@@ -103,6 +106,9 @@ impl Poller {
                 .last_modified_time()
                 .or(described.creation_time())
                 .map(timestamp),
+            features: crate::schema::features_from_metadata(
+                described.customer_metadata_properties(),
+            ),
         }))
     }
 
@@ -181,12 +187,30 @@ impl Poller {
                 };
                 if let Some(arn) = arn {
                     variant.model_package_version = version_of(&arn);
+                    variant.features = self.features_of(&arn).await?;
                     variant.model_package_arn = arn;
                 }
             }
             state.variants.push(variant);
         }
         Ok(state)
+    }
+
+    /// A package's feature names, described once per package.
+    async fn features_of(&mut self, arn: &str) -> Result<Vec<String>, PollError> {
+        if let Some(f) = self.schemas.get(arn) {
+            return Ok(f.clone());
+        }
+        let d = self
+            .client
+            .describe_model_package()
+            .model_package_name(arn)
+            .send()
+            .await
+            .map_err(|e| failed("DescribeModelPackage", e))?;
+        let features = crate::schema::features_from_metadata(d.customer_metadata_properties());
+        self.schemas.insert(arn.to_owned(), features.clone());
+        Ok(features)
     }
 
     async fn describe_arn(&self, name: &str) -> Result<String, PollError> {

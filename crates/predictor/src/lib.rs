@@ -75,6 +75,7 @@ pub async fn run(
         registry,
         max_rows: config.max_rows,
         features: config.num_features,
+        mismatch_reported: Default::default(),
         default_timeout: Duration::from_millis(config.timeout_ms),
     };
 

@@ -15,8 +15,11 @@ pub struct PredictorService {
     /// Which package each variant serves, from the registry-watcher.
     pub registry: registry_follower::Follower,
     pub max_rows: usize,
+    /// `MODEL_NUM_FEATURES`: an explicit override of the live model's width.
     pub features: Option<usize>,
     pub default_timeout: Duration,
+    /// The current mismatch between the override and the live schema was logged.
+    pub mismatch_reported: std::sync::atomic::AtomicBool,
 }
 
 /// The caller's deadline from `grpc-timeout` (e.g. `250m`, `5S`), if it sent a valid one:
@@ -40,6 +43,32 @@ fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
         "n" => Duration::from_nanos(n),
         _ => return None,
     })
+}
+
+impl PredictorService {
+    /// The row width to insist on: the live model's (from its package's schema, as the
+    /// watcher reports it), or `MODEL_NUM_FEATURES` when set — an explicit override, whose
+    /// disagreement with the live model is reported (metric, log), not hidden.
+    fn width(&self) -> Option<usize> {
+        let live = self.registry.live_width();
+        let mismatch = matches!((self.features, live), (Some(o), Some(l)) if o != l);
+        metrics::gauge!("predictor_schema_mismatch").set(if mismatch { 1.0 } else { 0.0 });
+        if mismatch
+            && !self
+                .mismatch_reported
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                override_width = self.features,
+                live_width = live,
+                "MODEL_NUM_FEATURES disagrees with the live model's schema; using the override"
+            );
+        } else if !mismatch {
+            self.mismatch_reported
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.features.or(live)
+    }
 }
 
 struct InFlight;
@@ -84,7 +113,7 @@ impl PredictorService {
             ));
         }
         tracing::Span::current().record("request_id", request_id.as_str());
-        let lines = rows::encode(&req.rows, self.max_rows, self.features)?;
+        let lines = rows::encode(&req.rows, self.max_rows, self.width())?;
         let target = (!req.target_variant.is_empty()).then_some(req.target_variant.as_str());
         let answer = self
             .invoker

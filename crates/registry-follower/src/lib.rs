@@ -31,6 +31,18 @@ impl Follower {
         self.0.borrow().clone()
     }
 
+    /// The feature names the live model takes: those of every variant serving traffic, when
+    /// they all name the same ones (`None`: no status yet, no schema, or variants disagree,
+    /// as for a moment during a switch).
+    pub fn live_features(&self) -> Option<Vec<String>> {
+        live_schema(self.0.borrow().as_ref()?).cloned()
+    }
+
+    /// How many features the live model takes (see `live_features`), without copying them.
+    pub fn live_width(&self) -> Option<usize> {
+        live_schema(self.0.borrow().as_ref()?).map(Vec::len)
+    }
+
     /// The live variant `name`, with the model package it serves.
     pub fn variant(&self, name: &str) -> Option<Variant> {
         self.0
@@ -74,5 +86,66 @@ async fn follow(url: String, tx: watch::Sender<Option<Status>>, shutdown: Cancel
             _ = shutdown.cancelled() => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// The schema every variant with traffic agrees on, if any.
+pub fn live_features(status: &Status) -> Option<Vec<String>> {
+    live_schema(status).cloned()
+}
+
+fn live_schema(status: &Status) -> Option<&Vec<String>> {
+    let mut serving = status
+        .endpoint
+        .as_ref()?
+        .variants
+        .iter()
+        .filter(|v| v.current_weight > 0.0)
+        .map(|v| &v.features);
+    let first = serving.next()?;
+    (!first.is_empty() && serving.all(|f| f == first)).then_some(first)
+}
+
+#[cfg(test)]
+mod schema_tests {
+    use proto::registry::v1::EndpointState;
+
+    use super::*;
+
+    fn status(variants: &[(&[&str], f64)]) -> Status {
+        Status {
+            endpoint: Some(EndpointState {
+                variants: variants
+                    .iter()
+                    .map(|(f, w)| Variant {
+                        features: f.iter().map(|s| s.to_string()).collect(),
+                        current_weight: *w,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_live_schema_is_what_every_serving_variant_agrees_on() {
+        assert_eq!(
+            live_features(&status(&[(&["a", "b"], 1.0)])).unwrap(),
+            ["a", "b"]
+        );
+        assert_eq!(
+            live_features(&status(&[(&["a", "b"], 0.5), (&["a", "b"], 0.5)])).unwrap(),
+            ["a", "b"]
+        );
+        assert_eq!(
+            live_features(&status(&[(&["a", "b"], 1.0), (&["a", "b", "c"], 0.0)])).unwrap(),
+            ["a", "b"],
+            "a variant without traffic does not count"
+        );
+        assert!(live_features(&status(&[(&["a"], 0.5), (&["a", "b"], 0.5)])).is_none());
+        assert!(live_features(&status(&[(&[], 1.0)])).is_none(), "no schema");
+        assert!(live_features(&Status::default()).is_none());
     }
 }
