@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_sagemaker::{
     error::ProvideErrorMetadata,
     types::{
-        ContainerDefinition, InferenceSpecification, ModelApprovalStatus,
+        ContainerDefinition, EndpointStatus, InferenceSpecification, ModelApprovalStatus,
         ModelPackageContainerDefinition, ProductionVariant, ProductionVariantInstanceType,
     },
 };
@@ -259,10 +259,7 @@ impl Deployer {
         let mut before = Vec::new();
         if exists {
             let mut state = poller.endpoint().await.map_err(Self::poll_error)?;
-            if matches!(
-                state.status.as_str(),
-                "Creating" | "Updating" | "SystemUpdating" | "RollingBack"
-            ) {
+            if in_transition(&EndpointStatus::from(state.status.as_str())) {
                 tracing::info!(status = %state.status, "waiting for the endpoint's current change to finish");
                 self.wait_settled().await?;
                 state = poller.endpoint().await.map_err(Self::poll_error)?;
@@ -272,7 +269,9 @@ impl Deployer {
                 .iter()
                 .map(|v| json!({ "variant": v.name, "version": v.model_package_version }))
                 .collect();
-            if state.status == "InService" && in_sync(Some(&latest), &state) {
+            if EndpointStatus::from(state.status.as_str()) == EndpointStatus::InService
+                && in_sync(Some(&latest), &state)
+            {
                 return Ok(
                     json!({ "action": "none", "reason": "the latest Approved package is already live", "endpoint": self.endpoint, "version": latest.version, "arn": latest.arn }),
                 );
@@ -326,7 +325,7 @@ impl Deployer {
         tracing::info!(endpoint = %self.endpoint, config = %config_name, version = latest.version, "rolling out");
         let settled = self.wait_settled().await?;
         let live_config = settled.endpoint_config_name().unwrap_or_default();
-        if settled.endpoint_status().map(|s| s.as_str()) != Some("InService")
+        if settled.endpoint_status() != Some(&EndpointStatus::InService)
             || live_config != config_name
         {
             return Err(DeployError::Failed(format!(
@@ -389,20 +388,31 @@ impl Deployer {
                 .map_err(|e| aws("DescribeEndpoint", e))?;
             let status = out
                 .endpoint_status()
-                .map(|s| s.as_str().to_owned())
-                .unwrap_or_default();
-            if !matches!(
-                status.as_str(),
-                "Creating" | "Updating" | "SystemUpdating" | "RollingBack"
-            ) {
+                .cloned()
+                .unwrap_or_else(|| EndpointStatus::from("none"));
+            if !in_transition(&status) {
                 return Ok(out);
             }
             if Instant::now() >= deadline {
-                return Err(DeployError::Timeout(self.timeout, status));
+                return Err(DeployError::Timeout(
+                    self.timeout,
+                    status.as_str().to_owned(),
+                ));
             }
             tokio::time::sleep(self.poll).await;
         }
     }
+}
+
+/// An endpoint in one of these states is changing: wait for it to settle.
+fn in_transition(status: &EndpointStatus) -> bool {
+    matches!(
+        status,
+        EndpointStatus::Creating
+            | EndpointStatus::Updating
+            | EndpointStatus::SystemUpdating
+            | EndpointStatus::RollingBack
+    )
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -411,4 +421,34 @@ fn truncate(s: &str, max: usize) -> String {
         .collect::<String>()
         .trim_end_matches('-')
         .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deploy_waits_out_exactly_the_changing_states() {
+        for changing in ["Creating", "Updating", "SystemUpdating", "RollingBack"] {
+            assert!(in_transition(&EndpointStatus::from(changing)), "{changing}");
+        }
+        for settled in [
+            "InService",
+            "Failed",
+            "OutOfService",
+            "UpdateRollbackFailed",
+            "Deleting",
+            "Bogus",
+        ] {
+            assert!(!in_transition(&EndpointStatus::from(settled)), "{settled}");
+        }
+    }
+
+    #[test]
+    fn names_fit_sagemaker_limits_without_a_trailing_dash() {
+        assert_eq!(truncate("abc-def", 4), "abc");
+        assert_eq!(truncate("abcdef", 10), "abcdef");
+        let long = format!("{}-v12-1795999159426", "e".repeat(60));
+        assert!(truncate(&long, 63).len() <= 63);
+    }
 }

@@ -18,6 +18,22 @@ use crate::{
     error::AwsError,
 };
 
+/// The lifecycle states this emulator takes an endpoint through (AWS's names, which are also
+/// how they are stored and sent).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndpointStatus {
+    Creating,
+    Updating,
+    InService,
+    Failed,
+}
+
+impl std::fmt::Display for EndpointStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct EndpointRecord {
     pub name: String,
@@ -26,7 +42,7 @@ pub struct EndpointRecord {
     pub config_name: Option<String>,
     /// The config being rolled out by a create or update.
     pub pending_config: Option<String>,
-    pub status: String,
+    pub status: EndpointStatus,
     pub failure_reason: Option<String>,
     pub created: f64,
     pub last_modified: f64,
@@ -73,7 +89,7 @@ pub fn create(state: &AppState, input: EndpointInput) -> Result<Value, AwsError>
             arn: arn.clone(),
             config_name: None,
             pending_config: Some(input.endpoint_config_name.clone()),
-            status: "Creating".into(),
+            status: EndpointStatus::Creating,
             failure_reason: None,
             created: now,
             last_modified: now,
@@ -92,7 +108,7 @@ pub fn update(state: &AppState, input: EndpointInput) -> Result<Value, AwsError>
         let mut ep: EndpointRecord = txn
             .get(ENDPOINTS, &input.endpoint_name)?
             .ok_or_else(|| missing_endpoint(state, &input.endpoint_name))?;
-        if ep.status != "InService" {
+        if ep.status != EndpointStatus::InService {
             return Err(AwsError::validation_exception(format!(
                 "Cannot update in-progress endpoint \"{}\".",
                 ep.arn
@@ -105,7 +121,7 @@ pub fn update(state: &AppState, input: EndpointInput) -> Result<Value, AwsError>
             return Err(missing_config(state, &input.endpoint_config_name));
         }
         let now = state.now();
-        ep.status = "Updating".into();
+        ep.status = EndpointStatus::Updating;
         ep.pending_config = Some(input.endpoint_config_name.clone());
         ep.failure_reason = None;
         ep.last_modified = now;
@@ -147,7 +163,7 @@ pub fn describe(state: &AppState, input: EndpointNameInput) -> Result<Value, Aws
     {
         v["ProductionVariants"] = json!(variant_summaries(state, &config, ep.last_modified));
     }
-    if ep.status == "Updating"
+    if ep.status == EndpointStatus::Updating
         && let Some(name) = &ep.pending_config
     {
         v["PendingDeploymentSummary"] = json!({
@@ -248,7 +264,7 @@ pub(crate) fn finish_transition(
         if ep.transition.as_deref() != Some(transition) {
             return Ok(());
         }
-        let was = ep.status.clone();
+        let was = ep.status;
         match &loaded {
             Ok(live) => {
                 state.serving.install(name, Arc::clone(live));
@@ -257,13 +273,13 @@ pub(crate) fn finish_transition(
             }
             Err(reason) if ep.config_name.is_none() => {
                 ep.failure_reason = Some(reason.clone());
-                ep.status = "Failed".into();
+                ep.status = EndpointStatus::Failed;
             }
             // An update that cannot load rolls back: the old config keeps serving.
             Err(reason) => ep.failure_reason = Some(format!("Update rolled back: {reason}")),
         }
-        if ep.status != "Failed" {
-            ep.status = "InService".into();
+        if ep.status != EndpointStatus::Failed {
+            ep.status = EndpointStatus::InService;
         }
         ep.pending_config = None;
         ep.transition = None;
@@ -299,4 +315,28 @@ pub fn resume_transitions(state: &AppState) -> Result<(), AwsError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::EndpointStatus;
+
+    #[test]
+    fn states_travel_and_persist_as_aws_names_and_nothing_else_parses() {
+        for (status, name) in [
+            (EndpointStatus::Creating, "Creating"),
+            (EndpointStatus::Updating, "Updating"),
+            (EndpointStatus::InService, "InService"),
+            (EndpointStatus::Failed, "Failed"),
+        ] {
+            let json = serde_json::to_string(&status).unwrap();
+            assert_eq!(json, format!("\"{name}\""));
+            assert_eq!(
+                serde_json::from_str::<EndpointStatus>(&json).unwrap(),
+                status
+            );
+            assert_eq!(status.to_string(), name);
+        }
+        assert!(serde_json::from_str::<EndpointStatus>("\"Inservice\"").is_err());
+    }
 }
