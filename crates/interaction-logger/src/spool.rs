@@ -161,7 +161,6 @@ impl Spool {
                 self.max_bytes
             )));
         }
-        let (depth, bytes) = (Arc::clone(&self.depth), Arc::clone(&self.bytes));
         self.writer
             .run(Box::new(move |txn, next| {
                 let mut table = txn.open_table(PENDING).map_err(storage)?;
@@ -169,11 +168,12 @@ impl Spool {
                     table.insert(next.0, e.as_slice()).map_err(storage)?;
                     next.0 += 1;
                 }
-                depth.fetch_add(count, Ordering::Relaxed);
-                bytes.fetch_add(size, Ordering::Relaxed);
                 Ok(())
             }))
             .await?;
+        // Counted once committed: a failed commit leaves the counters as they were.
+        self.depth.fetch_add(count, Ordering::Relaxed);
+        self.bytes.fetch_add(size, Ordering::Relaxed);
         self.publish();
         Ok(())
     }
@@ -212,24 +212,34 @@ impl Spool {
 
     /// Shipped: forget it.
     pub async fn remove(&self, key: u64) -> Result<(), SpoolError> {
-        let (depth, bytes) = (Arc::clone(&self.depth), Arc::clone(&self.bytes));
+        let removed = Arc::new(AtomicU64::new(0));
+        let size = Arc::clone(&removed);
         self.writer
             .run(Box::new(move |txn, _| {
                 let mut table = txn.open_table(PENDING).map_err(storage)?;
                 if let Some(v) = table.remove(key).map_err(storage)? {
-                    depth.fetch_sub(1, Ordering::Relaxed);
-                    bytes.fetch_sub(v.value().len() as u64, Ordering::Relaxed);
+                    size.store(v.value().len() as u64 + 1, Ordering::Relaxed); // +1: it was there
                 }
                 Ok(())
             }))
             .await?;
-        self.publish();
+        self.forget(removed.load(Ordering::Relaxed));
         Ok(())
+    }
+
+    /// After a committed removal (`size_plus_one` 0: nothing was removed).
+    fn forget(&self, size_plus_one: u64) {
+        if size_plus_one > 0 {
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+            self.bytes.fetch_sub(size_plus_one - 1, Ordering::Relaxed);
+        }
+        self.publish();
     }
 
     /// Refused by the Feature Store: move it to the dead letters with the reason.
     pub async fn dead_letter(&self, key: u64, reason: String) -> Result<(), SpoolError> {
-        let (depth, bytes) = (Arc::clone(&self.depth), Arc::clone(&self.bytes));
+        let removed = Arc::new(AtomicU64::new(0));
+        let size = Arc::clone(&removed);
         self.writer
             .run(Box::new(move |txn, _| {
                 let mut pending = txn.open_table(PENDING).map_err(storage)?;
@@ -240,8 +250,7 @@ impl Spool {
                 else {
                     return Ok(());
                 };
-                depth.fetch_sub(1, Ordering::Relaxed);
-                bytes.fetch_sub(value.len() as u64, Ordering::Relaxed);
+                size.store(value.len() as u64 + 1, Ordering::Relaxed);
                 txn.open_table(DEAD)
                     .map_err(storage)?
                     .insert(key, value.as_slice())
@@ -253,7 +262,7 @@ impl Spool {
                 Ok(())
             }))
             .await?;
-        self.publish();
+        self.forget(removed.load(Ordering::Relaxed));
         Ok(())
     }
 
@@ -294,9 +303,8 @@ impl Spool {
     /// Moves every dead letter back to the pending queue (new keys, same interaction id and
     /// event time); returns how many.
     pub async fn replay_dead_letters(&self) -> Result<u64, SpoolError> {
-        let (depth, bytes) = (Arc::clone(&self.depth), Arc::clone(&self.bytes));
-        let moved = Arc::new(AtomicU64::new(0));
-        let counter = Arc::clone(&moved);
+        let (moved, moved_bytes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (counter, byte_counter) = (Arc::clone(&moved), Arc::clone(&moved_bytes));
         self.writer
             .run(Box::new(move |txn, next| {
                 let mut dead = txn.open_table(DEAD).map_err(storage)?;
@@ -313,15 +321,18 @@ impl Spool {
                     next.0 += 1;
                     dead.remove(k).map_err(storage)?;
                     reasons.remove(k).map_err(storage)?;
-                    depth.fetch_add(1, Ordering::Relaxed);
-                    bytes.fetch_add(v.len() as u64, Ordering::Relaxed);
                     counter.fetch_add(1, Ordering::Relaxed);
+                    byte_counter.fetch_add(v.len() as u64, Ordering::Relaxed);
                 }
                 Ok(())
             }))
             .await?;
+        let n = moved.load(Ordering::Relaxed);
+        self.depth.fetch_add(n, Ordering::Relaxed);
+        self.bytes
+            .fetch_add(moved_bytes.load(Ordering::Relaxed), Ordering::Relaxed);
         self.publish();
-        Ok(moved.load(Ordering::Relaxed))
+        Ok(n)
     }
 
     /// Removes every dead letter and returns it (the encoded interaction and the reason), for

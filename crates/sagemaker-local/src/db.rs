@@ -119,6 +119,20 @@ fn decode<T: DeserializeOwned>(table: Table, key: &str, bytes: &[u8]) -> Result<
 }
 
 impl Read {
+    pub fn first<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        limit: usize,
+    ) -> Result<Vec<(String, T)>, DbError> {
+        let t = self.0.open_table(table)?;
+        let mut out = Vec::new();
+        for entry in t.iter()?.take(limit) {
+            let (k, v) = entry?;
+            out.push((k.value().to_owned(), decode(table, k.value(), v.value())?));
+        }
+        Ok(out)
+    }
+
     pub fn get<T: DeserializeOwned>(&self, table: Table, key: &str) -> Result<Option<T>, DbError> {
         let t = self.0.open_table(table)?;
         t.get(key)?
@@ -166,19 +180,6 @@ impl Write<'_> {
     }
 
     /// The first `limit` entries (by key) of `table`, with their keys.
-    pub fn first<T: DeserializeOwned>(
-        &self,
-        table: Table,
-        limit: usize,
-    ) -> Result<Vec<(String, T)>, DbError> {
-        let t = self.0.open_table(table)?;
-        let mut out = Vec::new();
-        for entry in t.iter()?.take(limit) {
-            let (k, v) = entry?;
-            out.push((k.value().to_owned(), decode(table, k.value(), v.value())?));
-        }
-        Ok(out)
-    }
 
     /// Every key of `table` that starts with `prefix`.
     pub fn keys_with_prefix(&self, table: Table, prefix: &str) -> Result<Vec<String>, DbError> {

@@ -259,15 +259,15 @@ pub(crate) fn finish_transition(
         .get::<EndpointConfigRecord>(ENDPOINT_CONFIGS, &pending)?
         .ok_or_else(|| format!("endpoint configuration {pending} no longer exists"))
         .and_then(|config| state.serving.load(state, &config));
-    state.db.write(|txn| {
-        let Some(mut ep) = txn.get::<EndpointRecord>(ENDPOINTS, name)? else { return Ok(()) };
+    // The new models serve only once the transition is committed.
+    let install = state.db.write(|txn| {
+        let Some(mut ep) = txn.get::<EndpointRecord>(ENDPOINTS, name)? else { return Ok(None) };
         if ep.transition.as_deref() != Some(transition) {
-            return Ok(());
+            return Ok(None);
         }
         let was = ep.status;
         match &loaded {
-            Ok(live) => {
-                state.serving.install(name, Arc::clone(live));
+            Ok(_) => {
                 ep.config_name = Some(pending.clone());
                 ep.failure_reason = None;
             }
@@ -287,8 +287,12 @@ pub(crate) fn finish_transition(
         ep.last_modified = state.now();
         tracing::info!(endpoint = name, from = %was, to = %ep.status, reason = ?ep.failure_reason, "endpoint transition");
         txn.put(ENDPOINTS, name, &ep)?;
-        Ok::<_, AwsError>(())
-    })
+        Ok::<_, AwsError>(loaded.as_ref().ok().map(Arc::clone))
+    })?;
+    if let Some(live) = install {
+        state.serving.install(name, live);
+    }
+    Ok(())
 }
 
 /// At start-up: load what every endpoint serves, and re-arm transitions in flight.

@@ -62,24 +62,38 @@ pub async fn run_flusher(state: Arc<AppState>, interval: Duration, cancel: Cance
     }
 }
 
-/// Writes every pending row; returns how many.
+/// Writes every pending row; returns how many. The Parquet files are encoded and fsynced
+/// outside any write transaction (record writes go on meanwhile); only the removal of the
+/// written rows from the queue is one. A crash in between writes those rows again at the
+/// next flush: duplicate offline rows, as the offline store's at-least-once delivery allows.
 pub fn flush(state: &AppState) -> Result<usize, OfflineError> {
     let _one_at_a_time = state.offline_lock.lock().expect("offline flush lock");
     let mut total = 0;
     loop {
-        let written = state.db.write(|txn| {
-            let batch: Vec<(String, PendingRow)> = txn.first(OFFLINE_PENDING, BATCH)?;
-            // (group, partition hour) -> rows
-            let mut files: BTreeMap<(String, i64), Vec<&PendingRow>> = BTreeMap::new();
-            for (_, row) in &batch {
-                files.entry((row.group.clone(), (row.event_time / 3600.0).floor() as i64)).or_default().push(row);
-            }
-            for ((group_name, _), rows) in &files {
-                match feature_groups::lookup(state, group_name).ok().flatten() {
-                    Some(group) if group.resolved_output_uri().is_some() => write_file(state, &group, rows)?,
-                    _ => tracing::warn!(group = %group_name, rows = rows.len(), "dropping offline rows of a deleted feature group"),
+        // Only this flusher removes queued rows, and writers only add new keys: the batch
+        // read here is still queued when it is removed below.
+        let batch: Vec<(String, PendingRow)> = state.db.read()?.first(OFFLINE_PENDING, BATCH)?;
+        // (group, partition hour) -> rows
+        let mut files: BTreeMap<(String, i64), Vec<&PendingRow>> = BTreeMap::new();
+        for (_, row) in &batch {
+            files
+                .entry((row.group.clone(), (row.event_time / 3600.0).floor() as i64))
+                .or_default()
+                .push(row);
+        }
+        for ((group_name, _), rows) in &files {
+            match feature_groups::lookup(state, group_name).ok().flatten() {
+                Some(group) if group.resolved_output_uri().is_some() => {
+                    write_file(state, &group, rows)?
+                }
+                _ => {
+                    tracing::warn!(group = %group_name, rows = rows.len(), "dropping offline rows of a deleted feature group")
                 }
             }
+        }
+        #[cfg(test)]
+        tests::files_written();
+        let written = state.db.write(|txn| {
             for (key, _) in &batch {
                 txn.remove(OFFLINE_PENDING, key)?;
             }
@@ -230,4 +244,59 @@ fn encode(
     file.sync_all()
         .map_err(|e| OfflineError::Io(path.to_owned(), e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex, mpsc};
+
+    type Hook = Box<dyn Fn() + Send>;
+    static FILES_WRITTEN: Mutex<Option<Hook>> = Mutex::new(None);
+
+    /// Called by `flush` once a batch's files are written, before the queue is updated.
+    pub(super) fn files_written() {
+        if let Some(hook) = FILES_WRITTEN.lock().unwrap().as_ref() {
+            hook();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn record_writes_go_on_while_parquet_files_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::AppState::open(crate::Settings::new(dir.path().join("sml"))).unwrap();
+        let boot = Arc::clone(&state);
+        // The demo world queues 1,000 offline rows of the training feature group.
+        tokio::task::spawn_blocking(move || crate::demo::bootstrap(&boot))
+            .await
+            .unwrap()
+            .unwrap();
+        let (done, finished) = mpsc::channel();
+        let writer = Arc::clone(&state);
+        *FILES_WRITTEN.lock().unwrap() = Some(Box::new(move || {
+            // Another write, from another thread, while the flush is at its files. Had the
+            // flush held a write transaction here, this would wait for it: forever.
+            let (writer, done) = (Arc::clone(&writer), done.clone());
+            std::thread::spawn(move || {
+                let ok = writer
+                    .db
+                    .write(|txn| {
+                        txn.put(crate::db::CLIENT_TOKENS, "probe", &"x".to_owned())?;
+                        Ok::<_, crate::db::DbError>(())
+                    })
+                    .is_ok();
+                let _ = done.send(ok);
+            });
+            assert_eq!(
+                finished.recv_timeout(std::time::Duration::from_secs(10)),
+                Ok(true),
+                "a write had to wait for the flush"
+            );
+        }));
+        let flushed = tokio::task::spawn_blocking(move || super::flush(&state))
+            .await
+            .unwrap()
+            .unwrap();
+        *FILES_WRITTEN.lock().unwrap() = None;
+        assert_eq!(flushed, 1000);
+    }
 }
