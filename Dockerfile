@@ -64,6 +64,11 @@ FROM ${RUST_IMAGE} AS builder
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates crates
+COPY gateway gateway
+COPY predictor predictor
+COPY interaction-logger interaction-logger
+COPY registry-watcher registry-watcher
+COPY proto proto
 COPY demo demo
 RUN cargo build --locked --release --workspace --bins \
  && mkdir /out \
