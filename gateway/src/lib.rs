@@ -209,10 +209,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route(
-            "/metrics",
-            get(|| async { telemetry::prometheus().render() }),
-        )
+        .route("/metrics", get(|| async { telemetry::render() }))
         .merge(api)
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such route") })
         .with_state(app)

@@ -78,15 +78,27 @@ fn publish_metrics(s: &Status) {
     metrics::gauge!("watcher_in_sync").set(if s.in_sync { 1.0 } else { 0.0 });
     metrics::gauge!("watcher_approved_version")
         .set(s.latest_approved.as_ref().map_or(0.0, |p| p.version as f64));
-    for v in s.endpoint.iter().flat_map(|e| &e.variants) {
-        metrics::gauge!("watcher_live_version", "variant" => v.name.clone())
-            .set(v.model_package_version as f64);
-    }
     let out = s
         .out_of_sync_since
         .as_ref()
         .map_or(0.0, |t| (now().seconds - t.seconds).max(0) as f64);
     metrics::gauge!("watcher_out_of_sync_seconds").set(out);
+}
+
+/// `watcher_live_version{variant}`, rendered from the current status at every scrape: one
+/// series per variant live now (a recorder gauge would keep every variant ever live).
+fn live_versions(status: &Status) -> String {
+    let mut text = String::from(
+        "# HELP watcher_live_version The model package version each live variant serves.\n# TYPE watcher_live_version gauge\n",
+    );
+    for v in status.endpoint.iter().flat_map(|e| &e.variants) {
+        let name = v.name.replace('\\', "\\\\").replace('"', "\\\"");
+        text.push_str(&format!(
+            "watcher_live_version{{variant=\"{name}\"}} {}\n",
+            v.model_package_version
+        ));
+    }
+    text
 }
 
 /// Polls until `stop`; `on_first_success` runs once, after the first good poll.
@@ -150,6 +162,10 @@ pub async fn run(
         config.endpoint_name.clone(),
     );
     let (tx, rx) = watch::channel(Status::default());
+    telemetry::add_section({
+        let rx = rx.clone();
+        move || live_versions(&rx.borrow())
+    });
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -208,4 +224,48 @@ pub async fn run(
     let _ = tokio::join!(polling, admin_task);
     tracing::info!("registry-watcher stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use proto::registry::v1::{EndpointState, Variant};
+
+    use super::*;
+
+    fn status(variants: &[(&str, i64)]) -> Status {
+        Status {
+            endpoint: Some(EndpointState {
+                variants: variants
+                    .iter()
+                    .map(|(name, version)| Variant {
+                        name: name.to_string(),
+                        model_package_version: *version,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn live_versions_name_only_the_variants_live_now() {
+        let both = live_versions(&status(&[("v1", 1), ("v2", 2)]));
+        assert!(
+            both.contains("watcher_live_version{variant=\"v1\"} 1\n"),
+            "{both}"
+        );
+        assert!(
+            both.contains("watcher_live_version{variant=\"v2\"} 2\n"),
+            "{both}"
+        );
+        let after = live_versions(&status(&[("v2", 2)]));
+        assert!(!after.contains("\"v1\""), "a variant gone is gone: {after}");
+        assert!(after.contains("# TYPE watcher_live_version gauge"));
+        assert!(
+            live_versions(&status(&[("a\"b", 3)])).contains(r#"variant="a\"b""#),
+            "escaped"
+        );
+    }
 }

@@ -151,13 +151,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(unknown_operation)
         .layer(middleware::from_fn_with_state(creds, sigv4::verify))
         .with_state(Arc::clone(&state));
-    let metrics = telemetry::prometheus();
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/metrics",
-            get(move || std::future::ready(metrics.render())),
-        )
+        .route("/metrics", get(|| std::future::ready(telemetry::render())))
         .merge(aws)
         .layer(DefaultBodyLimit::max(sigv4::MAX_BODY_BYTES))
         .layer(middleware::from_fn(request_id))

@@ -212,7 +212,7 @@ pub fn emit(emf: &mut Emf, out: &mut impl Write) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    for doc in emf.documents(&crate::prometheus().render(), now) {
+    for doc in emf.documents(&crate::render(), now) {
         if writeln!(out, "{doc}").is_err() {
             return; // stdout is gone; nothing else to tell
         }

@@ -116,14 +116,32 @@ impl Readiness {
     }
 }
 
+type Section = Box<dyn Fn() -> String + Send + Sync>;
+static SECTIONS: std::sync::Mutex<Vec<Section>> = std::sync::Mutex::new(Vec::new());
+
+/// Adds Prometheus text rendered from the process's own state at every scrape (and every EMF
+/// interval): for series that must disappear with what they describe — a variant that is no
+/// longer live — which the recorder cannot do (it never forgets a series).
+pub fn add_section(section: impl Fn() -> String + Send + Sync + 'static) {
+    SECTIONS
+        .lock()
+        .expect("metric sections")
+        .push(Box::new(section));
+}
+
+/// Every metric of the process: the recorder's series, then the sections.
+pub fn render() -> String {
+    let mut text = prometheus().render();
+    for section in SECTIONS.lock().expect("metric sections").iter() {
+        text.push_str(&section());
+    }
+    text
+}
+
 /// `/metrics`, `/healthz`, `/readyz`, plus any extra routes a service adds.
 pub fn admin_router(readiness: Readiness) -> Router {
-    let metrics = prometheus();
     Router::new()
-        .route(
-            "/metrics",
-            get(move || std::future::ready(metrics.render())),
-        )
+        .route("/metrics", get(|| std::future::ready(render())))
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
@@ -178,5 +196,19 @@ mod logging_tests {
             e.contains("invalid value 'xml'") && e.contains("json, pretty"),
             "{e}"
         );
+    }
+}
+
+#[cfg(test)]
+mod section_tests {
+    #[test]
+    fn sections_are_rendered_from_current_state_at_every_render() {
+        let current = std::sync::Arc::new(std::sync::Mutex::new(1));
+        let state = std::sync::Arc::clone(&current);
+        super::add_section(move || format!("test_section_value {}\n", state.lock().unwrap()));
+        assert!(super::render().contains("test_section_value 1\n"));
+        *current.lock().unwrap() = 2;
+        let text = super::render();
+        assert!(text.contains("test_section_value 2\n") && !text.contains("test_section_value 1"));
     }
 }
