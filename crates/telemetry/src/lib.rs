@@ -102,6 +102,56 @@ where
     emf::alongside(name, &shutdown, service).await
 }
 
+/// Declares a gRPC service's arguments, the same for every one: its gRPC and admin listen
+/// addresses (each under the service's own documented variable), the logging block, then
+/// the service's own `Config` (which flattens the shutdown-grace and AWS-client blocks); and
+/// `main`, which runs it through `run_grpc_service`.
+///
+/// ```ignore
+/// telemetry::grpc_main!(
+///     name = "predictor", about = "gRPC predictor in front of a SageMaker real-time endpoint",
+///     listen = ("PREDICTOR_LISTEN", "0.0.0.0:50051"), admin = ("PREDICTOR_ADMIN_LISTEN", "0.0.0.0:9101"),
+///     config = predictor::Config, run = predictor::run,
+/// );
+/// ```
+#[macro_export]
+macro_rules! grpc_main {
+    (
+        name = $name:literal, about = $about:literal,
+        listen = ($listen_env:literal, $listen_default:literal),
+        admin = ($admin_env:literal, $admin_default:literal),
+        config = $config:ty, run = $run:path $(,)?
+    ) => {
+        #[derive(clap::Parser, Debug)]
+        #[command(version, about = $about)]
+        struct Args {
+            /// gRPC listen address.
+            #[arg(long, env = $listen_env, default_value = $listen_default)]
+            listen: String,
+            /// Admin HTTP (/metrics, /healthz, /readyz) listen address.
+            #[arg(long, env = $admin_env, default_value = $admin_default)]
+            admin_listen: String,
+            #[command(flatten)]
+            logging: $crate::Logging,
+            #[command(flatten)]
+            config: $config,
+        }
+
+        #[tokio::main]
+        async fn main() -> anyhow::Result<()> {
+            let args = <Args as clap::Parser>::parse();
+            $crate::run_grpc_service(
+                $name,
+                args.logging.log_format,
+                &args.listen,
+                &args.admin_listen,
+                |grpc, admin, shutdown| $run(grpc, admin, args.config, shutdown),
+            )
+            .await
+        }
+    };
+}
+
 /// Readiness, flipped by the service: false until it can serve, false again on shutdown.
 #[derive(Clone, Default)]
 pub struct Readiness(Arc<AtomicBool>);
