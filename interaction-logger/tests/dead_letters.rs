@@ -53,7 +53,15 @@ async fn refused_records_are_dead_lettered_listed_and_replayed() {
             .contains("not defined"),
         "{listed}"
     );
-    let metrics = http(&admin_addr, "GET", "/metrics").await;
+    // Counted once the shipper hears the dead letter is stored, a moment after it is listed.
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = http(&admin_addr, "GET", "/metrics").await;
+        if metric(&metrics, "logger_dead_lettered_total") == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         metric(&metrics, "logger_dead_lettered_total"),
         1.0,

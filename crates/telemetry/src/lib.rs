@@ -190,6 +190,7 @@ pub fn render() -> String {
 
 /// `/metrics`, `/healthz`, `/readyz`, plus any extra routes a service adds.
 pub fn admin_router(readiness: Readiness) -> Router {
+    prometheus(); // installed now, before the service records anything
     Router::new()
         .route("/metrics", get(|| std::future::ready(render())))
         .route("/healthz", get(|| async { "ok" }))

@@ -1,0 +1,228 @@
+//! The recorder against a real tonic logger that can be down, refuse, or take everything.
+use super::*;
+use proto::interaction::v1::{
+    LogResponse,
+    interaction_logger_server::{InteractionLogger, InteractionLoggerServer},
+};
+use std::sync::{Arc, atomic::AtomicUsize};
+
+/// A logger that answers UNAVAILABLE while `down`, and counts every call it gets.
+#[derive(Clone, Default)]
+struct Logger(Arc<LoggerState>);
+
+#[derive(Default)]
+struct LoggerState {
+    down: AtomicBool,
+    calls: AtomicUsize,
+    taken: Mutex<Vec<String>>,
+}
+
+#[tonic::async_trait]
+impl InteractionLogger for Logger {
+    async fn log(
+        &self,
+        request: tonic::Request<LogRequest>,
+    ) -> Result<tonic::Response<LogResponse>, tonic::Status> {
+        self.0.calls.fetch_add(1, Ordering::SeqCst);
+        if self.0.down.load(Ordering::SeqCst) {
+            return Err(tonic::Status::unavailable("down for the test"));
+        }
+        let ids: Vec<String> = request
+            .into_inner()
+            .interactions
+            .into_iter()
+            .map(|i| i.interaction_id)
+            .collect();
+        // as the real logger does: too many in one call, or an invalid interaction
+        if ids.len() > proto::MAX_INTERACTIONS_PER_LOG {
+            return Err(tonic::Status::invalid_argument("too many interactions"));
+        }
+        if ids.iter().any(|i| i.starts_with("bad")) {
+            return Err(tonic::Status::invalid_argument("a non-finite prediction"));
+        }
+        self.0.taken.lock().unwrap().extend(ids.iter().cloned());
+        Ok(tonic::Response::new(LogResponse {
+            interaction_ids: ids,
+        }))
+    }
+}
+
+fn interaction(id: usize) -> Vec<Interaction> {
+    vec![Interaction {
+        interaction_id: format!("i{id}"),
+        ..Default::default()
+    }]
+}
+
+/// A real tonic server running `Logger`, down at first, and a recorder in `mode` calling it.
+async fn down_logger(mode: LogMode) -> (Arc<LoggerState>, Arc<Recorder>) {
+    let server_side = Logger::default();
+    let logger = Arc::clone(&server_side.0);
+    logger.down.store(true, Ordering::SeqCst);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tonic::transport::Server::builder()
+        .add_service(InteractionLoggerServer::new(server_side))
+        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
+    tokio::spawn(server);
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .unwrap()
+        .connect_lazy();
+    let recorder = Arc::new(Recorder::new(
+        InteractionLoggerClient::new(channel),
+        mode,
+        1000,
+        Duration::from_secs(1),
+    ));
+    (logger, recorder)
+}
+
+#[tokio::test]
+async fn a_down_logger_is_called_once_not_per_prediction_and_gets_everything_back() {
+    let (logger, recorder) = down_logger(LogMode::Buffered).await;
+    // No retry loop yet: only the direct path talks to the logger.
+    for i in 0..50 {
+        recorder.record(interaction(i), "test").await.unwrap();
+    }
+    assert_eq!(
+        logger.calls.load(Ordering::SeqCst),
+        1,
+        "one failed call marks the logger down"
+    );
+    assert_eq!(recorder.buffered(), 50);
+
+    // The logger comes back: the retry loop delivers the buffer, then the direct path resumes.
+    logger.down.store(false, Ordering::SeqCst);
+    let stop = CancellationToken::new();
+    let retry = tokio::spawn({
+        let (recorder, stop) = (Arc::clone(&recorder), stop.clone());
+        async move { recorder.retry_buffered(stop).await }
+    });
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while recorder.buffered() > 0 || recorder.logger_down.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the buffer was delivered and the logger marked up");
+    let calls = logger.calls.load(Ordering::SeqCst);
+    recorder.record(interaction(50), "test").await.unwrap();
+    assert_eq!(
+        logger.calls.load(Ordering::SeqCst),
+        calls + 1,
+        "direct path again"
+    );
+    assert_eq!(recorder.buffered(), 0);
+    let taken = logger.taken.lock().unwrap().clone();
+    let want: Vec<String> = (0..=50).map(|i| format!("i{i}")).collect();
+    assert_eq!(taken, want, "every interaction, once, in order");
+    stop.cancel();
+    retry.await.unwrap();
+}
+
+#[tokio::test]
+async fn strict_mode_refuses_instead_of_buffering_and_probes_a_down_logger() {
+    let (logger, recorder) = down_logger(LogMode::Strict).await;
+    for i in 0..20 {
+        assert!(recorder.record(interaction(i), "test").await.is_err());
+    }
+    assert_eq!(
+        recorder.buffered(),
+        0,
+        "strict mode keeps nothing in memory"
+    );
+    assert_eq!(
+        logger.calls.load(Ordering::SeqCst),
+        1,
+        "within a probe interval, a down logger is not called again"
+    );
+    tokio::time::sleep(STRICT_PROBE_INTERVAL + Duration::from_millis(50)).await;
+    assert!(recorder.record(interaction(20), "test").await.is_err());
+    assert_eq!(
+        logger.calls.load(Ordering::SeqCst),
+        2,
+        "one probe per interval"
+    );
+
+    logger.down.store(false, Ordering::SeqCst);
+    tokio::time::sleep(STRICT_PROBE_INTERVAL + Duration::from_millis(50)).await;
+    recorder.record(interaction(21), "test").await.unwrap();
+    recorder.record(interaction(22), "test").await.unwrap();
+    assert_eq!(
+        *logger.taken.lock().unwrap(),
+        ["i21", "i22"],
+        "only what was answered was taken, and the direct path is back"
+    );
+}
+
+fn bad() -> Vec<Interaction> {
+    vec![Interaction {
+        interaction_id: "bad".into(),
+        ..Default::default()
+    }]
+}
+
+#[tokio::test]
+async fn a_refused_interaction_is_dropped_not_buffered_and_blocks_nothing() {
+    let (logger, recorder) = down_logger(LogMode::Buffered).await;
+    logger.down.store(false, Ordering::SeqCst);
+    recorder.record(bad(), "test").await.unwrap();
+    assert_eq!(recorder.buffered(), 0, "never retried");
+    assert!(
+        !recorder.logger_down.load(Ordering::SeqCst),
+        "a refusal is no outage"
+    );
+    recorder.record(interaction(1), "test").await.unwrap();
+    assert_eq!(*logger.taken.lock().unwrap(), ["i1"]);
+}
+
+#[tokio::test]
+async fn the_retry_delivers_around_a_refused_interaction_in_order() {
+    let (logger, recorder) = down_logger(LogMode::Buffered).await;
+    for batch in [interaction(1), bad(), interaction(2)] {
+        recorder.record(batch, "test").await.unwrap();
+    }
+    assert_eq!(recorder.buffered(), 3);
+    logger.down.store(false, Ordering::SeqCst);
+    let stop = CancellationToken::new();
+    let retry = tokio::spawn({
+        let (recorder, stop) = (Arc::clone(&recorder), stop.clone());
+        async move { recorder.retry_buffered(stop).await }
+    });
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while recorder.buffered() > 0 || recorder.logger_down.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the buffer emptied: the bad one did not block the others");
+    assert_eq!(*logger.taken.lock().unwrap(), ["i1", "i2"]);
+    stop.cancel();
+    retry.await.unwrap();
+}
+
+#[tokio::test]
+async fn calls_to_the_logger_carry_at_most_its_per_call_limit() {
+    let (logger, recorder) = down_logger(LogMode::Strict).await;
+    logger.down.store(false, Ordering::SeqCst);
+    let many: Vec<Interaction> = (0..2500)
+        .map(|i| Interaction {
+            interaction_id: format!("i{i}"),
+            ..Default::default()
+        })
+        .collect();
+    recorder.record(many, "test").await.unwrap();
+    assert_eq!(logger.taken.lock().unwrap().len(), 2500);
+    assert_eq!(logger.calls.load(Ordering::SeqCst), 3, "1000 + 1000 + 500");
+}
+
+#[tokio::test]
+async fn strict_mode_answers_a_refusal_as_refused_not_unavailable() {
+    let (logger, recorder) = down_logger(LogMode::Strict).await;
+    logger.down.store(false, Ordering::SeqCst);
+    assert!(matches!(
+        recorder.record(bad(), "test").await,
+        Err(NotRecorded::Refused(_))
+    ));
+    assert!(!recorder.logger_down.load(Ordering::SeqCst));
+}
