@@ -16,6 +16,9 @@ use aws_sdk_sagemaker::{
         ModelPackageContainerDefinition, ProductionVariant, ProductionVariantInstanceType,
     },
 };
+mod cli;
+
+pub use cli::{Target, init_cli_logging};
 pub use model_registry::version_of;
 use model_registry::{poll::Poller, status::in_sync};
 use serde_json::{Value, json};
@@ -38,42 +41,6 @@ fn aws<E: ProvideErrorMetadata + std::fmt::Debug>(what: &str, e: E) -> DeployErr
         e.code().unwrap_or("error"),
         e.message().unwrap_or(&format!("{e:?}"))
     ))
-}
-
-/// Human-readable logs on stderr for the pipeline's command-line tools (stdout carries their
-/// results), coloured only on a terminal; `RUST_LOG` overrides `default`.
-pub fn init_cli_logging(default: &str) {
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default.into()),
-        )
-        .init();
-}
-
-/// Which registry group and which endpoint: the flags every pipeline tool takes
-/// (`mlops-deploy`, `mlops-pipeline`), flattened into each one's arguments.
-#[derive(clap::Args, Debug, Clone)]
-pub struct Target {
-    /// The model package group.
-    #[arg(
-        long,
-        env = "MODEL_PACKAGE_GROUP",
-        default_value = "my-mlops-prod-pkg",
-        global = true
-    )]
-    pub group: String,
-    /// The endpoint to deploy to.
-    #[arg(
-        long,
-        env = "SAGEMAKER_ENDPOINT_NAME",
-        default_value = "my-mlops-prod-endpoint",
-        global = true
-    )]
-    pub endpoint_name: String,
 }
 
 pub struct Deployer {
@@ -424,31 +391,4 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deploy_waits_out_exactly_the_changing_states() {
-        for changing in ["Creating", "Updating", "SystemUpdating", "RollingBack"] {
-            assert!(in_transition(&EndpointStatus::from(changing)), "{changing}");
-        }
-        for settled in [
-            "InService",
-            "Failed",
-            "OutOfService",
-            "UpdateRollbackFailed",
-            "Deleting",
-            "Bogus",
-        ] {
-            assert!(!in_transition(&EndpointStatus::from(settled)), "{settled}");
-        }
-    }
-
-    #[test]
-    fn names_fit_sagemaker_limits_without_a_trailing_dash() {
-        assert_eq!(truncate("abc-def", 4), "abc");
-        assert_eq!(truncate("abcdef", 10), "abcdef");
-        let long = format!("{}-v12-1795999159426", "e".repeat(60));
-        assert!(truncate(&long, 63).len() <= 63);
-    }
-}
+mod tests;
