@@ -48,6 +48,7 @@ pub fn names(list: &str) -> Vec<String> {
 impl Schemas {
     /// `override_`: `MODEL_FEATURES`, if set (an empty value counts as unset).
     pub fn new(override_: Option<&str>) -> Self {
+        metrics::gauge!("gateway_schema_mismatch").set(0.0);
         Schemas {
             override_: override_.map(names).filter(|n| !n.is_empty()),
             default: names(DEFAULT_FEATURES),
@@ -83,15 +84,16 @@ impl Schemas {
             },
         };
         let mismatch = schema.mismatch.is_some();
-        metrics::gauge!("gateway_schema_mismatch").set(if mismatch { 1.0 } else { 0.0 });
-        if mismatch && !self.reported.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                override_features = ?schema.features,
-                live_features = ?schema.mismatch,
-                "MODEL_FEATURES disagrees with the live model's schema; using the override"
-            );
-        } else if !mismatch {
-            self.reported.store(false, Ordering::Relaxed);
+        // Said once per change, not per request.
+        if self.reported.swap(mismatch, Ordering::Relaxed) != mismatch {
+            metrics::gauge!("gateway_schema_mismatch").set(if mismatch { 1.0 } else { 0.0 });
+            if mismatch {
+                tracing::warn!(
+                    override_features = ?schema.features,
+                    live_features = ?schema.mismatch,
+                    "MODEL_FEATURES disagrees with the live model's schema; using the override"
+                );
+            }
         }
         schema
     }

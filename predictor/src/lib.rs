@@ -70,6 +70,7 @@ pub async fn run(
         Some(url) => registry_follower::Follower::start(url, shutdown.child_token()),
         None => registry_follower::Follower::none(),
     };
+    metrics::gauge!("predictor_schema_mismatch").set(0.0);
     let service = service::PredictorService {
         invoker,
         registry,

@@ -52,20 +52,20 @@ impl PredictorService {
     fn width(&self) -> Option<usize> {
         let live = self.registry.live_width();
         let mismatch = matches!((self.features, live), (Some(o), Some(l)) if o != l);
-        metrics::gauge!("predictor_schema_mismatch").set(if mismatch { 1.0 } else { 0.0 });
-        if mismatch
-            && !self
-                .mismatch_reported
-                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        // Said once per change, not per request.
+        if self
+            .mismatch_reported
+            .swap(mismatch, std::sync::atomic::Ordering::Relaxed)
+            != mismatch
         {
-            tracing::warn!(
-                override_width = self.features,
-                live_width = live,
-                "MODEL_NUM_FEATURES disagrees with the live model's schema; using the override"
-            );
-        } else if !mismatch {
-            self.mismatch_reported
-                .store(false, std::sync::atomic::Ordering::Relaxed);
+            metrics::gauge!("predictor_schema_mismatch").set(if mismatch { 1.0 } else { 0.0 });
+            if mismatch {
+                tracing::warn!(
+                    override_width = self.features,
+                    live_width = live,
+                    "MODEL_NUM_FEATURES disagrees with the live model's schema; using the override"
+                );
+            }
         }
         self.features.or(live)
     }

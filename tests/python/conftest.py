@@ -8,11 +8,15 @@ import pathlib
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 
 import boto3
 import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
+from stack import Stack  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ACCESS_KEY = "sagemaker-local"
@@ -97,3 +101,14 @@ def runtime(server):
 @pytest.fixture(scope="module")
 def featurestore(server):
     return server.client("sagemaker-featurestore-runtime")
+
+
+def running_stack(tmp_path_factory, name, **kwargs):
+    """A module's whole stack (scripts/stack.py) on port 0, its logs in its data dir; every
+    process must exit 0 on SIGTERM at the end. Use it as the body of a module fixture."""
+    data = tmp_path_factory.mktemp(name)
+    with open(data / "stack.log", "w") as log:
+        s = Stack(str(binary().parent), str(data), log=log, **kwargs)
+        yield s
+        codes = s.stop()
+    assert all(c == 0 for c in codes.values()), f"exit codes after SIGTERM: {codes}"

@@ -2,7 +2,6 @@
 the stack here does not deploy on approval, so each step can be checked): train and register
 v2 (pipeline/train.py, the Train stage's step), approve it, deploy it while clients keep
 predicting, reject it and roll back, and the watcher riding out a SageMaker outage."""
-import io
 import json
 import os
 import subprocess
@@ -14,22 +13,15 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from conftest import binary
+from conftest import binary, running_stack
 from test_stack_e2e import EXPECTED, ROOT, feature_store, http, predict, records, row
-from stack import Stack
 
 ROW0 = row(0)
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    data = tmp_path_factory.mktemp("deploy")
-    log = open(data / "stack.log", "w")
-    s = Stack(str(binary().parent), str(data), log=log, poll_ms=300)
-    yield s
-    codes = s.stop()
-    log.close()
-    assert all(c == 0 for c in codes.values()), codes
+    yield from running_stack(tmp_path_factory, "deploy", poll_ms=300)
 
 
 def cli(stack, *args, check=True):

@@ -5,9 +5,7 @@ deployed while it waits at the gate, approving it (through the gate's printed co
 a plain boto3 UpdateModelPackage while only the stack's listener runs) puts it on the
 gateway's answers, rejecting it rolls back by itself, and a Train that cannot train stops the
 pipeline with the reason and deploys nothing. No request fails at any point."""
-import io
 import json
-import os
 import pathlib
 import re
 import shlex
@@ -20,9 +18,8 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from conftest import binary
+from conftest import binary, running_stack
 from test_stack_e2e import FEATURES, ROOT, http, predict, row
-from stack import Stack
 
 GROUP = "my-mlops-prod-pkg"
 ROWS = [row(i) for i in range(4)]
@@ -30,13 +27,7 @@ ROWS = [row(i) for i in range(4)]
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    data = tmp_path_factory.mktemp("pipeline")
-    log = open(data / "stack.log", "w")
-    s = Stack(str(binary().parent), str(data), log=log, poll_ms=300, pipeline=True)
-    yield s
-    codes = s.stop()
-    log.close()
-    assert all(c == 0 for c in codes.values()), codes
+    yield from running_stack(tmp_path_factory, "pipeline", poll_ms=300, pipeline=True)
 
 
 @pytest.fixture(scope="module")

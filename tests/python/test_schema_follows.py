@@ -18,10 +18,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from conftest import binary
+from conftest import binary, running_stack
 from test_stack_e2e import CUSTOMERS, FEATURES, ROOT, http, predict
 from test_web_page import browser  # noqa: F401  (the Chromium fixture)
-from stack import Stack
 
 NINE = FEATURES + ["region"]
 GROUP_FG = "churn-with-region-v1"
@@ -33,13 +32,7 @@ def row9(i):
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    data = tmp_path_factory.mktemp("schema")
-    log = open(data / "stack.log", "w")
-    s = Stack(str(binary().parent), str(data), log=log, poll_ms=300, pipeline=True)
-    yield s
-    codes = s.stop()
-    log.close()
-    assert all(c == 0 for c in codes.values()), codes
+    yield from running_stack(tmp_path_factory, "schema", poll_ms=300, pipeline=True)
 
 
 def client(stack, service):

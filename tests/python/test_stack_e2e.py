@@ -15,7 +15,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 from stack import Stack  # noqa: E402
-from conftest import ACCESS_KEY, REGION, SECRET_KEY, binary  # noqa: E402
+from conftest import ACCESS_KEY, REGION, SECRET_KEY, binary, running_stack  # noqa: E402
 from faults import CuttableProxy  # noqa: E402
 
 import boto3  # noqa: E402
@@ -117,13 +117,7 @@ def wait_for_records(fs, expected, timeout=60):
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    data = tmp_path_factory.mktemp("stack")
-    log = open(data / "stack.log", "w")
-    s = Stack(str(binary().parent), str(data), log=log)
-    yield s
-    codes = s.stop()
-    log.close()
-    assert all(c == 0 for c in codes.values()), f"exit codes after SIGTERM: {codes}"
+    yield from running_stack(tmp_path_factory, "stack")
 
 
 def wait_in_sync(stack, timeout=20):

@@ -2,7 +2,6 @@
 pins is used by some member (a pin nothing uses drifts unnoticed), and every member listed
 exists."""
 import pathlib
-import re
 import tomllib
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

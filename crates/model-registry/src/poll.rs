@@ -54,10 +54,14 @@ pub struct Poller {
     pub client: aws_sdk_sagemaker::Client,
     pub group: String,
     pub endpoint: String,
-    /// Package ARN -> ModelDataUrl; a package's inference specification never changes.
-    data_urls: HashMap<String, String>,
-    /// Package ARN -> its feature names (its schema is fixed when it is registered).
-    schemas: HashMap<String, Vec<String>>,
+    /// Package ARN -> (ModelDataUrl, feature names): fixed when a package is registered.
+    facts: HashMap<String, Facts>,
+}
+
+#[derive(Clone)]
+struct Facts {
+    data_url: String,
+    features: Vec<String>,
 }
 
 impl Poller {
@@ -66,12 +70,11 @@ impl Poller {
             client,
             group,
             endpoint,
-            data_urls: HashMap::new(),
-            schemas: HashMap::new(),
+            facts: HashMap::new(),
         }
     }
 
-    pub async fn latest_approved(&self) -> Result<Option<ModelPackage>, PollError> {
+    pub async fn latest_approved(&mut self) -> Result<Option<ModelPackage>, PollError> {
         let out = self
             .client
             .list_model_packages()
@@ -87,21 +90,18 @@ impl Poller {
             return Ok(None);
         };
         let arn = latest.model_package_arn().unwrap_or_default().to_owned();
-        let described = self
-            .client
-            .describe_model_package()
-            .model_package_name(&arn)
-            .send()
-            .await
-            .map_err(|e| failed("DescribeModelPackage", e))?;
+        let version = latest
+            .model_package_version()
+            .map_or_else(|| version_of(&arn), i64::from);
+        let created_at = latest.creation_time().map(timestamp);
+        // Described every poll: its approval time is what can change.
+        let described = self.describe(&arn).await?;
         Ok(Some(ModelPackage {
-            version: latest
-                .model_package_version()
-                .map_or_else(|| version_of(&arn), i64::from),
+            version,
             arn,
             group: self.group.clone(),
             approval_status: "Approved".into(),
-            created_at: latest.creation_time().map(timestamp),
+            created_at,
             approved_at: described
                 .last_modified_time()
                 .or(described.creation_time())
@@ -179,7 +179,13 @@ impl Poller {
                     .to_owned();
                 let arn = match package {
                     Some(p) if p.starts_with("arn:") => Some(p),
-                    Some(p) => Some(self.describe_arn(&p).await?),
+                    Some(p) => Some(
+                        self.describe(&p)
+                            .await?
+                            .model_package_arn()
+                            .unwrap_or(&p)
+                            .to_owned(),
+                    ),
                     None if !variant.model_data_url.is_empty() => {
                         self.match_data_url(&variant.model_data_url).await?
                     }
@@ -187,7 +193,7 @@ impl Poller {
                 };
                 if let Some(arn) = arn {
                     variant.model_package_version = version_of(&arn);
-                    variant.features = self.features_of(&arn).await?;
+                    variant.features = self.facts(&arn).await?.features;
                     variant.model_package_arn = arn;
                 }
             }
@@ -196,24 +202,14 @@ impl Poller {
         Ok(state)
     }
 
-    /// A package's feature names, described once per package.
-    async fn features_of(&mut self, arn: &str) -> Result<Vec<String>, PollError> {
-        if let Some(f) = self.schemas.get(arn) {
-            return Ok(f.clone());
-        }
-        let d = self
-            .client
-            .describe_model_package()
-            .model_package_name(arn)
-            .send()
-            .await
-            .map_err(|e| failed("DescribeModelPackage", e))?;
-        let features = crate::schema::features_from_metadata(d.customer_metadata_properties());
-        self.schemas.insert(arn.to_owned(), features.clone());
-        Ok(features)
-    }
-
-    async fn describe_arn(&self, name: &str) -> Result<String, PollError> {
+    /// DescribeModelPackage, keeping the package's fixed facts.
+    async fn describe(
+        &mut self,
+        name: &str,
+    ) -> Result<
+        aws_sdk_sagemaker::operation::describe_model_package::DescribeModelPackageOutput,
+        PollError,
+    > {
         let d = self
             .client
             .describe_model_package()
@@ -221,14 +217,43 @@ impl Poller {
             .send()
             .await
             .map_err(|e| failed("DescribeModelPackage", e))?;
-        Ok(d.model_package_arn().unwrap_or(name).to_owned())
+        if let Some(arn) = d.model_package_arn() {
+            let data_url = d
+                .inference_specification()
+                .and_then(|s| s.containers().first())
+                .and_then(|c| c.model_data_url())
+                .unwrap_or_default()
+                .to_owned();
+            let features = crate::schema::features_from_metadata(d.customer_metadata_properties());
+            self.facts
+                .insert(arn.to_owned(), Facts { data_url, features });
+        }
+        Ok(d)
+    }
+
+    /// A package's facts, described once per package.
+    async fn facts(&mut self, arn: &str) -> Result<Facts, PollError> {
+        if !self.facts.contains_key(arn) {
+            self.describe(arn).await?;
+        }
+        Ok(self.facts.get(arn).cloned().unwrap_or(Facts {
+            data_url: String::new(),
+            features: Vec::new(),
+        }))
     }
 
     /// The group's package whose artifact is `url`, if any.
     async fn match_data_url(&mut self, url: &str) -> Result<Option<String>, PollError> {
-        if let Some((arn, _)) = self.data_urls.iter().find(|(_, u)| *u == url) {
-            return Ok(Some(arn.clone()));
+        let found = |facts: &HashMap<String, Facts>| {
+            facts
+                .iter()
+                .find(|(_, f)| f.data_url == url)
+                .map(|(arn, _)| arn.clone())
+        };
+        if let Some(arn) = found(&self.facts) {
+            return Ok(Some(arn));
         }
+        let mut arns = Vec::new();
         let mut pages = self
             .client
             .list_model_packages()
@@ -237,30 +262,16 @@ impl Poller {
             .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| failed("ListModelPackages", e))?;
-            for summary in page.model_package_summary_list() {
-                let arn = summary.model_package_arn().unwrap_or_default().to_owned();
-                if self.data_urls.contains_key(&arn) {
-                    continue;
-                }
-                let d = self
-                    .client
-                    .describe_model_package()
-                    .model_package_name(&arn)
-                    .send()
-                    .await
-                    .map_err(|e| failed("DescribeModelPackage", e))?;
-                let data = d
-                    .inference_specification()
-                    .and_then(|s| s.containers().first())
-                    .and_then(|c| c.model_data_url())
-                    .unwrap_or_default();
-                self.data_urls.insert(arn, data.to_owned());
-            }
+            arns.extend(
+                page.model_package_summary_list()
+                    .iter()
+                    .filter_map(|p| p.model_package_arn())
+                    .map(str::to_owned),
+            );
         }
-        Ok(self
-            .data_urls
-            .iter()
-            .find(|(_, u)| *u == url)
-            .map(|(arn, _)| arn.clone()))
+        for arn in arns {
+            self.facts(&arn).await?;
+        }
+        Ok(found(&self.facts))
     }
 }

@@ -77,6 +77,25 @@ async fn down_logger(mode: LogMode) -> (Arc<LoggerState>, Arc<Recorder>) {
     (logger, recorder)
 }
 
+/// Starts the retry loop and waits until the buffer is delivered and the logger marked up;
+/// returns what stops the loop, and the loop.
+async fn retry_until_delivered(
+    recorder: &Arc<Recorder>,
+) -> Result<(CancellationToken, tokio::task::JoinHandle<()>), tokio::time::error::Elapsed> {
+    let stop = CancellationToken::new();
+    let retry = tokio::spawn({
+        let (recorder, stop) = (Arc::clone(recorder), stop.clone());
+        async move { recorder.retry_buffered(stop).await }
+    });
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while recorder.buffered() > 0 || recorder.logger_down.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await?;
+    Ok((stop, retry))
+}
+
 #[tokio::test]
 async fn a_down_logger_is_called_once_not_per_prediction_and_gets_everything_back() {
     let (logger, recorder) = down_logger(LogMode::Buffered).await;
@@ -93,18 +112,9 @@ async fn a_down_logger_is_called_once_not_per_prediction_and_gets_everything_bac
 
     // The logger comes back: the retry loop delivers the buffer, then the direct path resumes.
     logger.down.store(false, Ordering::SeqCst);
-    let stop = CancellationToken::new();
-    let retry = tokio::spawn({
-        let (recorder, stop) = (Arc::clone(&recorder), stop.clone());
-        async move { recorder.retry_buffered(stop).await }
-    });
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while recorder.buffered() > 0 || recorder.logger_down.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the buffer was delivered and the logger marked up");
+    let (stop, retry) = retry_until_delivered(&recorder)
+        .await
+        .expect("the buffer was delivered and the logger marked up");
     let calls = logger.calls.load(Ordering::SeqCst);
     recorder.record(interaction(50), "test").await.unwrap();
     assert_eq!(
@@ -184,18 +194,9 @@ async fn the_retry_delivers_around_a_refused_interaction_in_order() {
     }
     assert_eq!(recorder.buffered(), 3);
     logger.down.store(false, Ordering::SeqCst);
-    let stop = CancellationToken::new();
-    let retry = tokio::spawn({
-        let (recorder, stop) = (Arc::clone(&recorder), stop.clone());
-        async move { recorder.retry_buffered(stop).await }
-    });
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while recorder.buffered() > 0 || recorder.logger_down.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the buffer emptied: the bad one did not block the others");
+    let (stop, retry) = retry_until_delivered(&recorder)
+        .await
+        .expect("the buffer emptied: the bad one did not block the others");
     assert_eq!(*logger.taken.lock().unwrap(), ["i1", "i2"]);
     stop.cancel();
     retry.await.unwrap();
