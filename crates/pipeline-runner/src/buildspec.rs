@@ -222,13 +222,9 @@ fn is_name(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// What the log shows of a command: its first line (all of a one-liner).
 fn first_line(cmd: &str) -> &str {
-    let line = cmd.trim().lines().next().unwrap_or_default();
-    if cmd.trim().lines().nth(1).is_some() {
-        // a block: show its first line, marked as continuing
-        return line.trim_end();
-    }
-    line
+    cmd.trim().lines().next().unwrap_or_default()
 }
 
 /// Single-quotes `s` for bash.
