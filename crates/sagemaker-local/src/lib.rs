@@ -52,6 +52,9 @@ pub struct Settings {
     pub endpoint_delay: Duration,
     /// How often queued rows are written to the offline store.
     pub offline_flush_interval: Duration,
+    /// Operations answered with `AccessDeniedException`, as IAM answers a caller whose
+    /// policy lacks them (e.g. `BatchWriteRecord`): how clients' fallbacks are tested.
+    pub denied_operations: Vec<String>,
 }
 
 impl Settings {
@@ -67,7 +70,23 @@ impl Settings {
             },
             endpoint_delay: Duration::from_millis(500),
             offline_flush_interval: Duration::from_secs(5),
+            denied_operations: Vec::new(),
         }
+    }
+
+    /// `AccessDeniedException` (403) when `operation` is one of the denied operations.
+    pub fn authorize(&self, operation: &str) -> Result<(), error::AwsError> {
+        if self.denied_operations.iter().any(|d| d == operation) {
+            return Err(error::AwsError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "AccessDeniedException",
+                format!(
+                    "User: arn:aws:iam::{}:user/sagemaker-local is not authorized to perform: sagemaker:{operation} because no identity-based policy allows the sagemaker:{operation} action",
+                    self.account_id
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 

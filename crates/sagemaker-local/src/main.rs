@@ -42,6 +42,10 @@ struct Args {
     /// Milliseconds between writes of queued rows to the offline store.
     #[arg(long, env = "SAGEMAKER_LOCAL_OFFLINE_FLUSH_MS", default_value_t = 5000)]
     offline_flush_ms: u64,
+    /// Operations to refuse with AccessDeniedException, comma-separated (e.g.
+    /// `BatchWriteRecord`), as IAM refuses a narrower policy.
+    #[arg(long, env = "SAGEMAKER_LOCAL_DENY_OPERATIONS", value_delimiter = ',')]
+    deny_operations: Vec<String>,
     /// Create the demo world (registry, endpoint, feature groups) if it is missing.
     #[arg(long, env = "SAGEMAKER_LOCAL_DEMO")]
     demo: bool,
@@ -67,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
         },
         endpoint_delay: Duration::from_millis(args.endpoint_delay_ms),
         offline_flush_interval: Duration::from_millis(args.offline_flush_ms),
+        denied_operations: args.deny_operations,
     };
     let state = AppState::open(settings)?;
     if args.demo {

@@ -119,8 +119,8 @@ struct BatchWriteEntry {
     ttl_duration: Option<TtlDuration>,
 }
 
-/// The most entries one BatchWriteRecord call takes here.
-pub const MAX_BATCH_WRITE: usize = 100;
+/// The most entries one BatchWriteRecord call takes, as on AWS.
+pub const MAX_BATCH_WRITE: usize = 25;
 
 /// Writes many records in one call (and one commit); an entry that fails validation is
 /// reported in `Errors` with its `Entry`, the others are written.
@@ -128,12 +128,14 @@ pub async fn batch_write_record(
     State(state): State<Arc<AppState>>,
     body: Bytes,
 ) -> Result<Response, AwsError> {
+    state.settings.authorize("BatchWriteRecord")?;
     let input: BatchWriteInput = parse_body(&body)?;
     if !(1..=MAX_BATCH_WRITE).contains(&input.entries.len()) {
         return Err(AwsError::validation_error(format!(
             "Entries must hold 1 to {MAX_BATCH_WRITE} entries."
         )));
     }
+    let input_len = input.entries.len();
     let (mut puts, mut errors) = (Vec::new(), Vec::new());
     for raw in input.entries {
         let prepared = serde_json::from_value::<BatchWriteEntry>(raw.clone())
@@ -155,6 +157,7 @@ pub async fn batch_write_record(
         }
     }
     let written = puts.len() as u64;
+    metrics::histogram!("sagemaker_local_batch_write_entries").record(input_len as f64);
     if !puts.is_empty() {
         state
             .records

@@ -4,7 +4,7 @@ use aws_sdk_sagemakerfeaturestoreruntime::types::FeatureValue;
 
 use crate::{
     featurestore::{create_group, feature, get, record, value},
-    helpers::spawn_app,
+    helpers::{spawn_app, spawn_app_with},
 };
 
 #[tokio::test]
@@ -63,4 +63,69 @@ async fn batch_write_writes_the_valid_entries_and_reports_the_rest() {
     );
     assert!(get(&app, "fg", "bad").await.is_none());
     assert_eq!(app.state.flush_offline().unwrap(), 2);
+}
+
+#[tokio::test]
+async fn batch_write_takes_at_most_25_entries_as_aws_does() {
+    use aws_sdk_sagemakerfeaturestoreruntime::{
+        error::ProvideErrorMetadata, types::BatchWriteRecordEntry,
+    };
+    let app = spawn_app().await;
+    create_group(&app, "fg").await;
+    let entries = |n: usize| {
+        (0..n)
+            .map(|i| {
+                BatchWriteRecordEntry::builder()
+                    .feature_group_name("fg")
+                    .set_record(Some(record(&format!("r{i}"), "2024-01-01T00:00:00Z", "1")))
+                    .build()
+            })
+            .collect::<Vec<_>>()
+    };
+    let err = app
+        .fs
+        .batch_write_record()
+        .set_entries(Some(entries(26)))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("ValidationError"), "{err:?}");
+    assert!(get(&app, "fg", "r0").await.is_none(), "nothing of it is written");
+    let out = app
+        .fs
+        .batch_write_record()
+        .set_entries(Some(entries(25)))
+        .send()
+        .await
+        .unwrap();
+    assert!(out.errors().is_empty());
+    assert!(get(&app, "fg", "r24").await.is_some());
+}
+
+#[tokio::test]
+async fn a_denied_batch_write_is_refused_as_iam_refuses_it() {
+    use aws_sdk_sagemakerfeaturestoreruntime::{
+        error::ProvideErrorMetadata, types::BatchWriteRecordEntry,
+    };
+    let app = spawn_app_with(|s| s.denied_operations = vec!["BatchWriteRecord".into()]).await;
+    create_group(&app, "fg").await;
+    let err = app
+        .fs
+        .batch_write_record()
+        .entries(
+            BatchWriteRecordEntry::builder()
+                .feature_group_name("fg")
+                .set_record(Some(record("d1", "2024-01-01T00:00:00Z", "1")))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("AccessDeniedException"), "{err:?}");
+    assert!(err.message().unwrap().contains("sagemaker:BatchWriteRecord"));
+    assert_eq!(
+        err.raw_response().map(|r| r.status().as_u16()),
+        Some(403)
+    );
+    assert!(get(&app, "fg", "d1").await.is_none());
 }

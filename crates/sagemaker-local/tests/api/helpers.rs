@@ -27,9 +27,22 @@ pub async fn spawn_app() -> App {
 }
 
 pub async fn spawn_at(data_dir: PathBuf) -> App {
+    spawn_configured(data_dir, |_| {}).await
+}
+
+/// [`spawn_app`] with the test's settings changed by `configure`.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> App {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut app = spawn_configured(dir.path().to_owned(), configure).await;
+    app._dir = Some(dir);
+    app
+}
+
+async fn spawn_configured(data_dir: PathBuf, configure: impl FnOnce(&mut Settings)) -> App {
     let mut settings = Settings::new(data_dir);
     settings.endpoint_delay = Duration::from_millis(300);
     settings.offline_flush_interval = Duration::from_secs(3600);
+    configure(&mut settings);
     let state = AppState::open(settings).expect("open state");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
