@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     ownership::{self, Claim},
-    shipper::Shipper,
+    shipper::{FeatureStore, Shipper},
     spool::Spool,
 };
 
@@ -22,8 +22,7 @@ pub struct Adopter {
     pub id: String,
     pub interval: Duration,
     pub own: Arc<Spool>,
-    pub client: aws_sdk_sagemakerfeaturestoreruntime::Client,
-    pub feature_group: String,
+    pub store: Arc<FeatureStore>,
     pub concurrency: usize,
 }
 
@@ -73,8 +72,7 @@ impl Adopter {
         metrics::counter!("logger_spools_adopted_total").increment(1);
         let shipper = Arc::new(Shipper {
             spool: Arc::clone(&spool),
-            client: self.client.clone(),
-            feature_group: self.feature_group.clone(),
+            store: Arc::clone(&self.store),
             concurrency: self.concurrency,
             wake: Arc::new(Notify::new()),
             linger: Duration::ZERO,

@@ -1,6 +1,6 @@
 //! The interaction logger: `mlops.interaction.v1.InteractionLogger/Log` acknowledges an
 //! interaction only once it is fsynced to the local spool; a background shipper then writes
-//! it to the user-interactions feature group with PutRecord, at least once, reusing the same
+//! it to the user-interactions feature group with BatchWriteRecord (or PutRecord), at least once, reusing the same
 //! interaction_id and event_time on every retry. Records the Feature Store refuses as invalid
 //! become dead letters, listed and replayed through the admin HTTP port. With a spool root
 //! shared by several loggers (`LOGGER_SPOOL_ROOT`, e.g. on EFS), each writes its own spool
@@ -58,9 +58,14 @@ pub struct Config {
     /// Most unshipped bytes kept.
     #[arg(long, env = "LOGGER_SPOOL_MAX_BYTES", default_value_t = 1 << 30)]
     pub max_bytes: u64,
-    /// PutRecord calls in flight at once.
+    /// Feature Store calls in flight at once.
     #[arg(long, env = "LOGGER_SHIP_CONCURRENCY", default_value_t = 32)]
     pub ship_concurrency: usize,
+    /// Ship up to 25 interactions per BatchWriteRecord call (`false`: one per PutRecord).
+    /// A BatchWriteRecord refused as unknown or unauthorised falls back to PutRecord by
+    /// itself.
+    #[arg(long, env = "LOGGER_SHIP_BATCH_WRITE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ship_batch_write: bool,
     /// How long fewer than 256 unshipped interactions wait for more before they ship
     /// together (0: ship each as soon as it is spooled).
     #[arg(long, env = "LOGGER_SHIP_LINGER_MS", default_value_t = 20)]
@@ -102,11 +107,14 @@ pub async fn run(
     )?);
     let aws = config.aws.load().await;
     let wake = Arc::new(Notify::new());
-    let client = aws_sdk_sagemakerfeaturestoreruntime::Client::new(&aws);
+    let store = Arc::new(shipper::FeatureStore::new(
+        aws_sdk_sagemakerfeaturestoreruntime::Client::new(&aws),
+        config.feature_group.clone(),
+        config.ship_batch_write,
+    ));
     let shipper = Arc::new(shipper::Shipper {
         spool: Arc::clone(&spool),
-        client: client.clone(),
-        feature_group: config.feature_group.clone(),
+        store: Arc::clone(&store),
         concurrency: config.ship_concurrency.max(1),
         wake: Arc::clone(&wake),
         linger: Duration::from_millis(config.ship_linger_ms),
@@ -121,8 +129,7 @@ pub async fn run(
                 id: id.clone(),
                 interval: Duration::from_millis(config.adopt_interval_ms.max(10)),
                 own: Arc::clone(&spool),
-                client,
-                feature_group: config.feature_group.clone(),
+                store,
                 concurrency: config.ship_concurrency.max(1),
             }
             .run(stop_shipping.clone(), drain.clone()),

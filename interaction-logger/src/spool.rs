@@ -210,28 +210,34 @@ impl Spool {
             .map(|(_, i)| i.event_time))
     }
 
-    /// Shipped: forget it.
-    pub async fn remove(&self, key: u64) -> Result<(), SpoolError> {
-        let removed = Arc::new(AtomicU64::new(0));
-        let size = Arc::clone(&removed);
+    /// Shipped: forget them, in one commit.
+    pub async fn remove_many(&self, keys: Vec<u64>) -> Result<(), SpoolError> {
+        let removed = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+        let counts = Arc::clone(&removed);
         self.writer
             .run(Box::new(move |txn, _| {
                 let mut table = txn.open_table(PENDING).map_err(storage)?;
-                if let Some(v) = table.remove(key).map_err(storage)? {
-                    size.store(v.value().len() as u64 + 1, Ordering::Relaxed); // +1: it was there
+                let (mut n, mut bytes) = (0, 0);
+                for key in keys {
+                    if let Some(v) = table.remove(key).map_err(storage)? {
+                        n += 1;
+                        bytes += v.value().len() as u64;
+                    }
                 }
+                counts.0.store(n, Ordering::Relaxed);
+                counts.1.store(bytes, Ordering::Relaxed);
                 Ok(())
             }))
             .await?;
-        self.forget(removed.load(Ordering::Relaxed));
+        self.forget(removed.0.load(Ordering::Relaxed), removed.1.load(Ordering::Relaxed));
         Ok(())
     }
 
-    /// After a committed removal (`size_plus_one` 0: nothing was removed).
-    fn forget(&self, size_plus_one: u64) {
-        if size_plus_one > 0 {
-            self.depth.fetch_sub(1, Ordering::Relaxed);
-            self.bytes.fetch_sub(size_plus_one - 1, Ordering::Relaxed);
+    /// After a committed removal of `count` records of `bytes` in all.
+    fn forget(&self, count: u64, bytes: u64) {
+        if count > 0 {
+            self.depth.fetch_sub(count, Ordering::Relaxed);
+            self.bytes.fetch_sub(bytes, Ordering::Relaxed);
         }
         self.publish();
     }
@@ -262,7 +268,8 @@ impl Spool {
                 Ok(())
             }))
             .await?;
-        self.forget(removed.load(Ordering::Relaxed));
+        let size_plus_one = removed.load(Ordering::Relaxed);
+        self.forget(u64::from(size_plus_one > 0), size_plus_one.saturating_sub(1));
         Ok(())
     }
 

@@ -12,11 +12,10 @@ use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use aws_sdk_sagemakerfeaturestoreruntime::types::BatchGetRecordIdentifier;
-use common::{http, metric, proxy::Proxy};
+use common::{http, metric, proxy::Proxy, wait_delivered};
 use proto::interaction::v1::{
     Interaction, LogRequest, interaction_logger_client::InteractionLoggerClient,
 };
@@ -136,79 +135,6 @@ fn now_ms() -> u128 {
         .as_millis()
 }
 
-/// Waits until the Feature Store holds every acknowledged interaction, then checks each one
-/// is exactly what was acknowledged.
-async fn wait_delivered(store: &str, acked: &BTreeMap<String, Interaction>) {
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(format!("http://{store}"))
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(
-            aws_sdk_sagemakerfeaturestoreruntime::config::Credentials::new(
-                sagemaker_local::DEFAULT_ACCESS_KEY_ID,
-                sagemaker_local::DEFAULT_SECRET_ACCESS_KEY,
-                None,
-                None,
-                "test",
-            ),
-        )
-        .load()
-        .await;
-    let fs = aws_sdk_sagemakerfeaturestoreruntime::Client::new(&conf);
-    let ids: Vec<String> = acked.keys().cloned().collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut found: HashMap<String, HashMap<String, String>> = HashMap::new();
-    while found.len() < ids.len() {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {} acknowledged interactions arrived",
-            found.len(),
-            ids.len()
-        );
-        for chunk in ids.chunks(100) {
-            let out = fs
-                .batch_get_record()
-                .identifiers(
-                    BatchGetRecordIdentifier::builder()
-                        .feature_group_name(GROUP)
-                        .set_record_identifiers_value_as_string(Some(chunk.to_vec()))
-                        .build(),
-                )
-                .send()
-                .await
-                .unwrap();
-            for r in out.records() {
-                let values = r
-                    .record()
-                    .iter()
-                    .map(|f| {
-                        (
-                            f.feature_name().unwrap_or_default().to_owned(),
-                            f.value_as_string().unwrap_or_default().to_owned(),
-                        )
-                    })
-                    .collect();
-                found.insert(
-                    r.record_identifier_value_as_string()
-                        .unwrap_or_default()
-                        .to_owned(),
-                    values,
-                );
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    for (id, sent) in acked {
-        let got = &found[id];
-        assert_eq!(got["event_time"], sent.event_time, "{id}");
-        assert_eq!(got["features_csv"], sent.features_csv, "{id}");
-        assert_eq!(
-            got["prediction"].parse::<f64>().unwrap(),
-            sent.prediction,
-            "{id}"
-        );
-    }
-}
-
 /// Every writer history under `root` (live spools and retired ones): spool -> lines.
 fn histories(root: &Path) -> BTreeMap<PathBuf, Vec<(u128, String, i32)>> {
     let mut files = Vec::new();
@@ -296,7 +222,7 @@ async fn a_killed_loggers_spool_is_adopted_and_every_acknowledged_interaction_ar
     acked.extend(c.log(0, 50, "c").await);
     proxy.up();
 
-    wait_delivered(&proxy.addr, &acked).await;
+    wait_delivered(&format!("http://{}", proxy.addr), GROUP, &acked).await;
     let adopted = b.metric("logger_spools_adopted_total").await
         + c.metric("logger_spools_adopted_total").await;
     assert_eq!(adopted, 1.0, "a's spool was adopted once");
@@ -339,7 +265,7 @@ async fn a_paused_logger_keeps_its_spool_and_ships_it_when_it_resumes() {
     );
     assert_eq!(other.metric("logger_shipped_total").await, 0.0);
     slow.signal(libc::SIGCONT);
-    wait_delivered(&proxy.addr, &acked).await;
+    wait_delivered(&format!("http://{}", proxy.addr), GROUP, &acked).await;
     assert_eq!(
         slow.metric("logger_shipped_total").await,
         100.0,

@@ -55,14 +55,15 @@ def test_the_predictor_may_only_invoke_the_one_endpoint(template):
 
 
 def test_the_logger_may_only_put_records_in_the_one_feature_group_and_use_its_spools(template):
-    put = ("sagemaker:PutRecord", f"{SM}:feature-group/churn-interactions-v2")
+    group = f"{SM}:feature-group/churn-interactions-v2"
+    put = {("sagemaker:BatchWriteRecord", group), ("sagemaker:PutRecord", group)}
     efs = {("elasticfilesystem:ClientMount", "<SpoolFileSystem.Arn>"), ("elasticfilesystem:ClientWrite", "<SpoolFileSystem.Arn>")}
     granted = grants(template, PARAMS, "LoggerTaskRole")
-    assert plain(granted) == {put} | efs
+    assert plain(granted) == put | efs
     through = json.dumps({"StringEquals": {"elasticfilesystem:AccessPointArn": "<SpoolAccessPoint.Arn>"}}, sort_keys=True)
     assert all(cond == through for action, _, cond in granted if action.startswith("elasticfilesystem:")), granted
     with_key = grants(template, dict(PARAMS, FeatureGroupKmsKeyArn=KMS_KEY), "LoggerTaskRole")
-    assert plain(with_key) == {put, ("kms:GenerateDataKey", KMS_KEY), ("kms:Decrypt", KMS_KEY)} | efs
+    assert plain(with_key) == put | {("kms:GenerateDataKey", KMS_KEY), ("kms:Decrypt", KMS_KEY)} | efs
     via = json.dumps({"StringEquals": {"kms:ViaService": f"sagemaker.{REGION}.amazonaws.com"}}, sort_keys=True)
     assert all(cond == via for action, _, cond in with_key if action.startswith("kms:")), with_key
 
@@ -103,6 +104,14 @@ def test_the_watcher_may_only_read_what_it_polls(template):
         ("sagemaker:DescribeEndpointConfig", f"{SM}:endpoint-config/churn-prod-*"),
         ("sagemaker:DescribeModel", f"{SM}:model/churn-prod-*"),
     }
+
+
+def test_the_logger_policy_is_exactly_the_feature_store_calls_its_code_makes(template):
+    source = (ROOT / "interaction-logger" / "src" / "shipper.rs").read_text()
+    calls = {"sagemaker:" + "".join(w.title() for w in m.split("_")) for m in re.findall(r"\.(put_record|batch_write_record|\w+_record)\(\)", source)}
+    assert calls == {"sagemaker:BatchWriteRecord", "sagemaker:PutRecord"}, calls
+    granted = {a for a, _ in plain(grants(template, PARAMS, "LoggerTaskRole")) if a.startswith("sagemaker:")}
+    assert calls == granted, granted
 
 
 def test_the_watcher_policy_covers_every_call_its_code_makes(template):

@@ -4,13 +4,23 @@
 
 pub mod proxy;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use aws_sdk_sagemakerfeaturestoreruntime::types::BatchGetRecordIdentifier;
+use proto::interaction::v1::Interaction;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 pub struct Logger {
     pub grpc: SocketAddr,
+    /// sagemaker-local's URL.
+    pub store: String,
     pub admin: String,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -21,8 +31,17 @@ pub struct Logger {
 /// sagemaker-local (demo world) in this process on 127.0.0.1:0, its data in `dir`: its URL
 /// and the token that stops it.
 pub async fn start_sagemaker(dir: &std::path::Path) -> (String, CancellationToken) {
-    let state =
-        sagemaker_local::AppState::open(sagemaker_local::Settings::new(dir.join("sml"))).unwrap();
+    start_sagemaker_with(dir, |_| {}).await
+}
+
+/// [`start_sagemaker`] with its settings changed by `configure`.
+pub async fn start_sagemaker_with(
+    dir: &std::path::Path,
+    configure: impl FnOnce(&mut sagemaker_local::Settings),
+) -> (String, CancellationToken) {
+    let mut settings = sagemaker_local::Settings::new(dir.join("sml"));
+    configure(&mut settings);
+    let state = sagemaker_local::AppState::open(settings).unwrap();
     let boot = Arc::clone(&state);
     tokio::task::spawn_blocking(move || sagemaker_local::demo::bootstrap(&boot))
         .await
@@ -40,11 +59,20 @@ pub async fn start_sagemaker(dir: &std::path::Path) -> (String, CancellationToke
 
 /// Starts sagemaker-local and a logger shipping to `feature_group`, lingering `linger_ms`.
 pub async fn start(feature_group: &str, linger_ms: u64) -> Logger {
-    let dir = tempfile::tempdir().unwrap();
-    let (sml_url, sagemaker_stop) = start_sagemaker(dir.path()).await;
+    start_with(feature_group, linger_ms, |_| {}).await
+}
 
-    // SAFETY: each test binary starts one logger, before its other threads read the
-    // environment.
+/// [`start`], sagemaker-local's settings changed by `configure`.
+pub async fn start_with(
+    feature_group: &str,
+    linger_ms: u64,
+    configure: impl FnOnce(&mut sagemaker_local::Settings),
+) -> Logger {
+    let dir = tempfile::tempdir().unwrap();
+    let (sml_url, sagemaker_stop) = start_sagemaker_with(dir.path(), configure).await;
+
+    // SAFETY: each test binary runs one logger at a time, and sets the environment before
+    // that logger starts reading it.
     unsafe {
         std::env::set_var("AWS_ENDPOINT_URL", &sml_url);
         std::env::set_var("AWS_ACCESS_KEY_ID", sagemaker_local::DEFAULT_ACCESS_KEY_ID);
@@ -70,6 +98,7 @@ pub async fn start(feature_group: &str, linger_ms: u64) -> Logger {
         max_records: 1000,
         max_bytes: 1 << 20,
         ship_concurrency: 4,
+        ship_batch_write: true,
         ship_linger_ms: linger_ms,
         grace: shutdown::Grace {
             shutdown_grace_secs: 5,
@@ -85,6 +114,7 @@ pub async fn start(feature_group: &str, linger_ms: u64) -> Logger {
     ));
     Logger {
         grpc: grpc_addr,
+        store: sml_url,
         admin: admin_addr,
         shutdown,
         task,
@@ -120,3 +150,77 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
         .sum()
 }
+
+/// Waits until the Feature Store holds every acknowledged interaction, then checks each one
+/// is exactly what was acknowledged (its own id, event time, features and score).
+pub async fn wait_delivered(url: &str, group: &str, acked: &BTreeMap<String, Interaction>) {
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(url)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(
+            aws_sdk_sagemakerfeaturestoreruntime::config::Credentials::new(
+                sagemaker_local::DEFAULT_ACCESS_KEY_ID,
+                sagemaker_local::DEFAULT_SECRET_ACCESS_KEY,
+                None,
+                None,
+                "test",
+            ),
+        )
+        .load()
+        .await;
+    let fs = aws_sdk_sagemakerfeaturestoreruntime::Client::new(&conf);
+    let ids: Vec<String> = acked.keys().cloned().collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut found: HashMap<String, HashMap<String, String>> = HashMap::new();
+    while found.len() < ids.len() {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} acknowledged interactions arrived",
+            found.len(),
+            ids.len()
+        );
+        for chunk in ids.chunks(100) {
+            let out = fs
+                .batch_get_record()
+                .identifiers(
+                    BatchGetRecordIdentifier::builder()
+                        .feature_group_name(group)
+                        .set_record_identifiers_value_as_string(Some(chunk.to_vec()))
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap();
+            for r in out.records() {
+                let values = r
+                    .record()
+                    .iter()
+                    .map(|f| {
+                        (
+                            f.feature_name().unwrap_or_default().to_owned(),
+                            f.value_as_string().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect();
+                found.insert(
+                    r.record_identifier_value_as_string()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    values,
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (id, sent) in acked {
+        let got = &found[id];
+        assert_eq!(got["event_time"], sent.event_time, "{id}");
+        assert_eq!(got["features_csv"], sent.features_csv, "{id}");
+        assert_eq!(
+            got["prediction"].parse::<f64>().unwrap(),
+            sent.prediction,
+            "{id}"
+        );
+    }
+}
+
