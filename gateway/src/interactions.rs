@@ -10,6 +10,12 @@
 //!   interactions, the caller gets 503 with `Retry-After` and nothing is buffered. While the
 //!   logger is down, one call per probe interval tries it; the others fail at once.
 //!
+//! In both modes, the interactions of requests that arrive while every `Log` lane
+//! (`GATEWAY_LOG_CONCURRENCY`) is busy share the next `Log` call (`coalesce`: a lone request's
+//! call leaves at once), and each request still waits for the logger's acknowledgement of its
+//! own interactions before it is answered. A coalesced call the logger refuses as invalid is
+//! sent again request by request, so only the request with the bad interaction is refused.
+//!
 //! In both modes, what the logger refuses as invalid (it can never succeed) is counted
 //! (`gateway_interactions_rejected_total`) and logged with the reason, never retried; calls
 //! carry at most `proto::MAX_INTERACTIONS_PER_LOG` interactions, the logger's own limit.
@@ -23,6 +29,7 @@ use std::{
     time::Duration,
 };
 
+use coalesce::{Coalescer, Limits, Weight};
 use proto::interaction::v1::{
     Interaction, LogRequest, interaction_logger_client::InteractionLoggerClient,
 };
@@ -62,49 +69,31 @@ fn refused(status: &tonic::Status) -> bool {
     )
 }
 
-pub struct Recorder {
+/// The `Log` call itself: at most `MAX_INTERACTIONS_PER_LOG` per call, within the timeout.
+#[derive(Clone)]
+struct LogClient {
     client: InteractionLoggerClient<Channel>,
-    mode: LogMode,
-    /// Strict mode, logger down: when a request last tried it.
-    last_probe: Mutex<Option<std::time::Instant>>,
-    buffer: Mutex<VecDeque<Interaction>>,
-    capacity: usize,
     timeout: Duration,
-    wake: Notify,
-    /// The last call failed and the retry has not got through since.
-    logger_down: AtomicBool,
 }
 
-impl Recorder {
-    pub fn new(
-        client: InteractionLoggerClient<Channel>,
-        mode: LogMode,
-        capacity: usize,
-        timeout: Duration,
-    ) -> Self {
-        Recorder {
-            client,
-            mode,
-            last_probe: Mutex::new(None),
-            buffer: Mutex::new(VecDeque::new()),
-            capacity,
-            timeout,
-            wake: Notify::new(),
-            logger_down: AtomicBool::new(false),
-        }
-    }
+/// A failed `Log`: the status and the interactions it did not take.
+type LogFailure = (tonic::Status, Vec<Interaction>);
 
+/// Shares `Log` calls: a request's interactions and id in, its own outcome out.
+type LogCoalescer = Coalescer<(Vec<Interaction>, String), Result<(), LogFailure>>;
+
+impl LogClient {
     /// One `Log` call per `MAX_INTERACTIONS_PER_LOG` interactions, in order; stops at the
     /// first failure and returns it with the interactions not yet taken.
     async fn log(
         &self,
         interactions: Vec<Interaction>,
         request_id: &str,
-    ) -> Result<(), (tonic::Status, Vec<Interaction>)> {
+    ) -> Result<(), LogFailure> {
         let mut rest = interactions;
         while !rest.is_empty() {
             let tail = rest.split_off(rest.len().min(proto::MAX_INTERACTIONS_PER_LOG));
-            if let Err(status) = self.log_call(rest.clone(), request_id).await {
+            if let Err(status) = self.call(rest.clone(), request_id).await {
                 rest.extend(tail);
                 return Err((status, rest));
             }
@@ -113,11 +102,12 @@ impl Recorder {
         Ok(())
     }
 
-    async fn log_call(
+    async fn call(
         &self,
         interactions: Vec<Interaction>,
         request_id: &str,
     ) -> Result<(), tonic::Status> {
+        metrics::histogram!("gateway_log_call_interactions").record(interactions.len() as f64);
         let mut request = tonic::Request::new(LogRequest { interactions });
         request.set_timeout(self.timeout);
         if let Ok(v) = request_id.parse() {
@@ -128,6 +118,124 @@ impl Recorder {
         metrics::histogram!("gateway_upstream_seconds", "call" => "log")
             .record(asked.elapsed().as_secs_f64());
         answer.map(|_| ())
+    }
+
+    /// The interactions of several requests in one call; each request gets its own outcome.
+    /// Refused as invalid: each request again by itself, so only the bad one is refused.
+    async fn log_together(
+        &self,
+        mut requests: Vec<(Vec<Interaction>, String)>,
+    ) -> Vec<Result<(), LogFailure>> {
+        if requests.len() == 1 {
+            let (interactions, request_id) = requests.pop().expect("one");
+            return vec![self.log(interactions, &request_id).await];
+        }
+        let all: Vec<Interaction> = requests
+            .iter()
+            .flat_map(|(i, _)| i.iter().cloned())
+            .collect();
+        match self.call(all, "coalesced").await {
+            Ok(()) => requests.iter().map(|_| Ok(())).collect(),
+            Err(status) if refused(&status) => {
+                let apart = requests
+                    .iter()
+                    .map(|(interactions, id)| self.log(interactions.clone(), id));
+                futures_util::future::join_all(apart).await
+            }
+            Err(status) => requests
+                .into_iter()
+                .map(|(interactions, _)| Err((status.clone(), interactions)))
+                .collect(),
+        }
+    }
+}
+
+pub struct Recorder {
+    client: LogClient,
+    /// Shares `Log` calls among concurrent requests (`None`: one call per request).
+    coalescer: Option<LogCoalescer>,
+    mode: LogMode,
+    /// Strict mode, logger down: when a request last tried it.
+    last_probe: Mutex<Option<std::time::Instant>>,
+    buffer: Mutex<VecDeque<Interaction>>,
+    capacity: usize,
+    wake: Notify,
+    /// The last call failed and the retry has not got through since.
+    logger_down: AtomicBool,
+}
+
+/// Most bytes of interactions one coalesced `Log` call carries (gRPC's default message
+/// limit is 4 MB).
+const MAX_LOG_CALL_BYTES: usize = 3 << 20;
+
+impl Recorder {
+    /// `lanes`: `Log` calls in flight at once while coalescing; `None` turns coalescing off.
+    /// Must be called within a Tokio runtime.
+    pub fn new(
+        client: InteractionLoggerClient<Channel>,
+        mode: LogMode,
+        capacity: usize,
+        timeout: Duration,
+        lanes: Option<usize>,
+    ) -> Self {
+        let client = LogClient { client, timeout };
+        let coalescer = lanes.map(|lanes| {
+            let client = client.clone();
+            Coalescer::start(
+                Limits {
+                    rows: proto::MAX_INTERACTIONS_PER_LOG,
+                    bytes: MAX_LOG_CALL_BYTES,
+                    lanes,
+                },
+                "gateway_log_call_requests",
+                move |requests| {
+                    let client = client.clone();
+                    async move { client.log_together(requests).await }
+                },
+            )
+        });
+        Recorder {
+            client,
+            coalescer,
+            mode,
+            last_probe: Mutex::new(None),
+            buffer: Mutex::new(VecDeque::new()),
+            capacity,
+            wake: Notify::new(),
+            logger_down: AtomicBool::new(false),
+        }
+    }
+
+    /// A request's interactions to the logger: sharing a call with concurrent requests when
+    /// coalescing; returns once the logger has taken them (or failed).
+    async fn log(
+        &self,
+        interactions: Vec<Interaction>,
+        request_id: &str,
+    ) -> Result<(), LogFailure> {
+        let Some(coalescer) = &self.coalescer else {
+            return self.client.log(interactions, request_id).await;
+        };
+        let weight = Weight {
+            rows: interactions.len(),
+            bytes: interactions.iter().map(prost::Message::encoded_len).sum(),
+        };
+        match coalescer
+            .submit((interactions, request_id.to_owned()), None, weight)
+            .await
+        {
+            Ok(outcome) => outcome,
+            Err(coalesce::Stopped) => {
+                tracing::error!(
+                    request_id,
+                    "the runtime is stopping: interactions not logged"
+                );
+                Err((
+                    tonic::Status::unavailable("the gateway is stopping"),
+                    Vec::new(),
+                ))
+            }
+        }
     }
 
     /// Logs now. When the logger cannot take them: buffered mode buffers them for a retry
@@ -260,7 +368,7 @@ impl Recorder {
                 continue;
             }
             let count = batch.len();
-            match self.log(batch, "retry").await {
+            match self.client.log(batch, "retry").await {
                 Ok(()) => {
                     backoff = Duration::from_millis(100);
                     metrics::counter!("gateway_interactions_retried_total").increment(count as u64);
@@ -271,7 +379,7 @@ impl Recorder {
                     // only what is refused itself is dropped.
                     let mut rest = rest.into_iter();
                     while let Some(interaction) = rest.next() {
-                        match self.log(vec![interaction], "retry").await {
+                        match self.client.log(vec![interaction], "retry").await {
                             Ok(()) => {
                                 metrics::counter!("gateway_interactions_retried_total")
                                     .increment(1);

@@ -78,6 +78,10 @@ pub struct Config {
     /// Interactions kept for retry while the logger is unavailable (buffered mode).
     #[arg(long, env = "GATEWAY_LOG_BUFFER", default_value_t = 100_000)]
     pub log_buffer: usize,
+    /// `Log` calls in flight at once; the interactions of requests that arrive while all are
+    /// busy share the next call. 0: one call per request.
+    #[arg(long, env = "GATEWAY_LOG_CONCURRENCY", default_value_t = 2)]
+    pub log_concurrency: usize,
     #[command(flatten)]
     pub grace: shutdown::Grace,
 }
@@ -173,6 +177,7 @@ impl App {
                 config.log_mode,
                 config.log_buffer,
                 Duration::from_millis(1000),
+                (config.log_concurrency > 0).then_some(config.log_concurrency),
             ),
             predictor_channel,
             timeout: Duration::from_millis(config.timeout_ms),

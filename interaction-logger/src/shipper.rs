@@ -245,7 +245,9 @@ impl Shipper {
         loop {
             match self.put(&interaction).await {
                 Outcome::Shipped => return self.shipped(vec![key]).await,
-                Outcome::Invalid(reason) => return self.dead_letter(key, &interaction, reason).await,
+                Outcome::Invalid(reason) => {
+                    return self.dead_letter(key, &interaction, reason).await;
+                }
                 Outcome::Retry(reason) => {
                     metrics::counter!("logger_retried_total").increment(1);
                     tracing::debug!(interaction_id = %interaction.interaction_id, %reason, ?backoff, "PutRecord failed; retrying");
@@ -324,7 +326,10 @@ impl Shipper {
             .await;
         match result {
             Ok(out) => {
-                let ids: Vec<&str> = chunk.iter().map(|(_, i)| i.interaction_id.as_str()).collect();
+                let ids: Vec<&str> = chunk
+                    .iter()
+                    .map(|(_, i)| i.interaction_id.as_str())
+                    .collect();
                 let failures = out.errors().iter().map(|e| {
                     let code = e.error_code().unwrap_or_default();
                     let message = e.error_message().unwrap_or(code);
@@ -337,9 +342,10 @@ impl Shipper {
                         },
                     )
                 });
-                let unprocessed = out.unprocessed_entries().iter().map(|e| {
-                    (entry_id(e), Outcome::Retry("left unprocessed".into()))
-                });
+                let unprocessed = out
+                    .unprocessed_entries()
+                    .iter()
+                    .map(|e| (entry_id(e), Outcome::Retry("left unprocessed".into())));
                 match outcomes(&ids, failures.chain(unprocessed)) {
                     Some(outcomes) => BatchOutcome::Entries(outcomes),
                     None => BatchOutcome::Retry(

@@ -229,7 +229,10 @@ impl Spool {
                 Ok(())
             }))
             .await?;
-        self.forget(removed.0.load(Ordering::Relaxed), removed.1.load(Ordering::Relaxed));
+        self.forget(
+            removed.0.load(Ordering::Relaxed),
+            removed.1.load(Ordering::Relaxed),
+        );
         Ok(())
     }
 
@@ -269,7 +272,10 @@ impl Spool {
             }))
             .await?;
         let size_plus_one = removed.load(Ordering::Relaxed);
-        self.forget(u64::from(size_plus_one > 0), size_plus_one.saturating_sub(1));
+        self.forget(
+            u64::from(size_plus_one > 0),
+            size_plus_one.saturating_sub(1),
+        );
         Ok(())
     }
 

@@ -111,7 +111,7 @@ impl LoggerProcess {
                 .expect("acknowledged")
                 .into_inner()
                 .interaction_ids;
-            assert_eq!(ids, [interaction.interaction_id.clone()]);
+            assert_eq!(ids, std::slice::from_ref(&interaction.interaction_id));
             acked.insert(interaction.interaction_id.clone(), interaction);
         }
         acked

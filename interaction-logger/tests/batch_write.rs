@@ -114,7 +114,10 @@ async fn interactions_ship_in_batch_writes_each_once_with_their_own_event_time()
 
     m.wait("logger_shipped_total", 300.0).await;
     assert_eq!(m.get("logger_shipped_total"), 300.0, "{}", m.now);
-    assert_eq!(m.get("logger_ship_calls_total{operation=\"PutRecord\"}"), 0.0);
+    assert_eq!(
+        m.get("logger_ship_calls_total{operation=\"PutRecord\"}"),
+        0.0
+    );
     let batches = m.get("logger_ship_calls_total{operation=\"BatchWriteRecord\"}");
     assert_eq!(
         m.get("logger_batch_write_entries_sum"),
@@ -127,7 +130,12 @@ async fn interactions_ship_in_batch_writes_each_once_with_their_own_event_time()
         batches <= 300.0 / 25.0 * 2.0,
         "interactions share calls ({batches} calls for 300)"
     );
-    let store = http(logger.store.trim_start_matches("http://"), "GET", "/metrics").await;
+    let store = http(
+        logger.store.trim_start_matches("http://"),
+        "GET",
+        "/metrics",
+    )
+    .await;
     assert_eq!(
         metric(&store, "sagemaker_local_batch_write_entries_sum"),
         300.0,
@@ -184,7 +192,10 @@ async fn an_entry_refused_as_invalid_is_dead_lettered_and_its_neighbours_arrive(
     assert_eq!(letters.as_array().unwrap().len(), 1, "{letters}");
     assert_eq!(letters[0]["interaction_id"], "mix-4");
     assert!(
-        letters[0]["reason"].as_str().unwrap().contains("features_csv"),
+        letters[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("features_csv"),
         "{letters}"
     );
     logger.stop().await;

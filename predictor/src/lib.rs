@@ -2,6 +2,7 @@
 //! endpoint (aws-sdk-sagemakerruntime, `text/csv`, the request id as the inference id) within
 //! the caller's deadline, and returns one score vector per row with the model that answered.
 
+pub mod batch;
 pub mod breaker;
 pub mod error;
 pub mod invoke;
@@ -39,6 +40,17 @@ pub struct Config {
     /// How long an open circuit fails fast before it lets a probe through.
     #[arg(long, env = "PREDICTOR_BREAKER_COOLDOWN_MS", default_value_t = 2000)]
     pub breaker_cooldown_ms: u64,
+    /// Rows of Predict calls that arrive while every invocation lane is busy share the next
+    /// InvokeEndpoint call (a lone call is never delayed). `false`: one invocation per call.
+    #[arg(long, env = "PREDICTOR_BATCHING", default_value_t = true, action = clap::ArgAction::Set)]
+    pub batching: bool,
+    /// With batching: InvokeEndpoint calls in flight at once.
+    #[arg(long, env = "PREDICTOR_INVOKE_CONCURRENCY", default_value_t = 4)]
+    pub invoke_concurrency: usize,
+    /// With batching: most rows in one InvokeEndpoint call (the payload also stays under
+    /// SageMaker's 6 MB).
+    #[arg(long, env = "PREDICTOR_BATCH_MAX_ROWS", default_value_t = 1000)]
+    pub batch_max_rows: usize,
     /// registry-watcher gRPC URL; when set, answers carry the model package version.
     #[arg(long, env = "REGISTRY_WATCHER_URL")]
     pub registry_watcher_url: Option<String>,
@@ -72,7 +84,13 @@ pub async fn run(
     };
     metrics::gauge!("predictor_schema_mismatch").set(0.0);
     let service = service::PredictorService {
-        invoker,
+        endpoint: config.endpoint_name.clone(),
+        invocations: batch::Invocations::new(
+            invoker,
+            config
+                .batching
+                .then_some((config.invoke_concurrency, config.batch_max_rows)),
+        ),
         registry,
         max_rows: config.max_rows,
         features: config.num_features,
@@ -94,7 +112,7 @@ pub async fn run(
         shutdown.child_token(),
     ));
 
-    tracing::info!(addr = %grpc.local_addr()?, endpoint = %config.endpoint_name, "predictor serving");
+    tracing::info!(addr = %grpc.local_addr()?, endpoint = %config.endpoint_name, batching = config.batching, invoke_concurrency = config.invoke_concurrency, "predictor serving");
     let stop = shutdown.clone();
     let server = tonic::transport::Server::builder()
         .add_service(health_service)

@@ -1,6 +1,6 @@
 //! The `mlops.predictor.v1.Predictor` service.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use proto::predictor::v1::{
     ModelRef, PredictRequest, PredictResponse, Prediction, predictor_server::Predictor,
@@ -8,10 +8,16 @@ use proto::predictor::v1::{
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
-use crate::{error::Error, invoke::Invoker, rows};
+use crate::{
+    batch::{self, Invocations},
+    error::Error,
+    rows,
+};
 
 pub struct PredictorService {
-    pub invoker: Arc<Invoker>,
+    /// The endpoint's name, as answers report it.
+    pub endpoint: String,
+    pub invocations: Invocations,
     /// Which package each variant serves, from the registry-watcher.
     pub registry: registry_follower::Follower,
     pub max_rows: usize,
@@ -114,13 +120,21 @@ impl PredictorService {
         }
         tracing::Span::current().record("request_id", request_id.as_str());
         let lines = rows::encode(&req.rows, self.max_rows, self.width())?;
-        let target = (!req.target_variant.is_empty()).then_some(req.target_variant.as_str());
+        let target = (!req.target_variant.is_empty()).then_some(req.target_variant);
         let answer = self
-            .invoker
-            .invoke(lines.join("\n"), &request_id, target, deadline)
+            .invocations
+            .score(batch::Rows {
+                csv: lines.join("\n"),
+                rows: lines.len(),
+                request_id: request_id.clone(),
+                deadline,
+                target_variant: target,
+            })
             .await?;
-        let scores = rows::parse_scores(&answer.body, lines.len())
-            .inspect_err(|e| tracing::error!(error = %e, "unexpected endpoint output"))?;
+        if answer.inference_id != request_id {
+            tracing::Span::current().record("batch_id", answer.inference_id.as_str());
+        }
+        let scores = answer.scores;
         let (model_package_arn, model_package_version) = self
             .registry
             .variant(&answer.variant)
@@ -138,7 +152,7 @@ impl PredictorService {
                 })
                 .collect(),
             model: Some(ModelRef {
-                endpoint_name: self.invoker.endpoint().to_owned(),
+                endpoint_name: self.endpoint.clone(),
                 variant_name: answer.variant,
                 model_package_arn,
                 model_package_version,
@@ -149,7 +163,7 @@ impl PredictorService {
 
 #[tonic::async_trait]
 impl Predictor for PredictorService {
-    #[tracing::instrument(name = "predict", skip_all, fields(request_id))]
+    #[tracing::instrument(name = "predict", skip_all, fields(request_id, batch_id))]
     async fn predict(
         &self,
         request: Request<PredictRequest>,

@@ -112,3 +112,19 @@ def running_stack(tmp_path_factory, name, **kwargs):
         yield s
         codes = s.stop()
     assert all(c == 0 for c in codes.values()), f"exit codes after SIGTERM: {codes}"
+
+
+def predictor_stub(channel):
+    """The predictor's Predict call and its request class, built from the server's own
+    reflection (no generated code): `(request_class, call)`."""
+    from google.protobuf import message_factory
+    from google.protobuf.descriptor_pool import DescriptorPool
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    pool = DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
+    request_class = message_factory.GetMessageClass(pool.FindMessageTypeByName("mlops.predictor.v1.PredictRequest"))
+    response_class = message_factory.GetMessageClass(pool.FindMessageTypeByName("mlops.predictor.v1.PredictResponse"))
+    call = channel.unary_unary("/mlops.predictor.v1.Predictor/Predict",
+                               request_serializer=lambda m: m.SerializeToString(),
+                               response_deserializer=response_class.FromString)
+    return request_class, call

@@ -18,7 +18,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from conftest import binary, running_stack
+from conftest import binary, predictor_stub, running_stack
 from test_stack_e2e import CUSTOMERS, FEATURES, ROOT, http, predict
 from test_web_page import browser  # noqa: F401  (the Chromium fixture)
 
@@ -137,17 +137,9 @@ def test_the_api_and_its_checks_follow_the_new_schema(stack, v2):
 def test_the_predictor_checks_the_new_width_itself(stack, v2):
     """Over gRPC, with message classes built from the server's own reflection."""
     import grpc
-    from google.protobuf import message_factory
-    from google.protobuf.descriptor_pool import DescriptorPool
-    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
     with grpc.insecure_channel(stack.predictor.addrs["grpc"]) as channel:
-        pool = DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
-        request_class = message_factory.GetMessageClass(pool.FindMessageTypeByName("mlops.predictor.v1.PredictRequest"))
-        response_class = message_factory.GetMessageClass(pool.FindMessageTypeByName("mlops.predictor.v1.PredictResponse"))
-        call = channel.unary_unary("/mlops.predictor.v1.Predictor/Predict",
-                                   request_serializer=lambda m: m.SerializeToString(),
-                                   response_deserializer=response_class.FromString)
+        request_class, call = predictor_stub(channel)
         nan = float("nan")
 
         def request(values):

@@ -179,8 +179,6 @@ impl Write<'_> {
         Ok(out)
     }
 
-    /// The first `limit` entries (by key) of `table`, with their keys.
-
     /// Every key of `table` that starts with `prefix`.
     pub fn keys_with_prefix(&self, table: Table, prefix: &str) -> Result<Vec<String>, DbError> {
         let t = self.0.open_table(table)?;

@@ -15,6 +15,8 @@ struct LoggerState {
     down: AtomicBool,
     calls: AtomicUsize,
     taken: Mutex<Vec<String>>,
+    /// How long each call takes.
+    delay_ms: std::sync::atomic::AtomicU64,
 }
 
 #[tonic::async_trait]
@@ -24,6 +26,10 @@ impl InteractionLogger for Logger {
         request: tonic::Request<LogRequest>,
     ) -> Result<tonic::Response<LogResponse>, tonic::Status> {
         self.0.calls.fetch_add(1, Ordering::SeqCst);
+        let delay = self.0.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         if self.0.down.load(Ordering::SeqCst) {
             return Err(tonic::Status::unavailable("down for the test"));
         }
@@ -56,9 +62,19 @@ fn interaction(id: usize) -> Vec<Interaction> {
 
 /// A real tonic server running `Logger`, down at first, and a recorder in `mode` calling it.
 async fn down_logger(mode: LogMode) -> (Arc<LoggerState>, Arc<Recorder>) {
+    logger_with(mode, None, true).await
+}
+
+/// A real tonic server running `Logger` (down at first when `down`), and a recorder in `mode`
+/// calling it with `lanes` (None: no coalescing).
+async fn logger_with(
+    mode: LogMode,
+    lanes: Option<usize>,
+    down: bool,
+) -> (Arc<LoggerState>, Arc<Recorder>) {
     let server_side = Logger::default();
     let logger = Arc::clone(&server_side.0);
-    logger.down.store(true, Ordering::SeqCst);
+    logger.down.store(down, Ordering::SeqCst);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let server = tonic::transport::Server::builder()
@@ -73,6 +89,7 @@ async fn down_logger(mode: LogMode) -> (Arc<LoggerState>, Arc<Recorder>) {
         mode,
         1000,
         Duration::from_secs(1),
+        lanes,
     ));
     (logger, recorder)
 }
@@ -226,4 +243,64 @@ async fn strict_mode_answers_a_refusal_as_refused_not_unavailable() {
         Err(NotRecorded::Refused(_))
     ));
     assert!(!recorder.logger_down.load(Ordering::SeqCst));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_log_calls_and_each_returns_only_once_its_own_are_taken() {
+    for mode in [LogMode::Buffered, LogMode::Strict] {
+        let (logger, recorder) = logger_with(mode, Some(1), false).await;
+        logger.delay_ms.store(30, Ordering::SeqCst);
+        let tasks: Vec<_> = (0..40)
+            .map(|n| {
+                let (recorder, logger) = (Arc::clone(&recorder), Arc::clone(&logger));
+                tokio::spawn(async move {
+                    recorder.record(interaction(n), "r").await.unwrap();
+                    // stored, then returned: its interaction is with the logger already
+                    assert!(
+                        logger.taken.lock().unwrap().contains(&format!("i{n}")),
+                        "request {n} returned before the logger took its interaction"
+                    );
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let calls = logger.calls.load(Ordering::SeqCst);
+        assert_eq!(logger.taken.lock().unwrap().len(), 40, "{mode:?}");
+        assert!(calls < 40, "{mode:?}: {calls} Log calls for 40 requests");
+        assert_eq!(recorder.buffered(), 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_interaction_in_a_shared_call_fails_only_its_own_request() {
+    let (logger, recorder) = logger_with(LogMode::Strict, Some(1), false).await;
+    logger.delay_ms.store(30, Ordering::SeqCst);
+    // The first call occupies the lane; the rest queue and share the next call, bad one included.
+    let first = {
+        let recorder = Arc::clone(&recorder);
+        tokio::spawn(async move { recorder.record(interaction(100), "r").await })
+    };
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let tasks: Vec<_> = (0..10)
+        .map(|n| {
+            let recorder = Arc::clone(&recorder);
+            tokio::spawn(async move {
+                let which = if n == 3 { bad() } else { interaction(n) };
+                (n, recorder.record(which, "r").await)
+            })
+        })
+        .collect();
+    first.await.unwrap().unwrap();
+    for t in tasks {
+        let (n, result) = t.await.unwrap();
+        match n {
+            3 => assert!(matches!(result, Err(NotRecorded::Refused(_))), "{result:?}"),
+            _ => assert!(result.is_ok(), "request {n}: {result:?}"),
+        }
+    }
+    let taken = logger.taken.lock().unwrap().clone();
+    assert_eq!(taken.len(), 10, "{taken:?}");
+    assert!(!taken.iter().any(|i| i.starts_with("bad")));
 }

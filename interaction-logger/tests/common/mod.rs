@@ -223,4 +223,3 @@ pub async fn wait_delivered(url: &str, group: &str, acked: &BTreeMap<String, Int
         );
     }
 }
-

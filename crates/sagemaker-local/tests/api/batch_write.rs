@@ -90,7 +90,10 @@ async fn batch_write_takes_at_most_25_entries_as_aws_does() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some("ValidationError"), "{err:?}");
-    assert!(get(&app, "fg", "r0").await.is_none(), "nothing of it is written");
+    assert!(
+        get(&app, "fg", "r0").await.is_none(),
+        "nothing of it is written"
+    );
     let out = app
         .fs
         .batch_write_record()
@@ -122,10 +125,11 @@ async fn a_denied_batch_write_is_refused_as_iam_refuses_it() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some("AccessDeniedException"), "{err:?}");
-    assert!(err.message().unwrap().contains("sagemaker:BatchWriteRecord"));
-    assert_eq!(
-        err.raw_response().map(|r| r.status().as_u16()),
-        Some(403)
+    assert!(
+        err.message()
+            .unwrap()
+            .contains("sagemaker:BatchWriteRecord")
     );
+    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(403));
     assert!(get(&app, "fg", "d1").await.is_none());
 }
