@@ -1,28 +1,41 @@
 #!/usr/bin/env python3
 """End-to-end benchmark of the whole stack (release builds), printing figures, asserting nothing.
 
-    cargo build --release --workspace && python3 bench/stack_bench.py
+    cargo build --release --workspace && pip install -r bench/requirements.txt && python3 bench/stack_bench.py
 
-1. InvokeEndpoint direct (aws-sdk-rust, SigV4) vs POST /v1/predict through the gateway (which
-   adds the predictor hop and durable interaction logging), at fixed concurrency.
-2. The same two at a fixed 1,000 requests/s: what the gateway path adds at p50 and p99.
-3. The logger alone: durable (fsynced) Log acknowledgements per second; and its spool in a
-   folder of its own (LOGGER_SPOOL_DIR) against one under a root shared with other loggers
-   (LOGGER_SPOOL_ROOT, what compose and the AWS template use), interleaved rounds.
-4. Peak RSS (VmHWM) of every service afterwards.
-After every run through the logger it prints how many interactions were still unshipped and
-waits until they have shipped: a run's figures cannot hide shipping work left for later.
-At 1,000 requests/s it also prints the CPU time each process spends per request, and how
-many of the machine's cores that keeps busy.
-The load generator (crates/loadgen) shares the machine's cores with the services.
+Everything runs on this machine at once, the load generator (crates/loadgen) included, against
+one sagemaker-local. Two copies of the inference services run side by side: one with
+batching on (the defaults: rows of concurrent predictions share InvokeEndpoint calls,
+interactions of concurrent requests share Log calls, the logger ships by BatchWriteRecord),
+one with batching off (one InvokeEndpoint per prediction, one Log call per request, one
+PutRecord per interaction). Next to them, the Flask reference app (bench/flask_reference:
+gunicorn 2 workers x 8 threads, boto3, InvokeEndpoint then PutRecord then the answer). The
+machine is noisy, so every comparison runs interleaved, BENCH_ROUNDS rounds (default 3), and
+prints ranges.
+
+1. 64 concurrent clients: InvokeEndpoint direct, the gateway with batching on and off, the
+   Flask reference. For the gateway: CPU per request in each service, rows per
+   InvokeEndpoint, requests per Log call, entries per BatchWriteRecord, and the logger's
+   unshipped backlog during the run (sampled each second) and after it (how long it took to
+   ship). No run's figures hide shipping work left for later: each waits for the backlog.
+2. 1,000 requests/s: what the gateway path adds at p50 and p99 over InvokeEndpoint direct in
+   the same round, batching on and off; CPU per request; where the gateway's time goes.
+3. One request at a time: p50 with batching on and off.
+4. The logger alone: durable (fsynced) Log acknowledgements per second.
+5. Sustained: BENCH_SUSTAINED_SECONDS (default 60) at 64 concurrent through the gateway
+   (batching on): intake and the unshipped backlog every 5 s, and after.
+6. Peak RSS (VmHWM) of every process.
 """
 import json
 import os
 import pathlib
+import re
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -33,10 +46,12 @@ from stack import Service, Stack  # noqa: E402
 TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
 ROW = "63,40,29.01,0,4,0,2,1"
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+SUSTAINED = float(os.environ.get("BENCH_SUSTAINED_SECONDS", "60"))
 
 
-def loadgen(env, *args):
-    out = subprocess.run([str(TARGET / "loadgen"), *args, "--seconds", str(SECONDS)], env=env,
+def loadgen(env, *args, seconds=None):
+    out = subprocess.run([str(TARGET / "loadgen"), *args, "--seconds", str(seconds or SECONDS)], env=env,
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -54,139 +69,295 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_per_request(stack, run):
-    """Runs `run` (a loadgen call) and returns its result with the CPU milliseconds each
-    service and the load generator spent per answered request."""
-    before = {s.name: cpu_seconds(s.proc.pid) for s in stack.services}
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    r = run()
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    requests = r["rps"] * SECONDS
-    cost = {s.name: (cpu_seconds(s.proc.pid) - before[s.name]) * 1000 / requests for s in stack.services}
-    cost["loadgen"] = (after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime) * 1000 / requests
-    return r, cost
-
-
-def line(name, r):
-    print(f"  {name:<44} {r['rps']:>8.0f} req/s  p50 {r['p50_ms']:>6.2f} ms  p99 {r['p99_ms']:>6.2f} ms  errors {r['errors']}")
-
-
 def samples(url):
     """(series, value) of every sample at a Prometheus /metrics URL."""
     text = urllib.request.urlopen(url, timeout=5).read().decode()
     return [l.rsplit(" ", 1) for l in text.splitlines() if l and not l.startswith("#")]
 
 
-def spool_depth(logger):
-    return sum(float(v) for series, v in samples(f"http://{logger.addrs['admin']}/metrics")
-               if series.startswith("logger_spool_depth"))
+def metric(url, prefix):
+    return sum(float(v) for series, v in samples(url) if series.startswith(prefix))
 
 
-def drain(stack, logger=None):
-    """Prints how many interactions the run left unshipped and waits for the logger to ship
-    them, so that no run's figures hide shipping work left for later, or inherit it."""
-    logger = logger or stack.logger
-    left, start = spool_depth(logger), time.time()
-    while spool_depth(logger) > 0 and time.time() - start < 120:
-        time.sleep(0.1)
-    print(f"  left unshipped at the end: {left:.0f} (shipped {time.time() - start:.1f} s later)")
+class Services:
+    """One copy of the inference services (logger, predictor, gateway) on the stack's
+    sagemaker-local and registry-watcher; `batching` False turns every batching off."""
+
+    def __init__(self, stack, data, name, batching):
+        env = dict(stack.aws_env)
+        if not batching:
+            env.update(PREDICTOR_BATCHING="false", GATEWAY_LOG_CONCURRENCY="0", LOGGER_SHIP_BATCH_WRITE="false")
+        self.name, self.env = name, env
+        watcher = "http://" + stack.watcher.addrs["grpc"]
+        self.logger = Service("interaction-logger", [str(TARGET / "interaction-logger"), "--listen", "127.0.0.1:0",
+                                                     "--admin-listen", "127.0.0.1:0", "--spool-dir",
+                                                     os.path.join(data, name + "-spool")], env, subprocess.DEVNULL)
+        self.predictor = Service("predictor", [str(TARGET / "predictor"), "--listen", "127.0.0.1:0", "--admin-listen",
+                                               "127.0.0.1:0", "--registry-watcher-url", watcher], env, subprocess.DEVNULL)
+        self.gateway = Service("gateway", [str(TARGET / "gateway"), "--listen", "127.0.0.1:0",
+                                           "--predictor-url", "http://" + self.predictor.addrs["grpc"],
+                                           "--logger-url", "http://" + self.logger.addrs["grpc"],
+                                           "--registry-watcher-url", watcher], env, subprocess.DEVNULL)
+        self.url = "http://" + self.gateway.addrs["http"]
+        self.processes = [self.gateway, self.predictor, self.logger]
+        stack.wait_ready(self.url + "/readyz")
+
+    def admin(self, svc):
+        return f"http://{svc.addrs['admin']}/metrics"
+
+    def spool_depth(self):
+        return metric(self.admin(self.logger), "logger_spool_depth")
+
+    def drain(self, timeout=300):
+        """Waits until the logger has shipped everything; returns (left at the start, seconds)."""
+        left, start = self.spool_depth(), time.time()
+        while self.spool_depth() > 0 and time.time() - start < timeout:
+            time.sleep(0.1)
+        return left, time.time() - start
+
+    def counters(self):
+        """The batching figures' raw counters."""
+        p, l, g = self.admin(self.predictor), self.admin(self.logger), self.url + "/metrics"
+        return {
+            "rows": metric(p, "predictor_invocation_rows_sum"), "invocations": metric(p, "predictor_invocation_rows_count"),
+            "log_requests": metric(g, "gateway_log_call_requests_sum"), "log_calls": metric(g, "gateway_upstream_seconds_count{call=\"log\""),
+            "entries": metric(l, "logger_batch_write_entries_sum"), "batch_writes": metric(l, "logger_batch_write_entries_count"),
+            "puts": metric(l, "logger_ship_calls_total{operation=\"PutRecord\""),
+        }
+
+    def stop(self):
+        for svc in self.processes:
+            svc.stop()
 
 
-def spool_placement(stack, env, data, rounds=3):
-    """The stack's logger (its own spool folder) and a second logger whose spool lives under a
-    shared root, loaded in turn: durable acks per second and p50, as ranges."""
-    shared = Service("interaction-logger", [str(TARGET / "interaction-logger"), "--listen", "127.0.0.1:0",
-                                            "--admin-listen", "127.0.0.1:0"],
-                     dict(env, LOGGER_SPOOL_ROOT=os.path.join(data, "spools")), subprocess.DEVNULL)
-    results = {"own folder (LOGGER_SPOOL_DIR)": [], "shared root (LOGGER_SPOOL_ROOT)": []}
+class Flask:
+    """The Flask reference app under gunicorn on 127.0.0.1:0."""
+
+    def __init__(self, env):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--workers", "2", "--threads", "8", "--worker-class", "gthread",
+             "--bind", "127.0.0.1:0", "--chdir", str(ROOT / "bench" / "flask_reference"), "--log-level", "info",
+             "app:app"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        port = None
+        for line in self.proc.stderr:
+            m = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", line)
+            if m:
+                port = m.group(1)
+                break
+        if port is None:
+            raise RuntimeError(f"gunicorn did not start (exit code {self.proc.poll()}); pip install -r bench/requirements.txt")
+        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
+        self.url = f"http://127.0.0.1:{port}"
+        # One real prediction, or a loud failure (a worker that cannot boot is retried forever).
+        request = urllib.request.Request(self.url + "/v1/predict", headers={"content-type": "application/json"},
+                                         data=json.dumps({"instances": [[float(v) for v in ROW.split(",")]]}).encode())
+        for _ in range(100):
+            try:
+                json.loads(urllib.request.urlopen(request, timeout=5).read())["predictions"][0]["score"]
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            self.stop()
+            raise RuntimeError("the Flask reference app does not answer predictions")
+
+    def workers(self):
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout.split()
+        return [int(p) for p in out]
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def under_load(pids, sample, run):
+    """Runs `run` (a loadgen call) and returns (its result, CPU seconds per pid, samples of
+    `sample()` taken each second meanwhile)."""
+    before = {k: cpu_seconds(p) for k, p in pids.items()}
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    seen, done = [], threading.Event()
+
+    def watch():
+        while not done.wait(1.0):
+            seen.append(sample())
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     try:
-        for _ in range(rounds):
-            for (name, runs), logger in zip(results.items(), (stack.logger, shared)):
-                r = loadgen(env, "log", "--url", "http://" + logger.addrs["grpc"], "--concurrency", "256")
-                line(name, r)
-                drain(stack, logger)
-                runs.append(r)
+        r = run()
     finally:
-        shared.stop()
-    for name, runs in results.items():
-        rps, p50 = [r["rps"] for r in runs], [r["p50_ms"] for r in runs]
-        print(f"  {name:<44} {min(rps):>8.0f}-{max(rps):.0f} acks/s, p50 {min(p50):.2f}-{max(p50):.2f} ms")
+        done.set()
+        watcher.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = {k: cpu_seconds(p) - before[k] for k, p in pids.items()}
+    cpu["loadgen"] = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    return r, cpu, seen
 
 
-def histogram_totals(url):
-    """(sum, count) of every histogram series at a /metrics URL, by series."""
+def fmt(r):
+    return f"{r['rps']:>7.0f} req/s  p50 {r['p50_ms']:>6.2f} ms  p99 {r['p99_ms']:>6.2f} ms  errors {r['errors']}"
+
+
+def span(values, f="{:.0f}"):
+    return f.format(min(values)) if min(values) == max(values) else f"{f.format(min(values))}-{f.format(max(values))}"
+
+
+def histogram_totals(urls):
+    """(sum, count) of every histogram series at the /metrics URLs, by series."""
     totals = {}
-    for series, value in samples(url):
-        name, brace, labels = series.partition("{")
-        for part in ("_sum", "_count"):
-            if name.endswith(part):
-                key = name[: -len(part)] + brace + labels
-                totals.setdefault(key, [0.0, 0.0])[part == "_count"] = float(value)
+    for url in urls:
+        for series, value in samples(url):
+            name, brace, labels = series.partition("{")
+            for part in ("_sum", "_count"):
+                if name.endswith(part):
+                    key = name[: -len(part)] + brace + labels
+                    totals.setdefault(key, [0.0, 0.0])[part == "_count"] = float(value)
     return totals
 
 
-def hop_means(stack, run):
-    """Runs `run` and returns, for each timed hop, its mean milliseconds during the run."""
-    urls = [stack.url + "/metrics", f"http://{stack.predictor.addrs['admin']}/metrics"]
-    before = {k: v for u in urls for k, v in histogram_totals(u).items()}
-    result = run()
-    after = {k: v for u in urls for k, v in histogram_totals(u).items()}
-    means = {}
-    for series, (total, count) in after.items():
-        t0, c0 = before.get(series, (0.0, 0.0))
-        if count > c0:
-            means[series] = (total - t0) / (count - c0) * 1000
-    return result, means
+def gateway_run(svc, stack, args, seconds=None):
+    """One loadgen run through `svc`'s gateway: the result, CPU ms per request by process, the
+    batching figures, the mean time of each hop, and the backlog during and after."""
+    urls = [svc.url + "/metrics", svc.admin(svc.predictor)]
+    h0 = histogram_totals(urls)
+    c0 = svc.counters()
+    pids = {p.name: p.proc.pid for p in svc.processes}
+    pids["sagemaker-local"] = stack.sagemaker.proc.pid
+    body = json.dumps({"instances": [[float(v) for v in ROW.split(",")]]})
+    r, cpu, backlog = under_load(pids, svc.spool_depth, lambda: loadgen(
+        svc.env, "http", "--url", svc.url + "/v1/predict", "--body", body, *args, seconds=seconds))
+    h1 = histogram_totals(urls)
+    left, took = svc.drain()
+    c1 = svc.counters()
+    hops = {}
+    for series, (total, count) in h1.items():
+        t0, n0 = h0.get(series, (0.0, 0.0))
+        if count > n0:
+            hops[series] = (total - t0) / (count - n0) * 1000
+    mean = lambda key: next((v for k, v in hops.items() if k.startswith(key)), float("nan"))
+    r["hops"] = (mean("gateway_predict_seconds"), mean('gateway_upstream_seconds{call="predict"'),
+                 mean("predictor_endpoint_seconds"), mean('gateway_upstream_seconds{call="log"'))
+    d = {k: c1[k] - c0[k] for k in c0}
+    n = max(r["rps"] * (seconds or SECONDS), 1)
+    r["cpu"] = {k: v * 1000 / n for k, v in cpu.items()}
+    r["cpu_services"] = sum(v for k, v in r["cpu"].items() if k != "loadgen")
+    r["rows_per_invoke"] = d["rows"] / max(d["invocations"], 1)
+    r["requests_per_log"] = d["log_requests"] / max(d["log_calls"], 1) if d["log_requests"] else 1.0
+    r["entries_per_write"] = d["entries"] / d["batch_writes"] if d["batch_writes"] else (1.0 if d["puts"] else 0.0)
+    r["backlog_max"] = max(backlog, default=0)
+    r["backlog"] = backlog
+    r["left"], r["shipped_after"] = left, took
+    return r
 
 
-def print_cost(cost, rate=None):
-    services = sum(v for k, v in cost.items() if k != "loadgen")
-    busy = f": at 1,000 req/s they keep {(services + cost['loadgen']) * rate / 1000:.2f} of the {os.cpu_count()} cores busy" if rate else ""
-    print(f"  CPU per request through the gateway: {services:.3f} ms in the services ("
-          + ", ".join(f"{k} {v:.3f}" for k, v in cost.items() if k not in ("loadgen", "registry-watcher"))
-          + f"), {cost['loadgen']:.3f} ms in the load generator{busy}")
+def flask_run(flask, env, args):
+    pids = {"gunicorn": flask.proc.pid, **{f"worker{n}": p for n, p in enumerate(flask.workers())}}
+    body = json.dumps({"instances": [[float(v) for v in ROW.split(",")]]})
+    r, cpu, _ = under_load(pids, lambda: 0, lambda: loadgen(env, "http", "--url", flask.url + "/v1/predict",
+                                                             "--body", body, *args))
+    n = max(r["rps"] * SECONDS, 1)
+    r["cpu_services"] = sum(v for k, v in cpu.items() if k != "loadgen") * 1000 / n
+    return r
+
+
+def print_gateway(name, r):
+    print(f"  {name:<30} {fmt(r)}")
+    parts = ", ".join(f"{k} {v:.3f}" for k, v in r["cpu"].items() if k != "loadgen")
+    print(f"  {'':<30} CPU/request {r['cpu_services']:.3f} ms ({parts}; loadgen {r['cpu']['loadgen']:.3f})")
+    print(f"  {'':<30} rows/InvokeEndpoint {r['rows_per_invoke']:.1f}, requests/Log call {r['requests_per_log']:.1f},"
+          f" entries/BatchWriteRecord {r['entries_per_write']:.1f}; backlog during the run max {r['backlog_max']:.0f},"
+          f" at the end {r['left']:.0f} (shipped {r['shipped_after']:.1f} s later)")
+    total, predict, invoke, log = r["hops"]
+    print(f"  {'':<30} where the time goes (means): {total:.2f} ms in the gateway = predictor call {predict:.2f} ms"
+          f" (its InvokeEndpoint {invoke:.2f} ms) + Log call {log:.2f} ms + the gateway's own work")
 
 
 def main():
+    print(f"machine: {os.cpu_count()} cores, shared by the load generator and every process; "
+          f"{SECONDS:.0f} s per run, {ROUNDS} interleaved rounds")
     with tempfile.TemporaryDirectory() as data:
         os.environ["LOG_FORMAT"] = "json"
         os.environ["RUST_LOG"] = "warn"
         stack = Stack(str(TARGET), data, poll_ms=5000)
+        extra = []
         try:
             env = stack.aws_env
-            body = json.dumps({"instances": [[float(v) for v in ROW.split(",")]]})
-            gateway = ["http", "--url", stack.url + "/v1/predict", "--body", body]
+            on = Services(stack, data, "on", batching=True)
+            extra.append(on)
+            off = Services(stack, data, "off", batching=False)
+            extra.append(off)
+            flask = Flask(env)
+            extra.append(flask)
             direct = ["invoke", "--endpoint-name", "my-mlops-prod-endpoint", "--body", ROW]
-            print(f"machine: {os.cpu_count()} cores, shared by the load generator and all services; {SECONDS:.0f} s per run")
-            print("\nfixed concurrency (64):")
-            line("InvokeEndpoint direct (sagemaker-local)", loadgen(env, *direct, "--concurrency", "64"))
-            g, cost = cpu_per_request(stack, lambda: loadgen(env, *gateway, "--concurrency", "64"))
-            line("gateway end to end (predict + durable log)", g)
-            print_cost(cost)
-            drain(stack)
-            print("\nfixed rate, 1,000 requests/s:")
-            d = loadgen(env, *direct, "--rate", "1000")
-            (g, cost), hops = hop_means(stack, lambda: cpu_per_request(stack, lambda: loadgen(env, *gateway, "--rate", "1000")))
-            line("InvokeEndpoint direct", d)
-            line("gateway end to end", g)
-            print(f"  gateway path adds {g['p50_ms'] - d['p50_ms']:+.2f} ms at p50, {g['p99_ms'] - d['p99_ms']:+.2f} ms at p99")
-            print_cost(cost, rate=1000)
-            mean = lambda key: next((v for k, v in hops.items() if k.startswith(key)), float("nan"))
-            total, invoke = mean("gateway_predict_seconds"), mean("predictor_endpoint_seconds")
-            predict, log = mean('gateway_upstream_seconds{call="predict"'), mean('gateway_upstream_seconds{call="log"')
-            print(f"  where the gateway's time goes (means): {total:.2f} ms in all = predictor call {predict:.2f} ms"
-                  f" (its InvokeEndpoint {invoke:.2f} ms) + logger call {log:.2f} ms + the gateway's own work")
-            drain(stack)
-            print("\nlogger alone (one interaction per Log, fsynced before the ack):")
-            r = loadgen(env, "log", "--url", "http://" + stack.logger.addrs["grpc"], "--concurrency", "256")
-            line("InteractionLogger/Log", r)
-            drain(stack)
-            print("\nlogger spool placement, interleaved (both on this machine's local disk):")
-            spool_placement(stack, env, data)
-            print("\npeak RSS (VmHWM):")
-            for svc in stack.services:
+
+            print("\n1. 64 concurrent clients")
+            runs = {"direct": [], "on": [], "off": [], "flask": []}
+            for n in range(ROUNDS):
+                print(f" round {n + 1}")
+                d = loadgen(env, *direct, "--concurrency", "64")
+                print(f"  {'InvokeEndpoint direct':<30} {fmt(d)}")
+                runs["direct"].append(d)
+                for name, svc in (("on", on), ("off", off)):
+                    r = gateway_run(svc, stack, ["--concurrency", "64"])
+                    print_gateway(f"gateway, batching {name}", r)
+                    runs[name].append(r)
+                f = flask_run(flask, env, ["--concurrency", "64"])
+                print(f"  {'Flask reference':<30} {fmt(f)}  CPU/request {f['cpu_services']:.3f} ms")
+                runs["flask"].append(f)
+                print(f"  {'':<30} gateway (batching on) / Flask: {runs['on'][-1]['rps'] / max(f['rps'], 1):.1f}x")
+            print(" ranges:")
+            for name, label in (("direct", "InvokeEndpoint direct"), ("on", "gateway, batching on"),
+                                ("off", "gateway, batching off"), ("flask", "Flask reference")):
+                rs = runs[name]
+                cpu = f", CPU/request {span([r['cpu_services'] for r in rs], '{:.3f}')} ms" if "cpu_services" in rs[0] else ""
+                print(f"  {label:<30} {span([r['rps'] for r in rs])} req/s, p50 {span([r['p50_ms'] for r in rs], '{:.2f}')} ms{cpu}")
+            ratios = [a["rps"] / max(b["rps"], 1) for a, b in zip(runs["on"], runs["flask"])]
+            print(f"  gateway (batching on) / Flask, same round: {span(ratios, '{:.1f}')}x")
+
+            print("\n2. 1,000 requests/s")
+            added = {"on": [], "off": []}
+            for n in range(ROUNDS):
+                print(f" round {n + 1}")
+                d = loadgen(env, *direct, "--rate", "1000")
+                print(f"  {'InvokeEndpoint direct':<30} {fmt(d)}")
+                for name, svc in (("on", on), ("off", off)):
+                    r = gateway_run(svc, stack, ["--rate", "1000"])
+                    print_gateway(f"gateway, batching {name}", r)
+                    added[name].append((r["p50_ms"] - d["p50_ms"], r["p99_ms"] - d["p99_ms"], r["cpu_services"]))
+            for name in ("on", "off"):
+                a = added[name]
+                print(f"  batching {name:<4} the gateway path adds {span([x[0] for x in a], '{:+.2f}')} ms at p50,"
+                      f" {span([x[1] for x in a], '{:+.2f}')} ms at p99; CPU/request {span([x[2] for x in a], '{:.3f}')} ms")
+
+            print("\n3. one request at a time")
+            p50 = {"on": [], "off": []}
+            for n in range(ROUNDS):
+                for name, svc in (("on", on), ("off", off)):
+                    r = gateway_run(svc, stack, ["--concurrency", "1"])
+                    p50[name].append(r["p50_ms"])
+            for name in ("on", "off"):
+                print(f"  gateway, batching {name:<4} p50 {span(p50[name], '{:.3f}')} ms (median {statistics.median(p50[name]):.3f})")
+
+            print("\n4. the logger alone (one interaction per Log call, fsynced before the ack)")
+            for n in range(ROUNDS):
+                r = loadgen(env, "log", "--url", "http://" + on.logger.addrs["grpc"], "--concurrency", "256")
+                left, took = on.drain()
+                print(f"  {'InteractionLogger/Log':<30} {fmt(r)}; left unshipped {left:.0f}, shipped {took:.1f} s later")
+
+            print(f"\n5. sustained: {SUSTAINED:.0f} s at 64 concurrent through the gateway (batching on)")
+            r = gateway_run(on, stack, ["--concurrency", "64"], seconds=SUSTAINED)
+            print_gateway("gateway, batching on", r)
+            every = r["backlog"][4::5]
+            print(f"  backlog every 5 s: {', '.join(f'{b:.0f}' for b in every)}; intake {r['rps']:.0f}/s, so one"
+                  f" second of intake is {r['rps']:.0f}")
+
+            print("\n6. peak RSS (VmHWM)")
+            for svc in stack.services + on.processes + off.processes:
                 print(f"  {svc.name:<20} {peak_rss_mb(svc.proc.pid):6.1f} MB")
+            for n, pid in enumerate(flask.workers()):
+                print(f"  {'flask worker ' + str(n):<20} {peak_rss_mb(pid):6.1f} MB")
         finally:
+            for e in reversed(extra):
+                e.stop()
             stack.stop()
 
 

@@ -28,7 +28,9 @@ use crate::{
     runtime::artifact,
 };
 
-const BATCH: usize = 10_000;
+/// Rows read, written as Parquet and removed from the queue at a time: bounds the flusher's
+/// memory (rows, their Arrow columns and the encoded file are all held at once).
+const BATCH: usize = 2_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OfflineError {

@@ -15,6 +15,10 @@ pub type Job = Box<dyn FnOnce(&mut Write<'_>, &mut u64) -> Result<(), AwsError> 
 
 pub struct Writer(GroupCommit<u64, AwsError>);
 
+/// Writes in one transaction at most: a BatchWriteRecord job holds up to 25 records, and a
+/// transaction's dirty pages stay in memory until it commits.
+const MAX_JOBS_PER_COMMIT: usize = 128;
+
 impl From<redb::Error> for AwsError {
     fn from(e: redb::Error) -> Self {
         DbError::Redb(e).into()
@@ -38,7 +42,7 @@ impl Writer {
             "record-writer",
             db.database(),
             next,
-            1024,
+            MAX_JOBS_PER_COMMIT,
             stopped,
             "sagemaker_local_record_batch_size",
         )
