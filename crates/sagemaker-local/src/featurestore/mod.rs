@@ -49,35 +49,41 @@ struct PutRecordInput {
     ttl_duration: Option<TtlDuration>,
 }
 
-/// Validates one record for a write and prepares it for the writer.
+/// Validates one record for a write to `group` and prepares it for the writer; an invalid
+/// record comes back with the error.
 fn prepare_put(
     state: &AppState,
-    group_name: &str,
+    group: FeatureGroupRecord,
     record: Vec<FeatureValue>,
     target_stores: Option<&[String]>,
     ttl: Option<TtlDuration>,
-) -> Result<record::Put, AwsError> {
-    let group = group_for_write(state, group_name)?;
-    let (online, offline) = record::target_stores(&group, target_stores)?;
-    let checked = record::check(&group, &record)?;
-    let ttl = match ttl.or(group.online_ttl) {
-        Some(ttl) if online || group.online_enabled => Some(ttl.seconds()?),
-        Some(_) => {
-            return Err(AwsError::validation_error(
-                "TtlDuration needs the OnlineStore.",
-            ));
-        }
-        None => None,
+) -> Result<record::Put, (AwsError, Vec<FeatureValue>)> {
+    let checks = || -> Result<_, AwsError> {
+        let (online, offline) = record::target_stores(&group, target_stores)?;
+        let checked = record::check(&group, &record)?;
+        let ttl = match ttl.or(group.online_ttl) {
+            Some(ttl) if online || group.online_enabled => Some(ttl.seconds()?),
+            Some(_) => {
+                return Err(AwsError::validation_error(
+                    "TtlDuration needs the OnlineStore.",
+                ));
+            }
+            None => None,
+        };
+        Ok((checked, online, offline, ttl))
     };
-    Ok(record::Put {
-        group,
-        record,
-        checked,
-        online,
-        offline,
-        ttl,
-        received: state.now(),
-    })
+    match checks() {
+        Ok((checked, online, offline, ttl)) => Ok(record::Put {
+            group,
+            record,
+            checked,
+            online,
+            offline,
+            ttl,
+            received: state.now(),
+        }),
+        Err(e) => Err((e, record)),
+    }
 }
 
 pub async fn put_record(
@@ -88,11 +94,12 @@ pub async fn put_record(
     let input: PutRecordInput = parse_body(&body)?;
     let put = prepare_put(
         &state,
-        &name,
+        group_for_write(&state, &name)?,
         input.record,
         input.target_stores.as_deref(),
         input.ttl_duration,
-    )?;
+    )
+    .map_err(|(e, _)| e)?;
     state
         .records
         .run(Box::new(move |txn, seq| {
@@ -106,16 +113,18 @@ pub async fn put_record(
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct BatchWriteInput {
-    entries: Vec<Value>,
+    entries: Vec<BatchWriteEntry>,
     ttl_duration: Option<TtlDuration>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize)]
 #[serde(rename_all = "PascalCase")]
 struct BatchWriteEntry {
     feature_group_name: String,
     record: Vec<FeatureValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     target_stores: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     ttl_duration: Option<TtlDuration>,
 }
 
@@ -136,23 +145,30 @@ pub async fn batch_write_record(
         )));
     }
     let input_len = input.entries.len();
+    // Each group is looked up once per call.
+    let mut groups: std::collections::HashMap<String, Result<FeatureGroupRecord, AwsError>> =
+        Default::default();
     let (mut puts, mut errors) = (Vec::new(), Vec::new());
-    for raw in input.entries {
-        let prepared = serde_json::from_value::<BatchWriteEntry>(raw.clone())
-            .map_err(|e| AwsError::validation_error(format!("Invalid entry: {e}")))
-            .and_then(|e| {
-                prepare_put(
-                    &state,
-                    &e.feature_group_name,
-                    e.record,
-                    e.target_stores.as_deref(),
-                    e.ttl_duration.or(input.ttl_duration),
-                )
-            });
+    for entry in input.entries {
+        let group = groups
+            .entry(entry.feature_group_name.clone())
+            .or_insert_with(|| group_for_write(&state, &entry.feature_group_name))
+            .clone();
+        let prepared = match group {
+            Ok(group) => prepare_put(
+                &state,
+                group,
+                entry.record,
+                entry.target_stores.as_deref(),
+                entry.ttl_duration.or(input.ttl_duration),
+            ),
+            Err(e) => Err((e, entry.record)),
+        };
         match prepared {
             Ok(put) => puts.push(put),
-            Err(e) => {
-                errors.push(json!({ "Entry": raw, "ErrorCode": e.code, "ErrorMessage": e.message }))
+            Err((e, record)) => {
+                let echoed = BatchWriteEntry { record, ..entry };
+                errors.push(json!({ "Entry": echoed, "ErrorCode": e.code, "ErrorMessage": e.message }))
             }
         }
     }
