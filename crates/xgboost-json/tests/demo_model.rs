@@ -1,11 +1,16 @@
 //! Parity with xgboost itself: `demo/model/expected.csv` is Python xgboost's `predict` on
 //! every row of `demo/data/customers.csv` (written by `demo/train_demo.py`).
 
-use std::path::PathBuf;
-
+/// The demo's files, embedded when the test is built (so a test binary built from one checkout
+/// still runs after that checkout is gone, e.g. with a shared target dir).
 fn demo(path: &str) -> String {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../demo");
-    std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+    match path {
+        "model/xgboost-model.json" => include_str!("../../../demo/model/xgboost-model.json"),
+        "data/customers.csv" => include_str!("../../../demo/data/customers.csv"),
+        "model/expected.csv" => include_str!("../../../demo/model/expected.csv"),
+        other => panic!("not embedded: {other}"),
+    }
+    .to_owned()
 }
 
 #[test]

@@ -230,9 +230,9 @@ impl Drop for App {
 
 /// The first `n` demo customers as CSV rows, and xgboost's own predictions for them.
 pub fn demo_rows(n: usize) -> (String, Vec<f64>) {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../demo");
-    let data = std::fs::read_to_string(format!("{root}/data/customers.csv")).unwrap();
-    let expected = std::fs::read_to_string(format!("{root}/model/expected.csv")).unwrap();
+    // Embedded at build time, as MODEL_JSON is.
+    let data = include_str!("../../../../demo/data/customers.csv");
+    let expected = include_str!("../../../../demo/model/expected.csv");
     let rows: Vec<String> = data
         .lines()
         .skip(1)
