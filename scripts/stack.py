@@ -13,6 +13,7 @@ SIGINT/SIGTERM stops the services in reverse order, each with SIGTERM (they drai
 import argparse
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -92,9 +93,12 @@ class Stack:
                                  PIPELINE_SOURCE_DIR=ROOT, DEPLOY_POLL_MS="100",
                                  TRAIN_WAIT_FOR_ROWS_SECS="10")  # the offline store lags a fresh stack
         self.wait_endpoint()
+        # The logger's dead-letter routes need a token: a new one per start.
+        self.admin_token = secrets.token_urlsafe(24)
         self.logger = self._start("interaction-logger", [
             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-            "--spool-dir", os.path.join(data_dir, "interaction-logger")], self.aws_env)
+            "--spool-dir", os.path.join(data_dir, "interaction-logger")],
+            dict(self.aws_env, LOGGER_ADMIN_TOKEN=self.admin_token))
         self.watcher = self._start("registry-watcher", [
             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--poll-ms", str(poll_ms)], self.aws_env)
         self.predictor = self._start("predictor", [
@@ -165,6 +169,7 @@ def main():
           f"  predictor:   grpc {stack.predictor.addrs['grpc']}, admin http://{stack.predictor.addrs['admin']}/metrics\n"
           f"  watcher:     grpc {stack.watcher.addrs['grpc']}, admin http://{stack.watcher.addrs['admin']}/metrics\n"
           f"  logger:      grpc {stack.logger.addrs['grpc']}, admin http://{stack.logger.addrs['admin']}/metrics\n"
+          f"  dead letters: curl -H 'Authorization: Bearer {stack.admin_token}' http://{stack.logger.addrs['admin']}/dead-letters\n"
           "  pipeline:    listening: approving a model package deploys it (scripts/local mlops-pipeline run trains one)\n"
           "Ctrl-C stops it.", flush=True)
     while not stop and all(s.proc.poll() is None for s in stack.services):

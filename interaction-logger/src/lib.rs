@@ -70,6 +70,10 @@ pub struct Config {
     /// together (0: ship each as soon as it is spooled).
     #[arg(long, env = "LOGGER_SHIP_LINGER_MS", default_value_t = 20)]
     pub ship_linger_ms: u64,
+    /// The token the admin port's dead-letter routes require (`Authorization: Bearer ...`);
+    /// unset, they are refused. Give it as a secret.
+    #[arg(long, env = "LOGGER_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     #[command(flatten)]
     pub grace: shutdown::Grace,
     #[command(flatten)]
@@ -138,11 +142,24 @@ pub async fn run(
 
     let readiness = telemetry::Readiness::default();
     readiness.set(true);
+    // Dead letters are recorded interactions, and a replay changes state: both need the token.
+    let token: Option<Arc<str>> = config
+        .admin_token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .map(Arc::from);
+    if token.is_none() {
+        tracing::info!("no LOGGER_ADMIN_TOKEN: the dead-letter routes are refused");
+    }
     let admin_routes = telemetry::admin_router(readiness.clone()).merge(
         axum::Router::new()
             .route("/dead-letters", get(list_dead_letters))
             .route("/dead-letters/replay", post(replay_dead_letters))
-            .with_state((Arc::clone(&spool), Arc::clone(&wake))),
+            .with_state((Arc::clone(&spool), Arc::clone(&wake)))
+            .route_layer(axum::middleware::from_fn_with_state(
+                token,
+                telemetry::require_admin_token,
+            )),
     );
     let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(telemetry::serve_admin(

@@ -69,6 +69,16 @@ async fn refused_records_are_dead_lettered_listed_and_replayed() {
     );
     assert_eq!(metric(&metrics, "logger_spool_depth"), 0.0);
 
+    // The admin routes need the token: none, or a wrong one, is refused and changes nothing.
+    for token in [None, Some("not-the-token")] {
+        for (method, path) in [("POST", "/dead-letters/replay"), ("GET", "/dead-letters")] {
+            let (status, body) = common::http_as(&admin_addr, method, path, token).await;
+            assert_eq!(status, 401, "{method} {path} with {token:?}: {body}");
+        }
+    }
+    let (status, _) = common::http_as(&admin_addr, "GET", "/metrics", None).await;
+    assert_eq!(status, 200, "metrics stay open");
+
     // Replay: queued again with the same id; still refused, so dead-lettered a second time.
     let replayed = http(&admin_addr, "POST", "/dead-letters/replay").await;
     assert_eq!(

@@ -110,7 +110,7 @@ where
 /// ```ignore
 /// telemetry::grpc_main!(
 ///     name = "predictor", about = "gRPC predictor in front of a SageMaker real-time endpoint",
-///     listen = ("PREDICTOR_LISTEN", "0.0.0.0:50051"), admin = ("PREDICTOR_ADMIN_LISTEN", "0.0.0.0:9101"),
+///     listen = ("PREDICTOR_LISTEN", "0.0.0.0:50051"), admin = ("PREDICTOR_ADMIN_LISTEN", "127.0.0.1:9101"),
 ///     config = predictor::Config, run = predictor::run,
 /// );
 /// ```
@@ -207,6 +207,44 @@ pub fn admin_router(readiness: Readiness) -> Router {
                 }
             }),
         )
+}
+
+/// Guards admin routes that change state or show recorded data: they need
+/// `Authorization: Bearer <token>` (401 without it); with no token configured they are refused
+/// (403), never open. Use with `axum::middleware::from_fn_with_state(token, require_admin_token)`.
+pub async fn require_admin_token(
+    axum::extract::State(token): axum::extract::State<Option<Arc<str>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Some(token) = token else {
+        return (
+            StatusCode::FORBIDDEN,
+            "this route needs an admin token, and none is configured (the service's *_ADMIN_TOKEN)",
+        )
+            .into_response();
+    };
+    let given = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
+        return next.run(request).await;
+    }
+    metrics::counter!("admin_unauthorized_total").increment(1);
+    (
+        StatusCode::UNAUTHORIZED,
+        [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+        "a valid admin token is required: Authorization: Bearer <token>",
+    )
+        .into_response()
+}
+
+/// Compares two secrets in time that depends only on their lengths.
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled.

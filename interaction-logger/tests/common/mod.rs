@@ -99,6 +99,7 @@ pub async fn start_with(
         max_bytes: 1 << 20,
         ship_concurrency: 4,
         ship_batch_write: true,
+        admin_token: Some(ADMIN_TOKEN.into()),
         ship_linger_ms: linger_ms,
         grace: shutdown::Grace {
             shutdown_grace_secs: 5,
@@ -132,15 +133,32 @@ impl Logger {
     }
 }
 
-/// One HTTP/1.1 request without a body; returns the response body.
+/// The admin token the test loggers are given.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// One HTTP/1.1 request without a body, with the admin token; returns the response body.
 pub async fn http(addr: &str, method: &str, path: &str) -> String {
+    http_as(addr, method, path, Some(ADMIN_TOKEN)).await.1
+}
+
+/// One HTTP/1.1 request without a body, with `token` as the bearer token if any; returns the
+/// status code and the body.
+pub async fn http_as(addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
-    out.split_once("\r\n\r\n")
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// The sum of a Prometheus metric's samples (all label sets).
