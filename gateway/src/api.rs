@@ -15,7 +15,7 @@ use proto::{
 };
 use serde::Serialize;
 
-use crate::{App, input, interactions::NotRecorded, problem::Problem};
+use crate::{App, access::Caller, input, interactions::NotRecorded, problem::Problem};
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct PredictResponse {
@@ -108,11 +108,16 @@ fn request_id(headers: &HeaderMap) -> String {
     ),
 )]
 #[tracing::instrument(name = "predict", skip_all, fields(request_id))]
-pub async fn predict(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn predict(
+    State(app): State<Arc<App>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let started = Instant::now();
     let id = request_id(&headers);
     tracing::Span::current().record("request_id", id.as_str());
-    let result = predict_inner(&app, &headers, &id, &body, started).await;
+    let result = predict_inner(&app, &caller, &headers, &id, &body, started).await;
     let status = match &result {
         Ok(_) => 200,
         Err(p) => p.status,
@@ -128,6 +133,7 @@ pub async fn predict(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
 
 async fn predict_inner(
     app: &App,
+    caller: &Caller,
     headers: &HeaderMap,
     id: &str,
     body: &[u8],
@@ -168,12 +174,17 @@ async fn predict_inner(
     } else {
         Source::Api
     };
-    let client_id = headers
-        .get("x-client-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .unwrap_or("anonymous")
-        .to_owned();
+    // With API keys, the key's name; never a header the caller chose. Open (no keys): the
+    // caller's own X-Client-Id, as a label only.
+    let client_id = match &caller.key_name {
+        Some(name) => name.clone(),
+        None => headers
+            .get("x-client-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .unwrap_or("anonymous")
+            .to_owned(),
+    };
     let event_time = chrono::Utc::now()
         .format("%Y-%m-%dT%H:%M:%S%.3fZ")
         .to_string();

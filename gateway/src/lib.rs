@@ -2,6 +2,7 @@
 //! `/healthz`, `/readyz` (predictor reachable), `/metrics`. Each prediction goes to the
 //! predictor, then its interactions to the logger, then back to the caller.
 
+pub mod access;
 pub mod api;
 pub mod input;
 pub mod interactions;
@@ -82,11 +83,18 @@ pub struct Config {
     /// busy share the next call. 0: one call per request.
     #[arg(long, env = "GATEWAY_LOG_CONCURRENCY", default_value_t = 2)]
     pub log_concurrency: usize,
+    /// Other web origins allowed to call the API from a browser (comma-separated, e.g.
+    /// `https://app.example.com`); none by default.
+    #[arg(long, env = "GATEWAY_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    #[command(flatten)]
+    pub access: access::AccessConfig,
     #[command(flatten)]
     pub grace: shutdown::Grace,
 }
 
 pub struct App {
+    pub access: Arc<access::Access>,
     pub config: Config,
     pub schemas: schema::Schemas,
     pub predictor: PredictorClient<Channel>,
@@ -164,6 +172,7 @@ impl App {
         let predictor_channel = channel(&config.predictor_url)?;
         let logger = InteractionLoggerClient::new(channel(&config.logger_url)?);
         Ok(Arc::new(App {
+            access: Arc::new(access::Access::new(config.access.clone())?),
             schemas: schema::Schemas::new(config.features.as_deref()),
             predictor: PredictorClient::new(predictor_channel.clone()),
             registry: match &config.registry_watcher_url {
@@ -207,12 +216,26 @@ pub fn router(app: Arc<App>) -> Router {
             app.config.max_body_bytes,
             refuse_oversized,
         ))
-        .route_layer(shed);
+        .route_layer(shed)
+        // Outermost: a caller without a valid key, or over its limit, is answered before its
+        // body is read.
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&app.access),
+            access::guard,
+        ));
+    let health = if app.access.keys_required() {
+        "ok (API keys required)"
+    } else {
+        "ok (open: no API keys configured)"
+    };
+    let cors = cors(&app.config.cors_origins);
     Router::new()
         .route("/", get(page))
+        .route("/static/app.js", get(script))
+        .route("/static/app.css", get(style))
         .route("/v1/model", get(api::model))
         .route("/openapi.json", get(openapi))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(move || async move { health }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(|| async { telemetry::render() }))
         .merge(api)
@@ -222,8 +245,62 @@ pub fn router(app: Arc<App>) -> Router {
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(TraceLayer::new_for_http())
-                .layer(PropagateRequestIdLayer::x_request_id()),
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(middleware::from_fn(security_headers))
+                .option_layer(cors),
         )
+}
+
+/// The page's protections, on every response: scripts, styles and requests only from this
+/// origin (no inline script, no other origin), no framing, no MIME sniffing, no referrer.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     connect-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+    ] {
+        headers.insert(name, header::HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// CORS for the configured origins only (none: browsers on other origins cannot read answers).
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<header::HeaderValue> = origins
+        .iter()
+        .map(|o| o.trim())
+        .filter(|o| !o.is_empty())
+        .filter_map(|o| header::HeaderValue::from_str(o).ok())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                header::HeaderName::from_static("x-api-key"),
+                header::HeaderName::from_static("x-request-id"),
+                header::HeaderName::from_static("x-client-id"),
+            ])
+            .expose_headers([
+                header::RETRY_AFTER,
+                header::HeaderName::from_static("ratelimit"),
+                header::HeaderName::from_static("ratelimit-policy"),
+                header::HeaderName::from_static("x-request-id"),
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 /// Refuses a declared body over the limit before reading any of it, so a client that waits
@@ -273,6 +350,22 @@ async fn page() -> Html<&'static str> {
     Html(include_str!("../static/index.html"))
 }
 
+async fn script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../static/app.js"),
+    )
+        .into_response()
+}
+
+async fn style() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("../static/app.css"),
+    )
+        .into_response()
+}
+
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     let mut health =
         tonic_health::pb::health_client::HealthClient::new(app.predictor_channel.clone());
@@ -307,6 +400,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let retry_stop = CancellationToken::new();
+    let keys = tokio::spawn(Arc::clone(&app.access).maintain(retry_stop.clone()));
     let retry = tokio::spawn({
         let app = Arc::clone(&app);
         let stop = retry_stop.clone();
@@ -319,7 +413,7 @@ pub async fn run(
         listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         }),
-        router(Arc::clone(&app)),
+        router(Arc::clone(&app)).into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(async move { stop.cancelled().await });
     tokio::select! {
@@ -328,6 +422,7 @@ pub async fn run(
     }
     retry_stop.cancel();
     let _ = tokio::time::timeout(grace, retry).await;
+    let _ = keys.await;
     tracing::info!(buffered = app.recorder.buffered(), "gateway stopped");
     Ok(())
 }

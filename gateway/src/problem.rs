@@ -26,6 +26,10 @@ pub struct Problem {
     /// Seconds to wait before retrying (429/503).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
+    /// Further response headers (e.g. `WWW-Authenticate`, `RateLimit`).
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Problem {
@@ -38,6 +42,7 @@ impl Problem {
             field: None,
             request_id: None,
             retry_after: None,
+            headers: Vec::new(),
         }
     }
 
@@ -87,11 +92,17 @@ impl Problem {
 }
 
 impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
+    fn into_response(mut self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let retry_after = self.retry_after;
+        let extra = std::mem::take(&mut self.headers);
         let mut response = (status, axum::Json(self)).into_response();
         let headers = response.headers_mut();
+        for (name, value) in extra {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(name, v);
+            }
+        }
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),

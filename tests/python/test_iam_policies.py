@@ -174,3 +174,67 @@ def test_security_groups_let_in_only_the_callers(template):
     private_routes = [v for v in res.values() if v["Type"] == "AWS::EC2::Route"
                       and v["Properties"]["RouteTableId"] == {"Ref": "PrivateRouteTable"}]
     assert not private_routes, "the private subnets must have no route out (no NAT path)"
+
+
+SECRET = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:mlops-api-keys-AbCdEf"
+TOKEN_SECRET = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:mlops-admin-token-AbCdEf"
+
+
+def test_secrets_reach_only_their_container_through_its_execution_role(template):
+    """The API keys and the admin token come from Secrets Manager through the task definitions'
+    `Secrets`; only the execution role of the container that uses one may read it."""
+    params = dict(PARAMS, ApiKeysSecretArn=SECRET, LoggerAdminTokenSecretArn=TOKEN_SECRET)
+    resolve = Resolver(template, params).value
+    reads = {service: {(a, r) for a, r in plain(grants(template, params, f"{service}ExecutionRole"))
+                       if a.startswith("secretsmanager:")}
+             for service in ("Gateway", "Predictor", "Logger", "Watcher")}
+    assert reads == {"Gateway": {("secretsmanager:GetSecretValue", SECRET)}, "Predictor": set(),
+                     "Logger": {("secretsmanager:GetSecretValue", TOKEN_SECRET)}, "Watcher": set()}, reads
+
+    def secrets(task):
+        container, = resolve(template["Resources"][task]["Properties"]["ContainerDefinitions"])
+        return {s["Name"]: s["ValueFrom"] for s in container.get("Secrets", [])}
+    assert secrets("GatewayTask") == {"GATEWAY_API_KEYS": SECRET}
+    assert secrets("LoggerTask") == {"LOGGER_ADMIN_TOKEN": TOKEN_SECRET}
+    # Not given: no secret, no grant (the API is open, the dead-letter routes refused).
+    assert secrets_without(template) == ({}, {})
+
+
+def secrets_without(template):
+    resolve = Resolver(template, PARAMS).value
+    out = []
+    for task in ("GatewayTask", "LoggerTask"):
+        container, = resolve(template["Resources"][task]["Properties"]["ContainerDefinitions"])
+        out.append({s["Name"]: s["ValueFrom"] for s in container.get("Secrets", [])})
+    return tuple(out)
+
+
+def test_the_gateway_believes_only_the_load_balancer_and_admin_ports_stay_on_loopback(template):
+    resolve = Resolver(template, PARAMS).value
+    env = {}
+    for task in ("GatewayTask", "PredictorTask", "LoggerTask", "WatcherTask"):
+        container, = resolve(template["Resources"][task]["Properties"]["ContainerDefinitions"])
+        env[task] = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert env["GatewayTask"]["GATEWAY_TRUSTED_PROXIES"] == resolve({"Ref": "VpcCidr"})
+    assert int(env["GatewayTask"]["GATEWAY_ANON_RATE_PER_SEC"]) >= 1
+    for task, name in (("PredictorTask", "PREDICTOR"), ("LoggerTask", "LOGGER"), ("WatcherTask", "WATCHER")):
+        assert env[task][f"{name}_ADMIN_LISTEN"].startswith("127.0.0.1:"), env[task]
+    rule = template["Resources"]["MetricsNotPublic"]["Properties"]
+    assert rule["Conditions"][0]["PathPatternConfig"]["Values"][0] == "/metrics"
+    assert rule["Actions"][0]["Type"] == "fixed-response"
+
+
+def test_a_waf_with_a_rate_rule_and_the_common_rule_set_guards_the_load_balancer(template):
+    res = template["Resources"]
+    acl = res["WebAcl"]["Properties"]
+    assert acl["Scope"] == "REGIONAL" and acl["DefaultAction"] == {"Allow": {}}
+    rules = {r["Name"]: r for r in acl["Rules"]}
+    rate = rules["rate-per-address"]
+    assert rate["Action"] == {"Block": {}}
+    assert rate["Statement"]["RateBasedStatement"] == {"Limit": {"Ref": "WafRateLimitPer5Min"}, "AggregateKeyType": "IP"}
+    managed = {r["Statement"]["ManagedRuleGroupStatement"]["Name"] for r in acl["Rules"] if "ManagedRuleGroupStatement" in r["Statement"]}
+    assert "AWSManagedRulesCommonRuleSet" in managed, managed
+    assert res["WebAclAssociation"]["Properties"] == {"ResourceArn": {"Ref": "LoadBalancer"},
+                                                      "WebACLArn": {"Fn::GetAtt": ["WebAcl", "Arn"]}}
+    redacted = {f["SingleHeader"]["Name"] for f in res["WafLogging"]["Properties"]["RedactedFields"]}
+    assert redacted == {"authorization", "x-api-key"}, "the WAF's logs must not hold API keys"

@@ -168,7 +168,9 @@ pub async fn batch_write_record(
             Ok(put) => puts.push(put),
             Err((e, record)) => {
                 let echoed = BatchWriteEntry { record, ..entry };
-                errors.push(json!({ "Entry": echoed, "ErrorCode": e.code, "ErrorMessage": e.message }))
+                errors.push(
+                    json!({ "Entry": echoed, "ErrorCode": e.code, "ErrorMessage": e.message }),
+                )
             }
         }
     }

@@ -1,0 +1,456 @@
+//! Who may call the API, and how often.
+//!
+//! - **API keys** (`GATEWAY_API_KEYS_FILE`, or `GATEWAY_API_KEYS` inline): JSON
+//!   `{"keys": [{"name": "acme", "sha256": "<hex of the key's SHA-256>", "per_second": 50,
+//!   "burst": 100}]}`. The gateway holds only the hashes. With keys configured, `POST
+//!   /v1/predict` needs one (`Authorization: Bearer <key>` or `X-Api-Key: <key>`) or is
+//!   answered 401 before anything is predicted or recorded; the recorded `client_id` is the
+//!   key's name. The file is read again every `GATEWAY_API_KEYS_RELOAD_MS`: added, changed and
+//!   revoked keys take effect without a restart (a file that cannot be read or parsed keeps the
+//!   keys in force, loudly). With no keys configured the API is open, as before (the local
+//!   default), and says so at start-up and in `/healthz`.
+//! - **Rate limits**: a token bucket per key (its own `per_second`/`burst`, else
+//!   `GATEWAY_KEY_RATE_PER_SEC`/`GATEWAY_KEY_BURST`), and per client address for anonymous
+//!   callers (`GATEWAY_ANON_RATE_PER_SEC`/`GATEWAY_ANON_BURST`; unset: unlimited). The address
+//!   is the peer's, or, when the peer is a trusted proxy (`GATEWAY_TRUSTED_PROXIES`, CIDRs),
+//!   the nearest untrusted address in `X-Forwarded-For`. Over the limit: 429 with
+//!   `Retry-After`; every limited answer carries `RateLimit-Policy` and `RateLimit`. The
+//!   buckets are this process's (shared by all its threads): N gateway tasks admit up to N
+//!   times a limit.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    num::NonZeroU32,
+    path::PathBuf,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use axum::{
+    extract::{ConnectInfo, Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use governor::{
+    Quota, RateLimiter,
+    clock::{Clock, DefaultClock},
+    middleware::StateInformationMiddleware,
+    state::{InMemoryState, NotKeyed, keyed::DefaultKeyedStateStore},
+};
+use ipnet::IpNet;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::problem::Problem;
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct AccessConfig {
+    /// A JSON file of API keys (their SHA-256 hashes, names and limits), read again while
+    /// running. Set it (or GATEWAY_API_KEYS) and every prediction needs a key.
+    #[arg(long, env = "GATEWAY_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+    /// The same JSON inline (e.g. injected from Secrets Manager); read at start.
+    #[arg(long, env = "GATEWAY_API_KEYS", hide_env_values = true)]
+    pub api_keys: Option<String>,
+    /// How often the keys file is read again.
+    #[arg(long, env = "GATEWAY_API_KEYS_RELOAD_MS", default_value_t = 2000)]
+    pub api_keys_reload_ms: u64,
+    /// Requests per second a key may make when its entry sets none.
+    #[arg(long, env = "GATEWAY_KEY_RATE_PER_SEC", default_value_t = 100)]
+    pub key_rate_per_sec: u32,
+    /// The burst a key may make when its entry sets none.
+    #[arg(long, env = "GATEWAY_KEY_BURST", default_value_t = 200)]
+    pub key_burst: u32,
+    /// Requests per second per client address without a key (unset: unlimited).
+    #[arg(long, env = "GATEWAY_ANON_RATE_PER_SEC")]
+    pub anon_rate_per_sec: Option<u32>,
+    /// The burst per client address without a key (default: one second's worth).
+    #[arg(long, env = "GATEWAY_ANON_BURST")]
+    pub anon_burst: Option<u32>,
+    /// Proxies (CIDRs, comma-separated) whose X-Forwarded-For is believed, e.g. the load
+    /// balancer's subnets.
+    #[arg(long, env = "GATEWAY_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+type Bucket = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
+type AddressBuckets =
+    RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock, StateInformationMiddleware>;
+
+/// One key's holder.
+pub struct Client {
+    pub name: String,
+    limit: Limit,
+    bucket: Bucket,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Limit {
+    per_second: NonZeroU32,
+    burst: NonZeroU32,
+}
+
+impl Limit {
+    fn new(per_second: u32, burst: u32) -> Option<Self> {
+        Some(Limit {
+            per_second: NonZeroU32::new(per_second)?,
+            burst: NonZeroU32::new(burst)?,
+        })
+    }
+
+    fn quota(self) -> Quota {
+        Quota::per_second(self.per_second).allow_burst(self.burst)
+    }
+
+    /// `RateLimit-Policy`: the bucket's size over the time it takes to refill.
+    fn policy(self, name: &str) -> String {
+        let window = self.burst.get().div_ceil(self.per_second.get());
+        format!("\"{name}\";q={};w={window}", self.burst)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyFile {
+    keys: Vec<KeyEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyEntry {
+    name: String,
+    sha256: String,
+    per_second: Option<u32>,
+    burst: Option<u32>,
+}
+
+/// The rate-limit headers an admitted request's answer carries.
+type LimitHeaders = Vec<(&'static str, String)>;
+
+/// The keys in force, by the SHA-256 of the key.
+type Keys = HashMap<[u8; 32], Arc<Client>>;
+
+/// Who called, once admitted: what the interaction records.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// The key's name; `None` for an anonymous caller (open mode).
+    pub key_name: Option<String>,
+}
+
+pub struct Access {
+    config: AccessConfig,
+    /// `None`: open mode (no keys configured).
+    keys: Option<RwLock<Keys>>,
+    /// The keys file's last content, to reload only on change.
+    last_file: RwLock<Option<Vec<u8>>>,
+    anonymous: Option<(Limit, AddressBuckets)>,
+}
+
+/// Why keys could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    #[error("cannot read {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("invalid API keys: {0}")]
+    Invalid(String),
+}
+
+pub fn hash_key(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+fn parse_hex(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl Access {
+    pub fn new(config: AccessConfig) -> Result<Self, KeysError> {
+        let anonymous = config.anon_rate_per_sec.and_then(|rate| {
+            let limit = Limit::new(rate, config.anon_burst.unwrap_or(rate))?;
+            Some((limit, RateLimiter::keyed(limit.quota()).with_middleware()))
+        });
+        let mut access = Access {
+            keys: None,
+            last_file: RwLock::new(None),
+            anonymous,
+            config,
+        };
+        let initial = match (&access.config.api_keys_file, &access.config.api_keys) {
+            (Some(path), _) => {
+                let bytes = std::fs::read(path).map_err(|e| KeysError::Read(path.clone(), e))?;
+                let keys = access.parse(&bytes, &Keys::new())?;
+                *access.last_file.write().expect("keys lock") = Some(bytes);
+                Some(keys)
+            }
+            (None, Some(inline)) if !inline.trim().is_empty() => {
+                Some(access.parse(inline.as_bytes(), &Keys::new())?)
+            }
+            _ => None,
+        };
+        match &initial {
+            Some(keys) => tracing::info!(keys = keys.len(), "API keys required for predictions"),
+            None => tracing::warn!(
+                "no API keys configured: the prediction API is open to anyone who can reach it"
+            ),
+        }
+        access.keys = initial.map(RwLock::new);
+        Ok(access)
+    }
+
+    /// Whether predictions need a key.
+    pub fn keys_required(&self) -> bool {
+        self.keys.is_some()
+    }
+
+    /// Parses a keys document; a key whose hash and limits are unchanged keeps its bucket.
+    fn parse(&self, bytes: &[u8], current: &Keys) -> Result<Keys, KeysError> {
+        let file: KeyFile =
+            serde_json::from_slice(bytes).map_err(|e| KeysError::Invalid(e.to_string()))?;
+        let mut keys = Keys::new();
+        for entry in file.keys {
+            if entry.name.is_empty() || entry.name.len() > 128 {
+                return Err(KeysError::Invalid(format!(
+                    "key name {:?}: 1 to 128 characters",
+                    entry.name
+                )));
+            }
+            let hash = parse_hex(&entry.sha256).ok_or_else(|| {
+                KeysError::Invalid(format!(
+                    "key {}: sha256 must be 64 hex digits (the SHA-256 of the key)",
+                    entry.name
+                ))
+            })?;
+            let limit = Limit::new(
+                entry.per_second.unwrap_or(self.config.key_rate_per_sec),
+                entry.burst.unwrap_or(self.config.key_burst),
+            )
+            .ok_or_else(|| {
+                KeysError::Invalid(format!("key {}: limits must be above 0", entry.name))
+            })?;
+            let client = match current.get(&hash) {
+                Some(c) if c.name == entry.name && c.limit == limit => Arc::clone(c),
+                _ => Arc::new(Client {
+                    name: entry.name,
+                    limit,
+                    bucket: RateLimiter::direct(limit.quota()).with_middleware(),
+                }),
+            };
+            if keys.insert(hash, client).is_some() {
+                return Err(KeysError::Invalid("the same key appears twice".into()));
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Reads the keys file again if it changed; the keys in force stay on any failure.
+    pub fn reload(&self) {
+        let (Some(path), Some(keys)) = (&self.config.api_keys_file, &self.keys) else {
+            return;
+        };
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot read the API keys file; the keys in force stay");
+                metrics::counter!("gateway_api_keys_reload_errors_total").increment(1);
+                return;
+            }
+        };
+        if self.last_file.read().expect("keys lock").as_deref() == Some(bytes.as_slice()) {
+            return;
+        }
+        let current = keys.read().expect("keys lock").clone();
+        match self.parse(&bytes, &current) {
+            Ok(new) => {
+                tracing::info!(keys = new.len(), was = current.len(), "API keys reloaded");
+                metrics::counter!("gateway_api_keys_reloads_total").increment(1);
+                *keys.write().expect("keys lock") = new;
+                *self.last_file.write().expect("keys lock") = Some(bytes);
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "the API keys file is invalid; the keys in force stay");
+                metrics::counter!("gateway_api_keys_reload_errors_total").increment(1);
+            }
+        }
+    }
+
+    /// Reloads the keys and forgets idle address buckets until `stop`.
+    pub async fn maintain(self: Arc<Self>, stop: CancellationToken) {
+        let every = Duration::from_millis(self.config.api_keys_reload_ms.max(100));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.cancelled() => return,
+            }
+            let me = Arc::clone(&self);
+            let _ = tokio::task::spawn_blocking(move || me.reload()).await;
+            if let Some((_, buckets)) = &self.anonymous {
+                buckets.retain_recent();
+                buckets.shrink_to_fit();
+            }
+        }
+    }
+
+    /// The client's address: the peer's, or, behind trusted proxies, the nearest untrusted
+    /// address they forwarded for.
+    fn address(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> Option<IpAddr> {
+        let trusted = |ip: &IpAddr| self.config.trusted_proxies.iter().any(|n| n.contains(ip));
+        let peer = peer?;
+        if !trusted(&peer) {
+            return Some(peer);
+        }
+        let forwarded: Vec<IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|a| a.trim().parse().ok())
+            .collect();
+        Some(
+            forwarded
+                .iter()
+                .rev()
+                .find(|ip| !trusted(ip))
+                .or(forwarded.first())
+                .copied()
+                .unwrap_or(peer),
+        )
+    }
+
+    /// Admits a request (its caller, and the rate-limit headers to send), or refuses it.
+    fn admit(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<IpAddr>,
+    ) -> Result<(Caller, LimitHeaders), Box<Problem>> {
+        let Some(keys) = &self.keys else {
+            let Some((limit, buckets)) = &self.anonymous else {
+                return Ok((Caller { key_name: None }, Vec::new()));
+            };
+            let Some(address) = self.address(headers, peer) else {
+                return Ok((Caller { key_name: None }, Vec::new()));
+            };
+            let headers = check(
+                "anonymous",
+                *limit,
+                buckets
+                    .check_key(&address)
+                    .map(|s| s.remaining_burst_capacity()),
+            )?;
+            return Ok((Caller { key_name: None }, headers));
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+            .map(str::trim)
+            .filter(|k| !k.is_empty());
+        let Some(given) = given else {
+            return Err(unauthorized(
+                "an API key is required: Authorization: Bearer <key> or X-Api-Key: <key>",
+            ));
+        };
+        let client = keys
+            .read()
+            .expect("keys lock")
+            .get(&hash_key(given))
+            .cloned();
+        let Some(client) = client else {
+            return Err(unauthorized("the API key is not valid"));
+        };
+        let headers = check(
+            &client.name,
+            client.limit,
+            client.bucket.check().map(|s| s.remaining_burst_capacity()),
+        )?;
+        Ok((
+            Caller {
+                key_name: Some(client.name.clone()),
+            },
+            headers,
+        ))
+    }
+}
+
+fn unauthorized(detail: &str) -> Box<Problem> {
+    metrics::counter!("gateway_client_requests_total", "client" => "unknown", "outcome" => "unauthorized").increment(1);
+    Box::new(Problem {
+        headers: vec![("www-authenticate", "Bearer".into())],
+        ..Problem::new(StatusCode::UNAUTHORIZED, detail)
+    })
+}
+
+/// The bucket's verdict as headers, or a 429.
+fn check(
+    client: &str,
+    limit: Limit,
+    verdict: Result<u32, governor::NotUntil<<DefaultClock as Clock>::Instant>>,
+) -> Result<LimitHeaders, Box<Problem>> {
+    let policy = limit.policy("default");
+    match verdict {
+        Ok(remaining) => {
+            metrics::counter!("gateway_client_requests_total", "client" => client.to_owned(), "outcome" => "allowed").increment(1);
+            let reset = (limit.burst.get() - remaining).div_ceil(limit.per_second.get());
+            Ok(vec![
+                ("ratelimit-policy", policy),
+                ("ratelimit", format!("\"default\";r={remaining};t={reset}")),
+            ])
+        }
+        Err(not_until) => {
+            metrics::counter!("gateway_client_requests_total", "client" => client.to_owned(), "outcome" => "limited").increment(1);
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            Err(Box::new(Problem {
+                retry_after: Some(seconds.max(1)),
+                headers: vec![
+                    ("ratelimit-policy", policy),
+                    ("ratelimit", format!("\"default\";r=0;t={}", seconds.max(1))),
+                ],
+                ..Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("{client} is over its rate limit; retry after the time given"),
+                )
+            }))
+        }
+    }
+}
+
+/// The middleware in front of the prediction API: admits the caller (adding [`Caller`] to the
+/// request) or answers 401/429 before anything is predicted or recorded.
+pub async fn guard(
+    State(access): State<Arc<Access>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    match access.admit(request.headers(), peer) {
+        Ok((caller, limit_headers)) => {
+            request.extensions_mut().insert(caller);
+            let mut response = next.run(request).await;
+            for (name, value) in limit_headers {
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    response.headers_mut().insert(name, v);
+                }
+            }
+            response
+        }
+        Err(problem) => problem.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests;
