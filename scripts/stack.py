@@ -71,7 +71,7 @@ class Service:
 
 class Stack:
     def __init__(self, bin_dir, data_dir, gateway="127.0.0.1:0", sagemaker="127.0.0.1:0", log=None, extra_env=None,
-                 poll_ms=500, pipeline=False):
+                 poll_ms=500, pipeline=False, tls_dir=None, mutual_tls=False):
         self.bin_dir, self.data_dir = bin_dir, data_dir
         self.log = log if log is not None else subprocess.DEVNULL
         base = dict(os.environ, LOG_FORMAT=os.environ.get("LOG_FORMAT", "json"), **(extra_env or {}))
@@ -93,22 +93,31 @@ class Stack:
                                  PIPELINE_SOURCE_DIR=ROOT, DEPLOY_POLL_MS="100",
                                  TRAIN_WAIT_FOR_ROWS_SECS="10")  # the offline store lags a fresh stack
         self.wait_endpoint()
+        # TLS on the gRPC hops when given a folder of certificates (scripts/dev-ca makes one).
+        scheme = "https://" if tls_dir else "http://"
+
+        def tls(svc):
+            if not tls_dir:
+                return {}
+            return {"GRPC_TLS_CERT": os.path.join(tls_dir, svc + ".crt"), "GRPC_TLS_KEY": os.path.join(tls_dir, svc + ".key"),
+                    "GRPC_TLS_CA": os.path.join(tls_dir, "ca.crt"), "GRPC_TLS_REQUIRE_CLIENT_CERT": str(mutual_tls).lower()}
         # The logger's dead-letter routes need a token: a new one per start.
         self.admin_token = secrets.token_urlsafe(24)
         self.logger = self._start("interaction-logger", [
             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
             "--spool-dir", os.path.join(data_dir, "interaction-logger")],
-            dict(self.aws_env, LOGGER_ADMIN_TOKEN=self.admin_token))
+            dict(self.aws_env, LOGGER_ADMIN_TOKEN=self.admin_token, **tls("interaction-logger")))
         self.watcher = self._start("registry-watcher", [
-            "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--poll-ms", str(poll_ms)], self.aws_env)
+            "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--poll-ms", str(poll_ms)],
+            dict(self.aws_env, **tls("registry-watcher")))
         self.predictor = self._start("predictor", [
             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-            "--registry-watcher-url", "http://" + self.watcher.addrs["grpc"]], self.aws_env)
+            "--registry-watcher-url", scheme + self.watcher.addrs["grpc"]], dict(self.aws_env, **tls("predictor")))
         self.gateway = self._start("gateway", [
             "--listen", gateway,
-            "--predictor-url", "http://" + self.predictor.addrs["grpc"],
-            "--logger-url", "http://" + self.logger.addrs["grpc"],
-            "--registry-watcher-url", "http://" + self.watcher.addrs["grpc"]], self.aws_env)
+            "--predictor-url", scheme + self.predictor.addrs["grpc"],
+            "--logger-url", scheme + self.logger.addrs["grpc"],
+            "--registry-watcher-url", scheme + self.watcher.addrs["grpc"]], dict(self.aws_env, **tls("gateway")))
         self.url = "http://" + self.gateway.addrs["http"]
         self.wait_ready("http://" + self.watcher.addrs["admin"] + "/readyz")
         # Listening last: it deploys on approvals, and says it listens once it has its first

@@ -27,7 +27,7 @@ use proto::{
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tower::ServiceBuilder;
 use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
@@ -90,6 +90,8 @@ pub struct Config {
     #[command(flatten)]
     pub access: access::AccessConfig,
     #[command(flatten)]
+    pub tls: grpc_tls::Tls,
+    #[command(flatten)]
     pub grace: shutdown::Grace,
 }
 
@@ -125,8 +127,9 @@ struct ApiDoc;
 /// spread it over the runtime's workers.
 const CONNECTIONS: usize = 4;
 
-fn channel(url: &str) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(url.to_owned())?
+fn channel(tls: &grpc_tls::Tls, url: &str) -> anyhow::Result<Channel> {
+    let endpoint = tls
+        .endpoint(url)?
         .connect_timeout(Duration::from_secs(1))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30));
@@ -169,16 +172,17 @@ async fn openapi(State(app): State<Arc<App>>) -> Response {
 impl App {
     /// Must run inside the Tokio runtime (it starts following the registry-watcher).
     pub fn new(config: Config, shutdown: &CancellationToken) -> anyhow::Result<Arc<Self>> {
-        let predictor_channel = channel(&config.predictor_url)?;
-        let logger = InteractionLoggerClient::new(channel(&config.logger_url)?);
+        let predictor_channel = channel(&config.tls, &config.predictor_url)?;
+        let logger = InteractionLoggerClient::new(channel(&config.tls, &config.logger_url)?);
         Ok(Arc::new(App {
             access: Arc::new(access::Access::new(config.access.clone())?),
             schemas: schema::Schemas::new(config.features.as_deref()),
             predictor: PredictorClient::new(predictor_channel.clone()),
             registry: match &config.registry_watcher_url {
-                Some(url) => {
-                    registry_follower::Follower::start(url.clone(), shutdown.child_token())
-                }
+                Some(url) => registry_follower::Follower::start(
+                    config.tls.endpoint(url)?,
+                    shutdown.child_token(),
+                ),
                 None => registry_follower::Follower::none(),
             },
             recorder: interactions::Recorder::new(

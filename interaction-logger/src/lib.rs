@@ -75,6 +75,8 @@ pub struct Config {
     #[arg(long, env = "LOGGER_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     #[command(flatten)]
+    pub tls: grpc_tls::Tls,
+    #[command(flatten)]
     pub grace: shutdown::Grace,
     #[command(flatten)]
     pub aws: aws_client::AwsClient,
@@ -174,9 +176,11 @@ pub async fn run(
         .await;
     let (reflection, reflection_v1alpha) =
         (proto::reflection::v1()?, proto::reflection::v1alpha()?);
-    tracing::info!(addr = %grpc.local_addr()?, feature_group = %config.feature_group, spool = %spool_dir.display(), id = %id, pending = spool.depth(), "interaction-logger serving");
+    tracing::info!(addr = %grpc.local_addr()?, feature_group = %config.feature_group, spool = %spool_dir.display(), id = %id, pending = spool.depth(), transport = config.tls.describe(), "interaction-logger serving");
     let stop = shutdown.clone();
-    tonic::transport::Server::builder()
+    config
+        .tls
+        .server_builder()?
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)

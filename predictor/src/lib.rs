@@ -55,6 +55,8 @@ pub struct Config {
     #[arg(long, env = "REGISTRY_WATCHER_URL")]
     pub registry_watcher_url: Option<String>,
     #[command(flatten)]
+    pub tls: grpc_tls::Tls,
+    #[command(flatten)]
     pub grace: shutdown::Grace,
     #[command(flatten)]
     pub aws: aws_client::AwsClient,
@@ -79,7 +81,9 @@ pub async fn run(
         breaker,
     ));
     let registry = match config.registry_watcher_url.clone() {
-        Some(url) => registry_follower::Follower::start(url, shutdown.child_token()),
+        Some(url) => {
+            registry_follower::Follower::start(config.tls.endpoint(&url)?, shutdown.child_token())
+        }
         None => registry_follower::Follower::none(),
     };
     metrics::gauge!("predictor_schema_mismatch").set(0.0);
@@ -112,9 +116,11 @@ pub async fn run(
         shutdown.child_token(),
     ));
 
-    tracing::info!(addr = %grpc.local_addr()?, endpoint = %config.endpoint_name, batching = config.batching, invoke_concurrency = config.invoke_concurrency, "predictor serving");
+    tracing::info!(addr = %grpc.local_addr()?, endpoint = %config.endpoint_name, batching = config.batching, invoke_concurrency = config.invoke_concurrency, transport = config.tls.describe(), "predictor serving");
     let stop = shutdown.clone();
-    let server = tonic::transport::Server::builder()
+    let server = config
+        .tls
+        .server_builder()?
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)

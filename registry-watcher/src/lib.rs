@@ -33,6 +33,8 @@ pub struct Config {
     #[arg(long, env = "WATCHER_POLL_MS", default_value_t = 5000)]
     pub poll_ms: u64,
     #[command(flatten)]
+    pub tls: grpc_tls::Tls,
+    #[command(flatten)]
     pub grace: shutdown::Grace,
     #[command(flatten)]
     pub aws: aws_client::AwsClient,
@@ -198,10 +200,12 @@ pub async fn run(
     let (reflection, reflection_v1alpha) =
         (proto::reflection::v1()?, proto::reflection::v1alpha()?);
 
-    tracing::info!(addr = %grpc.local_addr()?, group = %config.group, endpoint = %config.endpoint_name, "registry-watcher serving");
+    tracing::info!(addr = %grpc.local_addr()?, group = %config.group, endpoint = %config.endpoint_name, transport = config.tls.describe(), "registry-watcher serving");
     let stop = shutdown.clone();
     let health_on_stop = Arc::new(health);
-    let serving = tonic::transport::Server::builder()
+    let serving = config
+        .tls
+        .server_builder()?
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)

@@ -8,6 +8,7 @@ use proto::registry::v1::{
     Status, Variant, WatchStatusRequest, registry_watcher_client::RegistryWatcherClient,
 };
 use tokio::sync::watch;
+use tonic::transport::Endpoint;
 use tokio_util::sync::CancellationToken;
 
 /// The latest status; `None` until the watcher first answers.
@@ -15,10 +16,11 @@ use tokio_util::sync::CancellationToken;
 pub struct Follower(watch::Receiver<Option<Status>>);
 
 impl Follower {
-    /// Starts following the watcher at `url` until `shutdown`.
-    pub fn start(url: String, shutdown: CancellationToken) -> Self {
+    /// Starts following the watcher at `endpoint` (plaintext or TLS, as the caller built it)
+    /// until `shutdown`.
+    pub fn start(endpoint: Endpoint, shutdown: CancellationToken) -> Self {
         let (tx, rx) = watch::channel(None);
-        tokio::spawn(follow(url, tx, shutdown));
+        tokio::spawn(follow(endpoint, tx, shutdown));
         Follower(rx)
     }
 
@@ -57,13 +59,13 @@ impl Follower {
     }
 }
 
-async fn follow(url: String, tx: watch::Sender<Option<Status>>, shutdown: CancellationToken) {
+async fn follow(endpoint: Endpoint, tx: watch::Sender<Option<Status>>, shutdown: CancellationToken) {
     let mut backoff = Duration::from_millis(200);
+    let url = endpoint.uri().to_string();
     while !shutdown.is_cancelled() {
         let session = async {
-            let mut client = RegistryWatcherClient::connect(url.clone())
-                .await
-                .map_err(|e| e.to_string())?;
+            let channel = endpoint.connect().await.map_err(|e| format!("{e:?}"))?;
+            let mut client = RegistryWatcherClient::new(channel);
             let mut stream = client
                 .watch_status(WatchStatusRequest {})
                 .await

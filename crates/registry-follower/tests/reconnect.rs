@@ -103,7 +103,10 @@ async fn follows_through_a_late_watcher_and_broken_streams() {
     let addr = reserved.local_addr().unwrap();
     drop(reserved);
     let stop = CancellationToken::new();
-    let follower = Follower::start(format!("http://{addr}"), stop.child_token());
+    let follower = Follower::start(
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap(),
+        stop.child_token(),
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(follower.latest().is_none(), "nothing to follow yet");
 

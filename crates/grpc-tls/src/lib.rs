@@ -1,0 +1,112 @@
+//! TLS on the internal gRPC hops, optional and off unless configured. Every service reads the
+//! same block:
+//!
+//! - `GRPC_TLS_CERT` / `GRPC_TLS_KEY` (PEM): this service's certificate. A gRPC server serves
+//!   TLS with it; a client presents it to servers that require client certificates.
+//! - `GRPC_TLS_CA` (PEM): the CA that signs the services' certificates. Clients verify servers
+//!   against it (any `https://` URL); servers verify clients against it when
+//!   `GRPC_TLS_REQUIRE_CLIENT_CERT=true` (mutual TLS: a client without a certificate that CA
+//!   signed is refused during the handshake).
+//!
+//! A peer URL's scheme chooses: `https://predictor:50051` is TLS, `http://` is plaintext.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Tls {
+    /// This service's certificate (PEM): served by its gRPC server, presented to peers that
+    /// require client certificates.
+    #[arg(long = "tls-cert", env = "GRPC_TLS_CERT")]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of GRPC_TLS_CERT.
+    #[arg(long = "tls-key", env = "GRPC_TLS_KEY")]
+    pub key: Option<PathBuf>,
+    /// The CA (PEM) the services' certificates are signed by: https:// peers are verified
+    /// against it, and so are clients when client certificates are required.
+    #[arg(long = "tls-ca", env = "GRPC_TLS_CA")]
+    pub ca: Option<PathBuf>,
+    /// Mutual TLS: this service's gRPC server refuses clients without a certificate signed by
+    /// GRPC_TLS_CA.
+    #[arg(long = "tls-require-client-cert", env = "GRPC_TLS_REQUIRE_CLIENT_CERT", default_value_t = false, action = clap::ArgAction::Set)]
+    pub require_client_cert: bool,
+}
+
+fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
+}
+
+impl Tls {
+    fn identity(&self) -> anyhow::Result<Option<Identity>> {
+        match (&self.cert, &self.key) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => Ok(Some(Identity::from_pem(
+                read(cert, "GRPC_TLS_CERT")?,
+                read(key, "GRPC_TLS_KEY")?,
+            ))),
+            _ => bail!("GRPC_TLS_CERT and GRPC_TLS_KEY are given together, or neither"),
+        }
+    }
+
+    fn ca(&self, why: &str) -> anyhow::Result<Certificate> {
+        let path = self
+            .ca
+            .as_ref()
+            .with_context(|| format!("{why} needs GRPC_TLS_CA"))?;
+        Ok(Certificate::from_pem(read(path, "GRPC_TLS_CA")?))
+    }
+
+    /// The server's TLS settings; `None`: plaintext (no certificate configured).
+    pub fn server(&self) -> anyhow::Result<Option<ServerTlsConfig>> {
+        let Some(identity) = self.identity()? else {
+            if self.require_client_cert {
+                bail!("GRPC_TLS_REQUIRE_CLIENT_CERT needs GRPC_TLS_CERT and GRPC_TLS_KEY");
+            }
+            return Ok(None);
+        };
+        let mut config = ServerTlsConfig::new().identity(identity);
+        if self.require_client_cert {
+            config = config.client_ca_root(self.ca("GRPC_TLS_REQUIRE_CLIENT_CERT")?);
+        }
+        Ok(Some(config))
+    }
+
+    /// A server builder with these TLS settings applied (plaintext when none).
+    pub fn server_builder(&self) -> anyhow::Result<tonic::transport::Server> {
+        let builder = tonic::transport::Server::builder();
+        Ok(match self.server()? {
+            Some(config) => builder
+                .tls_config(config)
+                .context("the gRPC server's TLS settings")?,
+            None => builder,
+        })
+    }
+
+    /// What the server's start-up log says about it.
+    pub fn describe(&self) -> &'static str {
+        match (self.cert.is_some(), self.require_client_cert) {
+            (false, _) => "plaintext",
+            (true, false) => "tls",
+            (true, true) => "mutual tls",
+        }
+    }
+
+    /// An endpoint for `url`: TLS for `https://` (the server verified against GRPC_TLS_CA,
+    /// this service's certificate presented if it has one), plaintext for `http://`.
+    pub fn endpoint(&self, url: &str) -> anyhow::Result<Endpoint> {
+        let endpoint = Endpoint::from_shared(url.to_owned())
+            .with_context(|| format!("invalid gRPC URL {url}"))?;
+        if !url.starts_with("https://") {
+            return Ok(endpoint);
+        }
+        let mut config = ClientTlsConfig::new().ca_certificate(self.ca(url)?);
+        if let Some(identity) = self.identity()? {
+            config = config.identity(identity);
+        }
+        endpoint
+            .tls_config(config)
+            .with_context(|| format!("TLS settings for {url}"))
+    }
+}

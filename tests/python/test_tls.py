@@ -1,0 +1,62 @@
+"""TLS on the gRPC hops, on the whole stack (scripts/stack.py, real processes, port 0) with
+certificates from a throwaway CA (scripts/dev-ca) and mutual TLS required by every gRPC server:
+predictions go through gateway -> predictor -> watcher and gateway -> logger over mutual TLS
+and are recorded; a gRPC client with no certificate, or speaking plaintext, is refused, and one
+presenting a certificate the CA signed is served (the official Python gRPC client)."""
+import json
+import subprocess
+
+import grpc
+import pytest
+
+from conftest import ROOT, predictor_stub, running_stack
+from test_stack_e2e import EXPECTED, feature_store, http, row, wait_for_records
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ca")
+    subprocess.run([str(ROOT / "scripts" / "dev-ca"), str(folder)], check=True, capture_output=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, certs):
+    yield from running_stack(tmp_path_factory, "tls", tls_dir=str(certs), mutual_tls=True)
+
+
+def test_predictions_cross_every_hop_over_mutual_tls_and_are_recorded(stack):
+    status, _, raw = http("POST", stack.url + "/v1/predict", {"instances": [row(0)]})
+    assert status == 200, raw
+    body = json.loads(raw)
+    assert body["predictions"][0]["probability"] == pytest.approx(EXPECTED[0], abs=1e-6)
+    assert body["model"]["model_package_version"] == 1, body  # the watcher answered, over TLS
+    interaction_id = body["predictions"][0]["interaction_id"]
+    wait_for_records(feature_store(stack), {interaction_id: body["predictions"][0]["probability"]})
+
+
+def call_predictor(stack, credentials):
+    target = stack.predictor.addrs["grpc"]
+    channel = grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
+    with channel:
+        request_class, call = predictor_stub(channel)
+        request = request_class(request_id="tls-test")
+        request.rows.add().values.extend([float("nan") if v is None else v for v in row(2)])
+        return call(request, timeout=5)
+
+
+def test_a_client_without_a_certificate_or_in_plaintext_is_refused(stack, certs):
+    ca = (certs / "ca.crt").read_bytes()
+    for credentials in (grpc.ssl_channel_credentials(root_certificates=ca), None):
+        with pytest.raises(grpc.RpcError) as refused:
+            call_predictor(stack, credentials)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value
+
+
+def test_a_client_with_a_certificate_the_ca_signed_is_served(stack, certs):
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=(certs / "ca.crt").read_bytes(),
+        private_key=(certs / "gateway.key").read_bytes(),
+        certificate_chain=(certs / "gateway.crt").read_bytes())
+    answer = call_predictor(stack, credentials)
+    assert answer.predictions[0].scores[0] == pytest.approx(EXPECTED[2], abs=1e-6)
