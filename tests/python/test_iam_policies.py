@@ -87,7 +87,7 @@ def test_only_the_logger_reaches_the_spool_file_system_and_only_through_its_acce
     for mt in ("SpoolMountTargetA", "SpoolMountTargetB"):
         assert res[mt]["Properties"]["SecurityGroups"] == [{"Ref": "SpoolFsSecurityGroup"}]
     container, = res["LoggerTask"]["Properties"]["ContainerDefinitions"]
-    env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    env = {e["Name"]: e["Value"] for e in Resolver(template, PARAMS).value(container["Environment"])}
     assert env["LOGGER_SPOOL_ROOT"] == container["MountPoints"][0]["ContainerPath"]
     assert container["RestartPolicy"]["Enabled"] is True
     # Every other task definition mounts nothing.
@@ -238,3 +238,31 @@ def test_a_waf_with_a_rate_rule_and_the_common_rule_set_guards_the_load_balancer
                                                       "WebACLArn": {"Fn::GetAtt": ["WebAcl", "Arn"]}}
     redacted = {f["SingleHeader"]["Name"] for f in res["WafLogging"]["Properties"]["RedactedFields"]}
     assert redacted == {"authorization", "x-api-key"}, "the WAF's logs must not hold API keys"
+
+
+TLS_SECRETS = {f"{svc}TlsSecretArn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:mlops-tls-{svc.lower()}-AbCdEf"
+               for svc in ("Gateway", "Predictor", "Logger", "Watcher")}
+
+
+def test_the_grpc_tls_option_makes_every_hop_mutual_tls_with_each_services_own_certificate(template):
+    params = dict(PARAMS, **TLS_SECRETS)
+    resolve = Resolver(template, params).value
+    for svc, task in (("Gateway", "GatewayTask"), ("Predictor", "PredictorTask"), ("Logger", "LoggerTask"), ("Watcher", "WatcherTask")):
+        container, = resolve(template["Resources"][task]["Properties"]["ContainerDefinitions"])
+        own = TLS_SECRETS[f"{svc}TlsSecretArn"]
+        secrets = {s["Name"]: s["ValueFrom"] for s in container.get("Secrets", [])}
+        assert {k: v for k, v in secrets.items() if k.startswith("GRPC_TLS_")} == {
+            "GRPC_TLS_CA_PEM": own + ":ca::", "GRPC_TLS_CERT_PEM": own + ":cert::", "GRPC_TLS_KEY_PEM": own + ":key::"}, task
+        reads = {r for a, r in plain(grants(template, params, f"{svc}ExecutionRole")) if a == "secretsmanager:GetSecretValue"}
+        assert reads == {own}, (svc, reads)  # its own certificate only
+        env = {e["Name"]: e["Value"] for e in container["Environment"]}
+        if svc == "Gateway":
+            assert all(env[k].startswith("https://") for k in ("PREDICTOR_URL", "LOGGER_URL", "REGISTRY_WATCHER_URL")), env
+        else:
+            assert env["GRPC_TLS_REQUIRE_CLIENT_CERT"] == "true", env
+            assert "AppProtocol" not in container["PortMappings"][0], "Service Connect must pass TLS through"
+    # Off (the default): plaintext URLs, no certificates, the grpc app protocol.
+    container, = Resolver(template, PARAMS).value(template["Resources"]["GatewayTask"]["Properties"]["ContainerDefinitions"])
+    env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert env["PREDICTOR_URL"] == "http://predictor:50051"
+    assert not [s for s in container.get("Secrets", []) if s["Name"].startswith("GRPC_TLS_")]

@@ -9,6 +9,9 @@
 //!   signed is refused during the handshake).
 //!
 //! A peer URL's scheme chooses: `https://predictor:50051` is TLS, `http://` is plaintext.
+//!
+//! Each file may instead be given by its content, `GRPC_TLS_CERT_PEM`, `GRPC_TLS_KEY_PEM`,
+//! `GRPC_TLS_CA_PEM` (what ECS injects from Secrets Manager).
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +31,30 @@ pub struct Tls {
     /// against it, and so are clients when client certificates are required.
     #[arg(long = "tls-ca", env = "GRPC_TLS_CA")]
     pub ca: Option<PathBuf>,
+    /// GRPC_TLS_CERT's content instead of its path.
+    #[arg(
+        long = "tls-cert-pem",
+        env = "GRPC_TLS_CERT_PEM",
+        hide_env_values = true,
+        conflicts_with = "cert"
+    )]
+    pub cert_pem: Option<String>,
+    /// GRPC_TLS_KEY's content instead of its path.
+    #[arg(
+        long = "tls-key-pem",
+        env = "GRPC_TLS_KEY_PEM",
+        hide_env_values = true,
+        conflicts_with = "key"
+    )]
+    pub key_pem: Option<String>,
+    /// GRPC_TLS_CA's content instead of its path.
+    #[arg(
+        long = "tls-ca-pem",
+        env = "GRPC_TLS_CA_PEM",
+        hide_env_values = true,
+        conflicts_with = "ca"
+    )]
+    pub ca_pem: Option<String>,
     /// Mutual TLS: this service's gRPC server refuses clients without a certificate signed by
     /// GRPC_TLS_CA.
     #[arg(long = "tls-require-client-cert", env = "GRPC_TLS_REQUIRE_CLIENT_CERT", default_value_t = false, action = clap::ArgAction::Set)]
@@ -38,24 +65,35 @@ fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
 }
 
+/// A PEM given by path or by content (empty content counts as not given).
+fn pem(
+    path: &Option<PathBuf>,
+    content: &Option<String>,
+    what: &str,
+) -> anyhow::Result<Option<Vec<u8>>> {
+    match (path, content.as_deref().filter(|c| !c.trim().is_empty())) {
+        (_, Some(c)) => Ok(Some(c.as_bytes().to_vec())),
+        (Some(p), None) => read(p, what).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
 impl Tls {
     fn identity(&self) -> anyhow::Result<Option<Identity>> {
-        match (&self.cert, &self.key) {
+        match (
+            pem(&self.cert, &self.cert_pem, "GRPC_TLS_CERT")?,
+            pem(&self.key, &self.key_pem, "GRPC_TLS_KEY")?,
+        ) {
             (None, None) => Ok(None),
-            (Some(cert), Some(key)) => Ok(Some(Identity::from_pem(
-                read(cert, "GRPC_TLS_CERT")?,
-                read(key, "GRPC_TLS_KEY")?,
-            ))),
+            (Some(cert), Some(key)) => Ok(Some(Identity::from_pem(cert, key))),
             _ => bail!("GRPC_TLS_CERT and GRPC_TLS_KEY are given together, or neither"),
         }
     }
 
     fn ca(&self, why: &str) -> anyhow::Result<Certificate> {
-        let path = self
-            .ca
-            .as_ref()
+        let ca = pem(&self.ca, &self.ca_pem, "GRPC_TLS_CA")?
             .with_context(|| format!("{why} needs GRPC_TLS_CA"))?;
-        Ok(Certificate::from_pem(read(path, "GRPC_TLS_CA")?))
+        Ok(Certificate::from_pem(ca))
     }
 
     /// The server's TLS settings; `None`: plaintext (no certificate configured).
@@ -86,7 +124,12 @@ impl Tls {
 
     /// What the server's start-up log says about it.
     pub fn describe(&self) -> &'static str {
-        match (self.cert.is_some(), self.require_client_cert) {
+        let has_cert = self.cert.is_some()
+            || self
+                .cert_pem
+                .as_deref()
+                .is_some_and(|c| !c.trim().is_empty());
+        match (has_cert, self.require_client_cert) {
             (false, _) => "plaintext",
             (true, false) => "tls",
             (true, true) => "mutual tls",

@@ -30,7 +30,10 @@ fn leaf(ca: &Ca, dir: &Path, name: &str) -> (std::path::PathBuf, std::path::Path
     let params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
     let key = KeyPair::generate().unwrap();
     let cert = params.signed_by(&key, &ca.issuer).unwrap();
-    let (c, k) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    let (c, k) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
     std::fs::write(&c, cert.pem()).unwrap();
     std::fs::write(&k, key.serialize_pem()).unwrap();
     (c, k)
@@ -45,7 +48,9 @@ async fn serve(tls: &Tls) -> std::net::SocketAddr {
         builder = builder.tls_config(config).unwrap();
     }
     let router = builder.add_service(health);
-    tokio::spawn(router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)));
+    tokio::spawn(
+        router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
     addr
 }
 
@@ -81,25 +86,41 @@ async fn tls_verifies_the_server_and_mutual_tls_refuses_clients_without_a_certif
         key: Some(server_key.clone()),
         ca: Some(ca_path.clone()),
         require_client_cert,
+        ..Default::default()
     };
     let client = |cert: Option<(&Path, &Path)>, ca: &Path| Tls {
         cert: cert.map(|c| c.0.to_owned()),
         key: cert.map(|c| c.1.to_owned()),
         ca: Some(ca.to_owned()),
-        require_client_cert: false,
+        ..Default::default()
     };
 
     // TLS: any client trusting the CA gets through; one trusting another CA does not.
     let addr = serve(&server(false)).await;
     check(&client(None, &ca_path), addr).await.unwrap();
-    assert!(check(&client(None, &other_ca), addr).await.is_err(), "an unverified server was trusted");
+    assert!(
+        check(&client(None, &other_ca), addr).await.is_err(),
+        "an unverified server was trusted"
+    );
     // Plaintext to a TLS server fails.
-    let plain = Tls::default().endpoint(&format!("http://127.0.0.1:{}", addr.port())).unwrap();
+    let plain = Tls::default()
+        .endpoint(&format!("http://127.0.0.1:{}", addr.port()))
+        .unwrap();
     let refused = match plain.connect().await {
-        Ok(ch) => HealthClient::new(ch).check(HealthCheckRequest::default()).await.is_err(),
+        Ok(ch) => HealthClient::new(ch)
+            .check(HealthCheckRequest::default())
+            .await
+            .is_err(),
         Err(_) => true,
     };
     assert!(refused, "a plaintext client was served");
+
+    // The same files given by their content (as ECS injects secrets) work the same.
+    let by_content = Tls {
+        ca_pem: Some(std::fs::read_to_string(&ca_path).unwrap()),
+        ..Default::default()
+    };
+    check(&by_content, addr).await.unwrap();
 
     // Mutual TLS: a client certificate signed by the CA is required.
     let addr = serve(&server(true)).await;
@@ -107,9 +128,15 @@ async fn tls_verifies_the_server_and_mutual_tls_refuses_clients_without_a_certif
         .await
         .unwrap();
     let without = check(&client(None, &ca_path), addr).await;
-    assert!(without.is_err(), "a client without a certificate was served");
+    assert!(
+        without.is_err(),
+        "a client without a certificate was served"
+    );
     let rogue = check(&client(Some((&rogue_cert, &rogue_key)), &ca_path), addr).await;
-    assert!(rogue.is_err(), "a client certificate from another CA was accepted");
+    assert!(
+        rogue.is_err(),
+        "a client certificate from another CA was accepted"
+    );
 }
 
 #[test]
@@ -124,7 +151,10 @@ fn half_configurations_are_refused_at_start() {
         ..Default::default()
     };
     assert!(mtls_without_cert.server().is_err());
-    assert!(Tls::default().server().unwrap().is_none(), "plaintext by default");
+    assert!(
+        Tls::default().server().unwrap().is_none(),
+        "plaintext by default"
+    );
     assert!(
         Tls::default().endpoint("https://predictor:50051").is_err(),
         "https without a CA"

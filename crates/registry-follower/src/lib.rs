@@ -8,8 +8,8 @@ use proto::registry::v1::{
     Status, Variant, WatchStatusRequest, registry_watcher_client::RegistryWatcherClient,
 };
 use tokio::sync::watch;
-use tonic::transport::Endpoint;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
 
 /// The latest status; `None` until the watcher first answers.
 #[derive(Clone)]
@@ -59,7 +59,11 @@ impl Follower {
     }
 }
 
-async fn follow(endpoint: Endpoint, tx: watch::Sender<Option<Status>>, shutdown: CancellationToken) {
+async fn follow(
+    endpoint: Endpoint,
+    tx: watch::Sender<Option<Status>>,
+    shutdown: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(200);
     let url = endpoint.uri().to_string();
     while !shutdown.is_cancelled() {
