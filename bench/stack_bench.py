@@ -26,6 +26,7 @@ prints ranges.
    (batching on): intake and the unshipped backlog every 5 s, and after.
 6. Peak RSS (VmHWM) of every process.
 """
+import hashlib
 import json
 import os
 import pathlib
@@ -83,8 +84,9 @@ class Services:
     """One copy of the inference services (logger, predictor, gateway) on the stack's
     sagemaker-local and registry-watcher; `batching` False turns every batching off."""
 
-    def __init__(self, stack, data, name, batching):
-        env = dict(stack.aws_env)
+    def __init__(self, stack, data, name, batching, extra_env=None, headers=()):
+        env = dict(stack.aws_env, **(extra_env or {}))
+        self.headers = list(headers)
         if not batching:
             env.update(PREDICTOR_BATCHING="false", GATEWAY_LOG_CONCURRENCY="0", LOGGER_SHIP_BATCH_WRITE="false")
         self.name, self.env = name, env
@@ -223,8 +225,9 @@ def gateway_run(svc, stack, args, seconds=None):
     pids = {p.name: p.proc.pid for p in svc.processes}
     pids["sagemaker-local"] = stack.sagemaker.proc.pid
     body = json.dumps({"instances": [[float(v) for v in ROW.split(",")]]})
+    header_args = [a for h in svc.headers for a in ("--header", h)]
     r, cpu, backlog = under_load(pids, svc.spool_depth, lambda: loadgen(
-        svc.env, "http", "--url", svc.url + "/v1/predict", "--body", body, *args, seconds=seconds))
+        svc.env, "http", "--url", svc.url + "/v1/predict", "--body", body, *header_args, *args, seconds=seconds))
     h1 = histogram_totals(urls)
     left, took = svc.drain()
     c1 = svc.counters()
@@ -287,6 +290,14 @@ def main():
             extra.append(off)
             flask = Flask(env)
             extra.append(flask)
+            # A third copy with an API key required and a (never reached) per-key limit: what
+            # checking the key and taking a token cost.
+            key = "bench-" + "k" * 40
+            keys_doc = json.dumps({"keys": [{"name": "bench", "sha256": hashlib.sha256(key.encode()).hexdigest(),
+                                             "per_second": 1_000_000, "burst": 1_000_000}]})
+            keyed = Services(stack, data, "keys", batching=True, extra_env={"GATEWAY_API_KEYS": keys_doc},
+                             headers=[f"authorization: Bearer {key}"])
+            extra.append(keyed)
             direct = ["invoke", "--endpoint-name", "my-mlops-prod-endpoint", "--body", ROW]
 
             print("\n1. 64 concurrent clients")
@@ -328,6 +339,20 @@ def main():
                 print(f"  batching {name:<4} the gateway path adds {span([x[0] for x in a], '{:+.2f}')} ms at p50,"
                       f" {span([x[1] for x in a], '{:+.2f}')} ms at p99; CPU/request {span([x[2] for x in a], '{:.3f}')} ms")
 
+            print("\n2b. API keys and rate limiting at 1,000 requests/s (batching on both)")
+            cost = {"open": [], "keys": []}
+            for n in range(ROUNDS):
+                for name, svc in (("open", on), ("keys", keyed)):
+                    r = gateway_run(svc, stack, ["--rate", "1000"])
+                    cost[name].append((r["p50_ms"], r["p99_ms"], r["cpu"]["gateway"]))
+                    print(f"  {'gateway, ' + ('key checked + limited' if name == 'keys' else 'open'):<30} {fmt(r)}  gateway CPU/request {r['cpu']['gateway']:.3f} ms")
+            for name in ("open", "keys"):
+                c = cost[name]
+                print(f"  {name:<5} p50 {span([x[0] for x in c], '{:.2f}')} ms, p99 {span([x[1] for x in c], '{:.2f}')} ms,"
+                      f" gateway CPU/request {span([x[2] for x in c], '{:.3f}')} ms")
+            added = [k[0] - o[0] for k, o in zip(cost["keys"], cost["open"])]
+            print(f"  keys add {span(added, '{:+.2f}')} ms at p50 (same round)")
+
             print("\n3. one request at a time")
             p50 = {"on": [], "off": []}
             for n in range(ROUNDS):
@@ -351,7 +376,7 @@ def main():
                   f" second of intake is {r['rps']:.0f}")
 
             print("\n6. peak RSS (VmHWM)")
-            for svc in stack.services + on.processes + off.processes:
+            for svc in stack.services + on.processes + off.processes + keyed.processes:
                 print(f"  {svc.name:<20} {peak_rss_mb(svc.proc.pid):6.1f} MB")
             for n, pid in enumerate(flask.workers()):
                 print(f"  {'flask worker ' + str(n):<20} {peak_rss_mb(pid):6.1f} MB")

@@ -39,6 +39,9 @@ enum Target {
         body: String,
         #[arg(long, default_value = "application/json")]
         content_type: String,
+        /// Another request header, `name: value` (repeatable), e.g. an API key.
+        #[arg(long = "header")]
+        headers: Vec<String>,
     },
     /// InvokeEndpoint through aws-sdk-rust (endpoint and credentials from the AWS environment).
     Invoke {
@@ -64,15 +67,29 @@ async fn make_call(target: Target) -> anyhow::Result<Call> {
             url,
             body,
             content_type,
+            headers,
         } => {
+            let headers: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)> = headers
+                .iter()
+                .map(|h| {
+                    let (n, v) = h.split_once(':').ok_or_else(|| {
+                        anyhow::anyhow!("--header {h:?}: expected `name: value`")
+                    })?;
+                    Ok((n.trim().parse()?, v.trim().parse()?))
+                })
+                .collect::<anyhow::Result<_>>()?;
             let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new())
                 .pool_max_idle_per_host(1024)
                 .build_http();
             let uri: hyper::Uri = url.parse()?;
             let body = bytes::Bytes::from(body);
             Arc::new(move || {
-                let request = hyper::Request::post(uri.clone())
-                    .header("content-type", content_type.clone())
+                let mut request = hyper::Request::post(uri.clone())
+                    .header("content-type", content_type.clone());
+                for (name, value) in &headers {
+                    request = request.header(name, value);
+                }
+                let request = request
                     .body(Full::new(body.clone()))
                     .expect("valid request");
                 let client = client.clone();
