@@ -64,13 +64,19 @@ def test_fill_the_form_and_see_the_prediction(stack, browser, tmp_path):
     assert found[interaction_id]["source"] == "web"
 
 
-def test_a_bad_value_is_explained_next_to_its_field(stack, browser):
+def submit_age(stack, browser, value):
+    """Opens the page, types `value` as the age, submits, and waits for the age's message."""
     browser.get(stack.url + "/")
     wait = WebDriverWait(browser, 15)
     wait.until(EC.presence_of_element_located((By.ID, "f-age")))
-    browser.find_element(By.ID, "f-age").send_keys("forty")
+    browser.find_element(By.ID, "f-age").send_keys(value)
     browser.find_element(By.ID, "submit").click()
     wait.until(lambda d: d.find_element(By.ID, "e-age").text != "")
+    return wait
+
+
+def test_a_bad_value_is_explained_next_to_its_field(stack, browser):
+    submit_age(stack, browser, "forty")
     assert "number" in browser.find_element(By.ID, "e-age").text
     assert browser.find_element(By.ID, "f-age").get_attribute("aria-invalid") == "true"
     assert not browser.find_element(By.ID, "result").is_displayed()
@@ -94,13 +100,8 @@ def test_the_page_is_served_with_its_protections(stack):
 
 
 def test_injected_script_does_not_run(stack, browser):
-    browser.get(stack.url + "/")
-    wait = WebDriverWait(browser, 15)
-    wait.until(EC.presence_of_element_located((By.ID, "f-age")))
     # A feature value that is markup: refused as a value, shown (as text) next to its field.
-    browser.find_element(By.ID, "f-age").send_keys('"><img src=x onerror="window.__pwned=1">')
-    browser.find_element(By.ID, "submit").click()
-    wait.until(lambda d: d.find_element(By.ID, "e-age").text != "")
+    wait = submit_age(stack, browser, '"><img src=x onerror="window.__pwned=1">')
     # Markup and script put into the page itself: the policy blocks every inline handler and
     # inline script, and reports it.
     browser.execute_script("""
