@@ -99,10 +99,11 @@ fn request_id(headers: &HeaderMap) -> String {
     responses(
         (status = 200, description = "Scores, the model that answered, and one interaction id per row", body = PredictResponse),
         (status = 400, description = "Bad input; `field` names it", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "API keys are configured and the request has no valid one (Authorization: Bearer <key> or X-Api-Key)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Unsupported content type", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The model rejected the input", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Throttled; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the caller's rate limit (see Retry-After, RateLimit, RateLimit-Policy), or the endpoint throttled", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Predictor or endpoint unavailable, or load shed", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "Deadline exceeded", body = Problem, content_type = "application/problem+json"),
     ),

@@ -194,7 +194,9 @@ def test_openapi_health_and_readiness(stack):
     status, _, raw = http("GET", stack.url + "/openapi.json")
     doc = json.loads(raw)
     assert status == 200 and "/v1/predict" in doc["paths"] and "Problem" in doc["components"]["schemas"]
-    assert http("GET", stack.url + "/healthz")[0] == 200
+    assert {"401", "429"} <= set(doc["paths"]["/v1/predict"]["post"]["responses"]), "the access answers are documented"
+    status, _, health = http("GET", stack.url + "/healthz")
+    assert status == 200 and health == b"ok (open: no API keys configured)", health
     assert http("GET", stack.url + "/readyz")[0] == 200
     for svc in (stack.predictor, stack.logger, stack.watcher):
         assert http("GET", "http://" + svc.addrs["admin"] + "/readyz")[0] == 200
