@@ -72,9 +72,9 @@ async fn make_call(target: Target) -> anyhow::Result<Call> {
             let headers: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)> = headers
                 .iter()
                 .map(|h| {
-                    let (n, v) = h.split_once(':').ok_or_else(|| {
-                        anyhow::anyhow!("--header {h:?}: expected `name: value`")
-                    })?;
+                    let (n, v) = h
+                        .split_once(':')
+                        .ok_or_else(|| anyhow::anyhow!("--header {h:?}: expected `name: value`"))?;
                     Ok((n.trim().parse()?, v.trim().parse()?))
                 })
                 .collect::<anyhow::Result<_>>()?;
@@ -84,8 +84,8 @@ async fn make_call(target: Target) -> anyhow::Result<Call> {
             let uri: hyper::Uri = url.parse()?;
             let body = bytes::Bytes::from(body);
             Arc::new(move || {
-                let mut request = hyper::Request::post(uri.clone())
-                    .header("content-type", content_type.clone());
+                let mut request =
+                    hyper::Request::post(uri.clone()).header("content-type", content_type.clone());
                 for (name, value) in &headers {
                     request = request.header(name, value);
                 }

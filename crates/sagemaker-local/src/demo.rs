@@ -184,10 +184,12 @@ fn create_training_group(state: &AppState) -> Result<(), AwsError> {
             "Description": "Demo training data: customer churn (demo/data/customers.csv)",
         }),
     )?;
-    let group: FeatureGroupRecord = state
-        .db
-        .get(FEATURE_GROUPS, TRAINING_FEATURE_GROUP)?
-        .expect("just created");
+    let group: std::sync::Arc<FeatureGroupRecord> = std::sync::Arc::new(
+        state
+            .db
+            .get(FEATURE_GROUPS, TRAINING_FEATURE_GROUP)?
+            .expect("just created"),
+    );
     let event_time = crate::featurestore::event_time::format(SNAPSHOT_TIME);
     let mut puts = Vec::new();
     for line in lines {
@@ -207,7 +209,7 @@ fn create_training_group(state: &AppState) -> Result<(), AwsError> {
         }
         let checked = record::check(&group, &values)?;
         puts.push(record::Put {
-            group: group.clone(),
+            group: std::sync::Arc::clone(&group),
             record: values,
             checked,
             online: true,

@@ -53,7 +53,7 @@ struct PutRecordInput {
 /// record comes back with the error.
 fn prepare_put(
     state: &AppState,
-    group: FeatureGroupRecord,
+    group: Arc<FeatureGroupRecord>,
     record: Vec<FeatureValue>,
     target_stores: Option<&[String]>,
     ttl: Option<TtlDuration>,
@@ -94,7 +94,7 @@ pub async fn put_record(
     let input: PutRecordInput = parse_body(&body)?;
     let put = prepare_put(
         &state,
-        group_for_write(&state, &name)?,
+        Arc::new(group_for_write(&state, &name)?),
         input.record,
         input.target_stores.as_deref(),
         input.ttl_duration,
@@ -146,13 +146,13 @@ pub async fn batch_write_record(
     }
     let input_len = input.entries.len();
     // Each group is looked up once per call.
-    let mut groups: std::collections::HashMap<String, Result<FeatureGroupRecord, AwsError>> =
+    let mut groups: std::collections::HashMap<String, Result<Arc<FeatureGroupRecord>, AwsError>> =
         Default::default();
     let (mut puts, mut errors) = (Vec::new(), Vec::new());
     for entry in input.entries {
         let group = groups
             .entry(entry.feature_group_name.clone())
-            .or_insert_with(|| group_for_write(&state, &entry.feature_group_name))
+            .or_insert_with(|| group_for_write(&state, &entry.feature_group_name).map(Arc::new))
             .clone();
         let prepared = match group {
             Ok(group) => prepare_put(

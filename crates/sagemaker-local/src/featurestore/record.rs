@@ -174,7 +174,8 @@ pub fn check(group: &FeatureGroupRecord, record: &[FeatureValue]) -> Result<Chec
 }
 
 pub struct Put {
-    pub group: FeatureGroupRecord,
+    /// Shared by every record of a BatchWriteRecord call for the same group.
+    pub group: std::sync::Arc<FeatureGroupRecord>,
     pub record: Vec<FeatureValue>,
     pub checked: Checked,
     pub online: bool,
