@@ -1,5 +1,6 @@
-"""The docker-compose stack, really run: the image built locally (docker/build-image: release
-binaries + a debootstrap base, no registry), `docker-compose.yml` brought up with its two
+"""The docker-compose stack, really run: the image built locally (docker/build-image from the
+test build's debug binaries, so `.ci/run` compiles the workspace once, + a debootstrap base, no
+registry), `docker-compose.yml` brought up with its two
 networks, a prediction found in the feature store, the gateway shown unable to reach
 sagemaker-local, the logger container SIGKILLed and started again under load with every
 acknowledged interaction arriving (its spool adopted by the second logger on the shared spool
@@ -112,9 +113,10 @@ def compose(pytestconfig):
     CAPTURE = pytestconfig.pluginmanager.getplugin("capturemanager")
     if run(["docker", "info"], check=False).returncode != 0:
         pytest.fail("no Docker engine answers (`docker info` failed): scripts/test installs docker.io and starts dockerd")
-    say(f"building image {IMAGE} with docker/build-image (release binaries + debootstrap base, no registry)")
+    say(f"building image {IMAGE} with docker/build-image (the tests' debug binaries + debootstrap base, no registry)")
     with uncaptured():
-        run([str(ROOT / "docker/build-image"), IMAGE], quiet=False, timeout=1800)
+        run([str(ROOT / "docker/build-image"), IMAGE], quiet=False, timeout=1800,
+            env=dict(os.environ, MLOPS_IMAGE_PROFILE="debug"))
     c = Compose()
     say(f"docker compose up (project {c.project}): sagemaker-local, registry-watcher, predictor, "
         "interaction-logger, interaction-logger-2, gateway; waiting for every healthcheck")
