@@ -21,7 +21,6 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
-    num::NonZeroU32,
     path::PathBuf,
     sync::{Arc, RwLock},
     time::Duration,
@@ -33,18 +32,14 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use governor::{
-    Quota, RateLimiter,
-    clock::{Clock, DefaultClock},
-    middleware::StateInformationMiddleware,
-    state::{InMemoryState, NotKeyed, keyed::DefaultKeyedStateStore},
-};
+use governor::RateLimiter;
 use ipnet::IpNet;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::problem::Problem;
+use limit::{AddressBuckets, Bucket, Limit, LimitHeaders, check};
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct AccessConfig {
@@ -76,40 +71,11 @@ pub struct AccessConfig {
     pub trusted_proxies: Vec<IpNet>,
 }
 
-type Bucket = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
-type AddressBuckets =
-    RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock, StateInformationMiddleware>;
-
 /// One key's holder.
 pub struct Client {
     pub name: String,
     limit: Limit,
     bucket: Bucket,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Limit {
-    per_second: NonZeroU32,
-    burst: NonZeroU32,
-}
-
-impl Limit {
-    fn new(per_second: u32, burst: u32) -> Option<Self> {
-        Some(Limit {
-            per_second: NonZeroU32::new(per_second)?,
-            burst: NonZeroU32::new(burst)?,
-        })
-    }
-
-    fn quota(self) -> Quota {
-        Quota::per_second(self.per_second).allow_burst(self.burst)
-    }
-
-    /// `RateLimit-Policy`: the bucket's size over the time it takes to refill.
-    fn policy(self, name: &str) -> String {
-        let window = self.burst.get().div_ceil(self.per_second.get());
-        format!("\"{name}\";q={};w={window}", self.burst)
-    }
 }
 
 #[derive(Deserialize)]
@@ -126,9 +92,6 @@ struct KeyEntry {
     per_second: Option<u32>,
     burst: Option<u32>,
 }
-
-/// The rate-limit headers an admitted request's answer carries.
-type LimitHeaders = Vec<(&'static str, String)>;
 
 /// The keys in force, by the SHA-256 of the key.
 type Keys = HashMap<[u8; 32], Arc<Client>>;
@@ -391,41 +354,6 @@ fn unauthorized(detail: &str) -> Box<Problem> {
     })
 }
 
-/// The bucket's verdict as headers, or a 429.
-fn check(
-    client: &str,
-    limit: Limit,
-    verdict: Result<u32, governor::NotUntil<<DefaultClock as Clock>::Instant>>,
-) -> Result<LimitHeaders, Box<Problem>> {
-    let policy = limit.policy("default");
-    match verdict {
-        Ok(remaining) => {
-            metrics::counter!("gateway_client_requests_total", "client" => client.to_owned(), "outcome" => "allowed").increment(1);
-            let reset = (limit.burst.get() - remaining).div_ceil(limit.per_second.get());
-            Ok(vec![
-                ("ratelimit-policy", policy),
-                ("ratelimit", format!("\"default\";r={remaining};t={reset}")),
-            ])
-        }
-        Err(not_until) => {
-            metrics::counter!("gateway_client_requests_total", "client" => client.to_owned(), "outcome" => "limited").increment(1);
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            Err(Box::new(Problem {
-                retry_after: Some(seconds.max(1)),
-                headers: vec![
-                    ("ratelimit-policy", policy),
-                    ("ratelimit", format!("\"default\";r=0;t={}", seconds.max(1))),
-                ],
-                ..Problem::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    format!("{client} is over its rate limit; retry after the time given"),
-                )
-            }))
-        }
-    }
-}
-
 /// The middleware in front of the prediction API: admits the caller (adding [`Caller`] to the
 /// request) or answers 401/429 before anything is predicted or recorded.
 pub async fn guard(
@@ -452,5 +380,6 @@ pub async fn guard(
     }
 }
 
+mod limit;
 #[cfg(test)]
 mod tests;

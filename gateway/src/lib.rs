@@ -8,6 +8,7 @@ pub mod input;
 pub mod interactions;
 pub mod problem;
 pub mod schema;
+mod web;
 
 use std::{sync::Arc, time::Duration};
 
@@ -17,7 +18,7 @@ use axum::{
     extract::{DefaultBodyLimit, Request, State},
     http::{StatusCode, header},
     middleware::{self, Next},
-    response::{Html, IntoResponse, Response},
+    response::{IntoResponse, Response},
     routing::{get, post},
     serve::ListenerExt,
 };
@@ -232,11 +233,11 @@ pub fn router(app: Arc<App>) -> Router {
     } else {
         "ok (open: no API keys configured)"
     };
-    let cors = cors(&app.config.cors_origins);
+    let cors = web::cors(&app.config.cors_origins);
     Router::new()
-        .route("/", get(page))
-        .route("/static/app.js", get(script))
-        .route("/static/app.css", get(style))
+        .route("/", get(web::page))
+        .route("/static/app.js", get(web::script))
+        .route("/static/app.css", get(web::style))
         .route("/v1/model", get(api::model))
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(move || async move { health }))
@@ -250,61 +251,9 @@ pub fn router(app: Arc<App>) -> Router {
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(TraceLayer::new_for_http())
                 .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(middleware::from_fn(security_headers))
+                .layer(middleware::from_fn(web::security_headers))
                 .option_layer(cors),
         )
-}
-
-/// The page's protections, on every response: scripts, styles and requests only from this
-/// origin (no inline script, no other origin), no framing, no MIME sniffing, no referrer.
-const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     connect-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
-
-async fn security_headers(request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
-    let headers = response.headers_mut();
-    for (name, value) in [
-        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "no-referrer"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-    ] {
-        headers.insert(name, header::HeaderValue::from_static(value));
-    }
-    response
-}
-
-/// CORS for the configured origins only (none: browsers on other origins cannot read answers).
-fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
-    use tower_http::cors::{AllowOrigin, CorsLayer};
-    let origins: Vec<header::HeaderValue> = origins
-        .iter()
-        .map(|o| o.trim())
-        .filter(|o| !o.is_empty())
-        .filter_map(|o| header::HeaderValue::from_str(o).ok())
-        .collect();
-    if origins.is_empty() {
-        return None;
-    }
-    Some(
-        CorsLayer::new()
-            .allow_origin(AllowOrigin::list(origins))
-            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
-            .allow_headers([
-                header::CONTENT_TYPE,
-                header::AUTHORIZATION,
-                header::HeaderName::from_static("x-api-key"),
-                header::HeaderName::from_static("x-request-id"),
-                header::HeaderName::from_static("x-client-id"),
-            ])
-            .expose_headers([
-                header::RETRY_AFTER,
-                header::HeaderName::from_static("ratelimit"),
-                header::HeaderName::from_static("ratelimit-policy"),
-                header::HeaderName::from_static("x-request-id"),
-            ])
-            .max_age(Duration::from_secs(600)),
-    )
 }
 
 /// Refuses a declared body over the limit before reading any of it, so a client that waits
@@ -348,26 +297,6 @@ async fn problem_for_rejections(request: Request, next: Next) -> Response {
         .into_response();
     }
     response
-}
-
-async fn page() -> Html<&'static str> {
-    Html(include_str!("../static/index.html"))
-}
-
-async fn script() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        include_str!("../static/app.js"),
-    )
-        .into_response()
-}
-
-async fn style() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-        include_str!("../static/app.css"),
-    )
-        .into_response()
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {

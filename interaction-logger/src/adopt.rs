@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     ownership::{self, Claim},
-    shipper::{FeatureStore, Shipper},
+    shipper::Shipper,
     spool::Spool,
+    store::FeatureStore,
 };
 
 pub struct Adopter {

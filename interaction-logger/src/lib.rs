@@ -12,6 +12,7 @@ pub mod record;
 pub mod service;
 pub mod shipper;
 pub mod spool;
+pub mod store;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -113,7 +114,7 @@ pub async fn run(
     )?);
     let aws = config.aws.load().await;
     let wake = Arc::new(Notify::new());
-    let store = Arc::new(shipper::FeatureStore::new(
+    let store = Arc::new(store::FeatureStore::new(
         aws_sdk_sagemakerfeaturestoreruntime::Client::new(&aws),
         config.feature_group.clone(),
         config.ship_batch_write,

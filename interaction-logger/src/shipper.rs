@@ -8,74 +8,23 @@
 //! call, from then on. Whatever was not shipped before a crash is still in the spool and is
 //! shipped after the restart.
 
-use std::{
-    collections::HashMap,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
-use aws_sdk_sagemakerfeaturestoreruntime::{
-    error::{ProvideErrorMetadata, SdkError},
-    types::BatchWriteRecordEntry,
-};
 use proto::interaction::v1::Interaction;
 use rand::Rng;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::{record, spool::Spool};
+use crate::{
+    spool::Spool,
+    store::{BatchOutcome, FeatureStore, Outcome},
+};
 
 /// The most entries one `BatchWriteRecord` call takes (AWS's limit).
 pub const BATCH_WRITE_MAX: usize = 25;
 
 /// A batch this large ships without lingering.
 const BATCH: usize = 256;
-
-/// Error codes that say the caller may not (or cannot) use an operation at all.
-const UNSUPPORTED: &[&str] = &[
-    "AccessDeniedException",
-    "AccessForbidden",
-    "UnknownOperationException",
-];
-
-/// The feature group the interactions go to, and how to write to it; shared by this
-/// logger's shipper and the shippers of the spools it adopts.
-pub struct FeatureStore {
-    pub client: aws_sdk_sagemakerfeaturestoreruntime::Client,
-    pub feature_group: String,
-    /// Ship with `BatchWriteRecord` (until it is refused); `PutRecord` otherwise.
-    batch_write: AtomicBool,
-}
-
-impl FeatureStore {
-    pub fn new(
-        client: aws_sdk_sagemakerfeaturestoreruntime::Client,
-        feature_group: String,
-        batch_write: bool,
-    ) -> Self {
-        metrics::gauge!("logger_batch_write_enabled").set(if batch_write { 1.0 } else { 0.0 });
-        FeatureStore {
-            client,
-            feature_group,
-            batch_write: AtomicBool::new(batch_write),
-        }
-    }
-
-    fn batch_write_enabled(&self) -> bool {
-        self.batch_write.load(Ordering::Relaxed)
-    }
-
-    fn fall_back(&self, reason: &str) {
-        if self.batch_write.swap(false, Ordering::Relaxed) {
-            tracing::warn!(%reason, "BatchWriteRecord was refused; shipping with PutRecord from now on");
-            metrics::counter!("logger_batch_write_fallback_total").increment(1);
-            metrics::gauge!("logger_batch_write_enabled").set(0.0);
-        }
-    }
-}
 
 pub struct Shipper {
     pub spool: Arc<Spool>,
@@ -88,27 +37,6 @@ pub struct Shipper {
     /// that ship together are removed from the spool together (fewer fsyncs) and reach the
     /// Feature Store in fewer, fuller calls.
     pub linger: Duration,
-}
-
-/// What became of one record.
-#[derive(Debug, PartialEq)]
-enum Outcome {
-    Shipped,
-    Retry(String),
-    Invalid(String),
-}
-
-/// What became of a `BatchWriteRecord` call.
-enum BatchOutcome {
-    /// Per entry, in the order sent.
-    Entries(Vec<Outcome>),
-    /// The whole call failed and may succeed later.
-    Retry(String),
-    /// The operation is not available to this caller.
-    Unsupported(String),
-    /// The call itself was refused as invalid: ship its records one by one, so that only
-    /// what is invalid itself is dead-lettered.
-    Refused(String),
 }
 
 fn pause(backoff: Duration) -> Duration {
@@ -190,7 +118,7 @@ impl Shipper {
             if !self.store.batch_write_enabled() || chunk.len() == 1 {
                 return self.ship_each(chunk, drain).await;
             }
-            let retry_reason = match self.batch_write(&chunk).await {
+            let retry_reason = match self.store.batch_write(&chunk).await {
                 BatchOutcome::Entries(outcomes) => {
                     let mut retry = Vec::new();
                     let mut shipped = Vec::new();
@@ -243,7 +171,7 @@ impl Shipper {
     async fn ship_one(&self, key: u64, interaction: Interaction, drain: CancellationToken) {
         let mut backoff = Duration::from_millis(50);
         loop {
-            match self.put(&interaction).await {
+            match self.store.put(&interaction).await {
                 Outcome::Shipped => return self.shipped(vec![key]).await,
                 Outcome::Invalid(reason) => {
                     return self.dead_letter(key, &interaction, reason).await;
@@ -278,168 +206,5 @@ impl Shipper {
             tracing::error!(error = %e, key, "could not dead-letter");
         }
         metrics::counter!("logger_dead_lettered_total").increment(1);
-    }
-
-    async fn put(&self, interaction: &Interaction) -> Outcome {
-        metrics::counter!("logger_ship_calls_total", "operation" => "PutRecord").increment(1);
-        let result = self
-            .store
-            .client
-            .put_record()
-            .feature_group_name(&self.store.feature_group)
-            .set_record(Some(record::features(interaction)))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Outcome::Shipped,
-            Err(SdkError::ServiceError(ctx))
-                if ctx.raw().status().as_u16() == 400
-                    && ctx.err().code() == Some("ValidationError") =>
-            {
-                Outcome::Invalid(ctx.err().message().unwrap_or("ValidationError").to_owned())
-            }
-            Err(e) => Outcome::Retry(
-                aws_sdk_sagemakerfeaturestoreruntime::error::DisplayErrorContext(&e).to_string(),
-            ),
-        }
-    }
-
-    async fn batch_write(&self, chunk: &[(u64, Interaction)]) -> BatchOutcome {
-        metrics::counter!("logger_ship_calls_total", "operation" => "BatchWriteRecord")
-            .increment(1);
-        metrics::histogram!("logger_batch_write_entries").record(chunk.len() as f64);
-        let entries = chunk
-            .iter()
-            .map(|(_, i)| {
-                BatchWriteRecordEntry::builder()
-                    .feature_group_name(&self.store.feature_group)
-                    .set_record(Some(record::features(i)))
-                    .build()
-            })
-            .collect();
-        let result = self
-            .store
-            .client
-            .batch_write_record()
-            .set_entries(Some(entries))
-            .send()
-            .await;
-        match result {
-            Ok(out) => {
-                let ids: Vec<&str> = chunk
-                    .iter()
-                    .map(|(_, i)| i.interaction_id.as_str())
-                    .collect();
-                let failures = out.errors().iter().map(|e| {
-                    let code = e.error_code().unwrap_or_default();
-                    let message = e.error_message().unwrap_or(code);
-                    (
-                        e.entry().and_then(entry_id),
-                        if code == "ValidationError" {
-                            Outcome::Invalid(message.to_owned())
-                        } else {
-                            Outcome::Retry(format!("{code}: {message}"))
-                        },
-                    )
-                });
-                let unprocessed = out
-                    .unprocessed_entries()
-                    .iter()
-                    .map(|e| (entry_id(e), Outcome::Retry("left unprocessed".into())));
-                match outcomes(&ids, failures.chain(unprocessed)) {
-                    Some(outcomes) => BatchOutcome::Entries(outcomes),
-                    None => BatchOutcome::Retry(
-                        "an entry failed without saying which; sending them all again".into(),
-                    ),
-                }
-            }
-            Err(SdkError::ServiceError(ctx)) => {
-                let (status, err) = (ctx.raw().status().as_u16(), ctx.err());
-                let reason = format!(
-                    "{} ({status}): {}",
-                    err.code().unwrap_or("error"),
-                    err.message().unwrap_or_default()
-                );
-                if status == 404 || err.code().is_some_and(|c| UNSUPPORTED.contains(&c)) {
-                    BatchOutcome::Unsupported(reason)
-                } else if status == 400 && err.code() == Some("ValidationError") {
-                    BatchOutcome::Refused(reason)
-                } else {
-                    BatchOutcome::Retry(reason)
-                }
-            }
-            Err(e) => BatchOutcome::Retry(
-                aws_sdk_sagemakerfeaturestoreruntime::error::DisplayErrorContext(&e).to_string(),
-            ),
-        }
-    }
-}
-
-/// The interaction id an entry echoed back by the store carries.
-fn entry_id(entry: &BatchWriteRecordEntry) -> Option<&str> {
-    entry
-        .record()
-        .iter()
-        .find(|v| v.feature_name() == Some("interaction_id"))
-        .and_then(|v| v.value_as_string())
-}
-
-/// Each entry's outcome, given the ids sent (in order) and the failures the store reported:
-/// everything not reported failed was written. `None` when a failure cannot be matched to
-/// an entry sent (then all of them must go again; writing a record twice is harmless, its
-/// id and event time are the same).
-fn outcomes<'a>(
-    ids: &[&str],
-    failures: impl Iterator<Item = (Option<&'a str>, Outcome)>,
-) -> Option<Vec<Outcome>> {
-    let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(n, id)| (*id, n)).collect();
-    let mut out: Vec<Outcome> = ids.iter().map(|_| Outcome::Shipped).collect();
-    for (id, outcome) in failures {
-        let n = *index.get(id?)?;
-        // An invalid entry stays invalid even if it is also reported unprocessed.
-        if !matches!(out[n], Outcome::Invalid(_)) {
-            out[n] = outcome;
-        }
-    }
-    Some(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn entries_not_reported_failed_are_shipped() {
-        let ids = ["a", "b", "c", "d"];
-        let got = outcomes(
-            &ids,
-            [
-                (Some("b"), Outcome::Invalid("bad".into())),
-                (Some("d"), Outcome::Retry("left unprocessed".into())),
-                (Some("b"), Outcome::Retry("left unprocessed".into())),
-            ]
-            .into_iter(),
-        )
-        .unwrap();
-        assert_eq!(
-            got,
-            vec![
-                Outcome::Shipped,
-                Outcome::Invalid("bad".into()),
-                Outcome::Shipped,
-                Outcome::Retry("left unprocessed".into()),
-            ]
-        );
-    }
-
-    #[test]
-    fn a_failure_that_names_no_entry_sent_means_all_go_again() {
-        let ids = ["a", "b"];
-        assert!(outcomes(&ids, [(None, Outcome::Retry("x".into()))].into_iter()).is_none());
-        assert!(outcomes(&ids, [(Some("z"), Outcome::Retry("x".into()))].into_iter()).is_none());
-        assert_eq!(
-            outcomes(&ids, std::iter::empty()).unwrap(),
-            vec![Outcome::Shipped, Outcome::Shipped]
-        );
     }
 }

@@ -166,7 +166,10 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .delete(featurestore::delete_record),
         )
         .route("/BatchGetRecord", post(featurestore::batch_get_record))
-        .route("/BatchWriteRecord", post(featurestore::batch_write_record))
+        .route(
+            "/BatchWriteRecord",
+            post(featurestore::batch_write::batch_write_record),
+        )
         .fallback(unknown_operation)
         .layer(middleware::from_fn_with_state(creds, sigv4::verify))
         .with_state(Arc::clone(&state));

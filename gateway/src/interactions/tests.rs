@@ -1,7 +1,7 @@
 //! The recorder against a real tonic logger that can be down, refuse, or take everything.
 use super::*;
 use proto::interaction::v1::{
-    LogResponse,
+    LogRequest, LogResponse,
     interaction_logger_server::{InteractionLogger, InteractionLoggerServer},
 };
 use std::sync::{Arc, atomic::AtomicUsize};
