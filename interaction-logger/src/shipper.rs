@@ -115,7 +115,7 @@ impl Shipper {
     async fn ship_chunk(&self, mut chunk: Vec<(u64, Interaction)>, drain: CancellationToken) {
         let mut backoff = Duration::from_millis(50);
         while !chunk.is_empty() {
-            if !self.store.batch_write_enabled() || chunk.len() == 1 {
+            if !self.store.batch_write_enabled() {
                 return self.ship_each(chunk, drain).await;
             }
             let retry_reason = match self.store.batch_write(&chunk).await {

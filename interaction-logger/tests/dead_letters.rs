@@ -1,7 +1,7 @@
 //! Records the Feature Store refuses as invalid become dead letters, with the reason, visible in
 //! metrics, listed and replayed over the admin port. Real sagemaker-local and the real logger,
 //! both on 127.0.0.1:0; the logger writes to the demo's *training* feature group, whose schema
-//! has none of the interaction features, so every PutRecord is a ValidationError.
+//! has none of the interaction features, so every write is a ValidationError.
 
 mod common;
 
