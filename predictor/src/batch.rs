@@ -106,25 +106,16 @@ async fn invoke_one(invoker: &Invoker, rows: Rows) -> Outcome {
     })
 }
 
-async fn invoke_batch(invoker: Arc<Invoker>, mut batch: Vec<Rows>) -> Vec<Outcome> {
-    if batch.len() == 1 {
-        let one = batch.pop().expect("one");
-        return vec![invoke_one(&invoker, one).await];
-    }
+async fn invoke_batch(invoker: Arc<Invoker>, batch: Vec<Rows>) -> Vec<Outcome> {
     // Callers whose deadline passed while they queued have gone: their rows are not sent.
     let now = Instant::now();
     let live: Vec<bool> = batch.iter().map(|r| r.deadline > now).collect();
-    let (riders, expired): (Vec<Rows>, Vec<Rows>) =
-        batch.into_iter().partition(|r| r.deadline > now);
+    let riders = batch.into_iter().filter(|r| r.deadline > now).collect();
     let mut answers = invoke_riders(&invoker, riders).await.into_iter();
-    drop(expired);
     live.into_iter()
-        .map(|alive| {
-            if alive {
-                answers.next().expect("one answer per rider")
-            } else {
-                Err(Error::Deadline)
-            }
+        .map(|alive| match alive {
+            true => answers.next().expect("one answer per rider"),
+            false => Err(Error::Deadline),
         })
         .collect()
 }
