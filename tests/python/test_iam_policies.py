@@ -107,7 +107,7 @@ def test_the_watcher_may_only_read_what_it_polls(template):
 
 
 def test_the_logger_policy_is_exactly_the_feature_store_calls_its_code_makes(template):
-    source = (ROOT / "interaction-logger" / "src" / "shipper.rs").read_text()
+    source = (ROOT / "interaction-logger" / "src" / "store.rs").read_text()
     calls = {"sagemaker:" + "".join(w.title() for w in m.split("_")) for m in re.findall(r"\.(put_record|batch_write_record|\w+_record)\(\)", source)}
     assert calls == {"sagemaker:BatchWriteRecord", "sagemaker:PutRecord"}, calls
     granted = {a for a, _ in plain(grants(template, PARAMS, "LoggerTaskRole")) if a.startswith("sagemaker:")}
