@@ -4,12 +4,15 @@
 //! NOT_SERVING until the first successful poll; an unreachable SageMaker API shows up in
 //! `last_error` while the last good status keeps being served.
 
+pub mod evidence;
+mod page;
+
 pub use model_registry::{poll, status};
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use proto::registry::v1::{
-    GetStatusRequest, Status, WatchStatusRequest,
+    GetStatusRequest, ReportShadowRequest, ReportShadowResponse, Status, WatchStatusRequest,
     registry_watcher_server::{RegistryWatcher, RegistryWatcherServer},
 };
 use rand::Rng;
@@ -32,6 +35,18 @@ pub struct Config {
     /// Milliseconds between polls (±10% jitter; doubled, up to 60 s, while throttled).
     #[arg(long, env = "WATCHER_POLL_MS", default_value_t = 5000)]
     pub poll_ms: u64,
+    /// The endpoint a pending candidate is shadowed on (default `{endpoint}-shadow`, what
+    /// `mlops-deploy shadow` creates).
+    #[arg(long, env = "SHADOW_ENDPOINT_NAME")]
+    pub shadow_endpoint_name: Option<String>,
+    /// The score at and above which a row is decided positive: where the comparison counts
+    /// whether live model and candidate agree.
+    #[arg(long, env = "SHADOW_DECISION_THRESHOLD", default_value_t = 0.5)]
+    pub shadow_threshold: f64,
+    /// Milliseconds between writes of the comparison to the candidate's package (when it
+    /// changed).
+    #[arg(long, env = "WATCHER_SHADOW_SAVE_MS", default_value_t = 5000)]
+    pub shadow_save_ms: u64,
     #[command(flatten)]
     pub tls: grpc_tls::Tls,
     #[command(flatten)]
@@ -42,6 +57,7 @@ pub struct Config {
 
 pub struct WatcherService {
     status: watch::Receiver<Status>,
+    evidence: evidence::Evidence,
 }
 
 type StatusStream = Pin<Box<dyn Stream<Item = Result<Status, tonic::Status>> + Send>>;
@@ -63,6 +79,18 @@ impl RegistryWatcher for WatcherService {
     ) -> Result<tonic::Response<StatusStream>, tonic::Status> {
         let stream = WatchStream::new(self.status.clone()).map(Ok);
         Ok(tonic::Response::new(Box::pin(stream)))
+    }
+
+    async fn report_shadow(
+        &self,
+        request: tonic::Request<ReportShadowRequest>,
+    ) -> Result<tonic::Response<ReportShadowResponse>, tonic::Status> {
+        let r = request.into_inner();
+        let accepted = self
+            .evidence
+            .report(&r.candidate_package_arn, &r.outcomes)
+            .map_err(|e| tonic::Status::failed_precondition(e.to_string()))?;
+        Ok(tonic::Response::new(ReportShadowResponse { accepted }))
     }
 }
 
@@ -106,6 +134,8 @@ fn live_versions(status: &Status) -> String {
 /// Polls until `stop`; `on_first_success` runs once, after the first good poll.
 async fn poll_loop(
     mut poller: poll::Poller,
+    shadow_endpoint: String,
+    evidence: evidence::Evidence,
     tx: watch::Sender<Status>,
     interval: Duration,
     stop: CancellationToken,
@@ -115,16 +145,22 @@ async fn poll_loop(
     let mut wait = interval;
     loop {
         let result = async {
-            Ok::<_, poll::PollError>((poller.latest_approved().await?, poller.endpoint().await?))
+            let latest = poller.latest_approved().await?;
+            let endpoint = poller.endpoint().await?;
+            let candidate = poller.candidate(latest.as_ref()).await?;
+            let shadow = poller.endpoint_named(&shadow_endpoint).await?;
+            Ok::<_, poll::PollError>((latest, endpoint, candidate, shadow))
         }
         .await;
         match result {
-            Ok((latest, endpoint)) => {
+            Ok((latest, endpoint, candidate, shadow)) => {
                 wait = interval;
+                evidence.follow(candidate.as_ref().map(|(p, m)| (p, m)));
                 tx.send_if_modified(|s| {
-                    let changed = status::apply_success(s, latest, endpoint, now());
+                    let changed = status::apply_success(s, latest, endpoint, now())
+                        | status::apply_candidate(s, candidate.map(|(p, _)| p), shadow);
                     if changed {
-                        tracing::info!(in_sync = s.in_sync, approved = s.latest_approved.as_ref().map(|p| p.version), live = ?s.endpoint.as_ref().map(|e| e.variants.iter().map(|v| (v.name.clone(), v.model_package_version)).collect::<Vec<_>>()), "status changed");
+                        tracing::info!(candidate = s.candidate.as_ref().map(|p| p.version), shadowing = status::shadowed(s).is_some(), in_sync = s.in_sync, approved = s.latest_approved.as_ref().map(|p| p.version), live = ?s.endpoint.as_ref().map(|e| e.variants.iter().map(|v| (v.name.clone(), v.model_package_version)).collect::<Vec<_>>()), "status changed");
                     }
                     changed
                 });
@@ -158,16 +194,32 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let aws = config.aws.load().await;
+    let client = aws_sdk_sagemaker::Client::new(&aws);
     let poller = poll::Poller::new(
-        aws_sdk_sagemaker::Client::new(&aws),
+        client.clone(),
         config.group.clone(),
         config.endpoint_name.clone(),
     );
+    let shadow_endpoint = config
+        .shadow_endpoint_name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| status::shadow_endpoint_name(&config.endpoint_name));
+    let evidence = evidence::Evidence::new(config.shadow_threshold);
     let (tx, rx) = watch::channel(Status::default());
     telemetry::add_section({
         let rx = rx.clone();
         move || live_versions(&rx.borrow())
     });
+    telemetry::add_section({
+        let evidence = evidence.clone();
+        move || evidence.metrics()
+    });
+    let saving = tokio::spawn(evidence.clone().save_loop(
+        client,
+        Duration::from_millis(config.shadow_save_ms.max(100)),
+        shutdown.child_token(),
+    ));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -187,6 +239,8 @@ pub async fn run(
     };
     let polling = tokio::spawn(poll_loop(
         poller,
+        shadow_endpoint.clone(),
+        evidence.clone(),
         tx,
         Duration::from_millis(config.poll_ms.max(50)),
         shutdown.child_token(),
@@ -194,13 +248,13 @@ pub async fn run(
     ));
     let admin_task = tokio::spawn(telemetry::serve_admin(
         admin,
-        telemetry::admin_router(readiness.clone()),
+        telemetry::admin_router(readiness.clone()).merge(page::routes(evidence.clone(), rx.clone())),
         shutdown.child_token(),
     ));
     let (reflection, reflection_v1alpha) =
         (proto::reflection::v1()?, proto::reflection::v1alpha()?);
 
-    tracing::info!(addr = %grpc.local_addr()?, group = %config.group, endpoint = %config.endpoint_name, transport = config.tls.describe(), "registry-watcher serving");
+    tracing::info!(addr = %grpc.local_addr()?, group = %config.group, endpoint = %config.endpoint_name, %shadow_endpoint, transport = config.tls.describe(), "registry-watcher serving");
     let stop = shutdown.clone();
     let health_on_stop = Arc::new(health);
     let serving = config
@@ -209,7 +263,10 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
-        .add_service(RegistryWatcherServer::new(WatcherService { status: rx }))
+        .add_service(RegistryWatcherServer::new(WatcherService {
+            status: rx,
+            evidence,
+        }))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
             async move {
@@ -225,7 +282,7 @@ pub async fn run(
         Some(served) => served?,
         None => tracing::warn!("grace period over; closing the remaining streams"),
     }
-    let _ = tokio::join!(polling, admin_task);
+    let _ = tokio::join!(polling, admin_task, saving);
     tracing::info!("registry-watcher stopped");
     Ok(())
 }

@@ -9,7 +9,7 @@ use aws_sdk_sagemaker::{
     error::{ProvideErrorMetadata, SdkError},
     types::{ModelApprovalStatus, ModelPackageSortBy, SortOrder},
 };
-use proto::registry::v1::{EndpointState, ModelPackage, Variant};
+use proto::registry::v1::{EndpointState, FeatureBaseline, ModelPackage, Variant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
@@ -58,10 +58,11 @@ pub struct Poller {
     facts: HashMap<String, Facts>,
 }
 
-#[derive(Clone)]
+#[derive(Clone, Default)]
 struct Facts {
     data_url: String,
     features: Vec<String>,
+    baselines: Vec<FeatureBaseline>,
 }
 
 impl Poller {
@@ -112,16 +113,75 @@ impl Poller {
         }))
     }
 
-    pub async fn endpoint(&mut self) -> Result<EndpointState, PollError> {
-        let ep = self
+    /// The group's newest package when it is PendingManualApproval and newer than `approved`
+    /// (the candidate an approver decides on), with its metadata as stored now.
+    pub async fn candidate(
+        &mut self,
+        approved: Option<&ModelPackage>,
+    ) -> Result<Option<(ModelPackage, HashMap<String, String>)>, PollError> {
+        let out = self
             .client
-            .describe_endpoint()
-            .endpoint_name(&self.endpoint)
+            .list_model_packages()
+            .model_package_group_name(&self.group)
+            .sort_by(ModelPackageSortBy::CreationTime)
+            .sort_order(SortOrder::Descending)
+            .max_results(1)
             .send()
             .await
-            .map_err(|e| failed("DescribeEndpoint", e))?;
+            .map_err(|e| failed("ListModelPackages", e))?;
+        let Some(newest) = out.model_package_summary_list().first() else {
+            return Ok(None);
+        };
+        let arn = newest.model_package_arn().unwrap_or_default().to_owned();
+        let version = newest
+            .model_package_version()
+            .map_or_else(|| version_of(&arn), i64::from);
+        let pending =
+            newest.model_approval_status() == Some(&ModelApprovalStatus::PendingManualApproval);
+        if !pending || approved.is_some_and(|a| a.version >= version) {
+            return Ok(None);
+        }
+        let described = self.describe(&arn).await?;
+        let metadata = described
+            .customer_metadata_properties()
+            .cloned()
+            .unwrap_or_default();
+        Ok(Some((
+            ModelPackage {
+                version,
+                group: self.group.clone(),
+                approval_status: "PendingManualApproval".into(),
+                created_at: newest.creation_time().map(timestamp),
+                approved_at: None,
+                features: crate::schema::features_from_metadata(Some(&metadata)),
+                arn,
+            },
+            metadata,
+        )))
+    }
+
+    /// What the endpoint serves.
+    pub async fn endpoint(&mut self) -> Result<EndpointState, PollError> {
+        let name = self.endpoint.clone();
+        self.endpoint_named(&name)
+            .await?
+            .ok_or_else(|| PollError::Failed(format!("DescribeEndpoint: no endpoint {name}")))
+    }
+
+    /// What the endpoint `name` serves; `None` when there is no such endpoint.
+    pub async fn endpoint_named(&mut self, name: &str) -> Result<Option<EndpointState>, PollError> {
+        let ep = match self.client.describe_endpoint().endpoint_name(name).send().await {
+            Ok(ep) => ep,
+            Err(e)
+                if e.code() == Some("ValidationException")
+                    && e.message().is_some_and(|m| m.contains("Could not find")) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(failed("DescribeEndpoint", e)),
+        };
         let mut state = EndpointState {
-            name: self.endpoint.clone(),
+            name: name.to_owned(),
             status: ep
                 .endpoint_status()
                 .map(|s| s.as_str().to_owned())
@@ -131,7 +191,7 @@ impl Poller {
             failure_reason: ep.failure_reason().unwrap_or_default().to_owned(),
         };
         if ep.production_variants().is_empty() || state.endpoint_config_name.is_empty() {
-            return Ok(state);
+            return Ok(Some(state));
         }
         let config = self
             .client
@@ -192,14 +252,16 @@ impl Poller {
                     None => None,
                 };
                 if let Some(arn) = arn {
+                    let facts = self.facts(&arn).await?;
                     variant.model_package_version = version_of(&arn);
-                    variant.features = self.facts(&arn).await?.features;
+                    variant.features = facts.features;
+                    variant.baselines = facts.baselines;
                     variant.model_package_arn = arn;
                 }
             }
             state.variants.push(variant);
         }
-        Ok(state)
+        Ok(Some(state))
     }
 
     /// DescribeModelPackage, keeping the package's fixed facts.
@@ -224,9 +286,17 @@ impl Poller {
                 .and_then(|c| c.model_data_url())
                 .unwrap_or_default()
                 .to_owned();
-            let features = crate::schema::features_from_metadata(d.customer_metadata_properties());
-            self.facts
-                .insert(arn.to_owned(), Facts { data_url, features });
+            let metadata = d.customer_metadata_properties();
+            let features = crate::schema::features_from_metadata(metadata);
+            let baselines = crate::schema::baselines_from_metadata(&features, metadata);
+            self.facts.insert(
+                arn.to_owned(),
+                Facts {
+                    data_url,
+                    features,
+                    baselines,
+                },
+            );
         }
         Ok(d)
     }
@@ -236,10 +306,7 @@ impl Poller {
         if !self.facts.contains_key(arn) {
             self.describe(arn).await?;
         }
-        Ok(self.facts.get(arn).cloned().unwrap_or(Facts {
-            data_url: String::new(),
-            features: Vec::new(),
-        }))
+        Ok(self.facts.get(arn).cloned().unwrap_or_default())
     }
 
     /// The group's package whose artifact is `url`, if any.

@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+use proto::registry::v1::FeatureBaseline;
+
 /// The CustomerMetadataProperties key that holds a package's feature names.
 pub const FEATURES_KEY: &str = "features";
 
@@ -21,6 +23,48 @@ pub fn features_from_metadata(metadata: Option<&HashMap<String, String>>) -> Vec
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The baselines of a package's training features (`baseline.<feature>` entries, the format
+/// of the `drift` crate), for `features` in model order. An entry that does not parse is left
+/// out and logged: drift is then not tracked for that feature.
+pub fn baselines_from_metadata(
+    features: &[String],
+    metadata: Option<&HashMap<String, String>>,
+) -> Vec<FeatureBaseline> {
+    let Some(m) = metadata else {
+        return Vec::new();
+    };
+    let (columns, problems) = drift::baseline::from_metadata(features, |k| m.get(k).map(String::as_str));
+    for p in problems {
+        tracing::warn!(problem = %p, "a package's baseline does not parse; drift is not tracked for that feature");
+    }
+    columns
+        .into_iter()
+        .map(|c| FeatureBaseline {
+            feature: c.feature,
+            column: c.index as u32,
+            edges: c.baseline.edges,
+            expected: c.baseline.expected,
+            missing_rate: c.baseline.missing_rate,
+        })
+        .collect()
+}
+
+/// The drift columns a live variant's baselines describe.
+pub fn drift_columns(baselines: &[FeatureBaseline]) -> Vec<drift::Column> {
+    baselines
+        .iter()
+        .map(|b| drift::Column {
+            index: b.column as usize,
+            feature: b.feature.clone(),
+            baseline: drift::Baseline {
+                edges: b.edges.clone(),
+                expected: b.expected.clone(),
+                missing_rate: b.missing_rate,
+            },
+        })
+        .collect()
 }
 
 #[cfg(test)]

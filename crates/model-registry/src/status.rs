@@ -32,6 +32,8 @@ pub fn apply_success(
         endpoint: Some(endpoint),
         checked_at: Some(now),
         last_error: String::new(),
+        candidate: status.candidate.clone(),
+        shadow: status.shadow.clone(),
     };
     // First poll ever, or back from an error while still out of sync: keep the earlier time.
     if !synced && status.checked_at.is_none() {
@@ -40,6 +42,42 @@ pub fn apply_success(
     let changed = differs(status, &next);
     *status = next;
     changed
+}
+
+/// Records the candidate being decided on and the endpoint it is shadowed on; returns whether
+/// they changed.
+pub fn apply_candidate(
+    status: &mut Status,
+    candidate: Option<ModelPackage>,
+    shadow: Option<EndpointState>,
+) -> bool {
+    let changed = status.candidate != candidate || status.shadow != shadow;
+    status.candidate = candidate;
+    status.shadow = shadow;
+    changed
+}
+
+/// Whether the candidate is being shadowed: the shadow endpoint is InService and a variant of
+/// it serves the candidate's package. Returns that variant's name.
+pub fn shadowed(status: &Status) -> Option<&str> {
+    let candidate = status.candidate.as_ref()?;
+    let shadow = status.shadow.as_ref()?;
+    if shadow.status != "InService" {
+        return None;
+    }
+    shadow
+        .variants
+        .iter()
+        .find(|v| v.model_package_arn == candidate.arn)
+        .map(|v| v.name.as_str())
+}
+
+/// The default name of the endpoint a candidate is shadowed on: `{endpoint}-shadow`
+/// (within SageMaker's 63 characters).
+pub fn shadow_endpoint_name(endpoint: &str) -> String {
+    let suffix = "-shadow";
+    let keep: String = endpoint.chars().take(63 - suffix.len()).collect();
+    format!("{}{suffix}", keep.trim_end_matches('-'))
 }
 
 /// Keeps the last good status and records the error; returns whether it changed.

@@ -1,0 +1,226 @@
+//! The evidence about the shadowed candidate: predictors report the outcomes of live requests
+//! mirrored to it (`ReportShadow`), the watcher folds them into one `Comparison` and keeps it
+//! with the candidate's package (CustomerMetadataProperties, `shadow.*`), where
+//! `mlops-deploy status`, the pipeline's gate and the console read it. A watcher that
+//! restarts continues from what the package holds. When the candidate is decided (or another
+//! one is registered) its comparison stays in its package, as it was last saved, and a new
+//! one starts for the next candidate.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use proto::registry::v1::{ModelPackage, ShadowOutcome};
+use shadow_comparison::{Comparison, Outcome};
+use tokio_util::sync::CancellationToken;
+
+struct Current {
+    arn: String,
+    version: i64,
+    comparison: Comparison,
+    /// `shadow.state.<i>` keys the package holds (to remove those a shorter state leaves).
+    saved_parts: usize,
+    dirty: bool,
+}
+
+#[derive(Clone)]
+pub struct Evidence {
+    threshold: f64,
+    current: Arc<Mutex<Option<Current>>>,
+}
+
+/// A report for a package that is not the candidate being shadowed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is not the candidate being shadowed (the current one is {1})")]
+pub struct NotTheCandidate(String, String);
+
+impl Evidence {
+    pub fn new(threshold: f64) -> Self {
+        Evidence {
+            threshold,
+            current: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Current>> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The candidate of the latest poll, with its package's metadata; starts (or continues
+    /// from the package) a comparison when it is new.
+    pub fn follow(&self, candidate: Option<(&ModelPackage, &HashMap<String, String>)>) {
+        let mut current = self.lock();
+        match (candidate, current.as_ref()) {
+            (Some((p, _)), Some(c)) if c.arn == p.arn => {}
+            (Some((p, metadata)), _) => {
+                let stored = Comparison::from_metadata(|k| metadata.get(k).map(String::as_str));
+                let comparison = match stored {
+                    Ok(Some(c)) => {
+                        tracing::info!(candidate = p.version, rows = c.rows, "continuing the comparison the package holds");
+                        c
+                    }
+                    Ok(None) => Comparison::new(self.threshold),
+                    Err(e) => {
+                        tracing::warn!(candidate = p.version, error = %e, "the package's stored comparison does not read; starting anew");
+                        Comparison::new(self.threshold)
+                    }
+                };
+                let saved_parts = metadata
+                    .get(shadow_comparison::PARTS_KEY)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                tracing::info!(candidate = p.version, arn = %p.arn, "candidate awaiting a decision");
+                *current = Some(Current {
+                    arn: p.arn.clone(),
+                    version: p.version,
+                    comparison,
+                    saved_parts,
+                    dirty: false,
+                });
+            }
+            (None, Some(c)) => {
+                tracing::info!(candidate = c.version, rows = c.comparison.rows, "no candidate awaiting a decision any more; its comparison stays in its package");
+                *current = None;
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// Folds in outcomes reported for `arn`; returns how many were taken.
+    pub fn report(&self, arn: &str, outcomes: &[ShadowOutcome]) -> Result<u64, NotTheCandidate> {
+        let mut current = self.lock();
+        let c = match current.as_mut() {
+            Some(c) if c.arn == arn => c,
+            other => {
+                metrics::counter!("watcher_shadow_reports_refused_total").increment(1);
+                return Err(NotTheCandidate(
+                    arn.to_owned(),
+                    other.map_or_else(|| "none".to_owned(), |c| c.arn.clone()),
+                ));
+            }
+        };
+        for o in outcomes {
+            c.comparison.add(&Outcome {
+                live: o.live.clone(),
+                candidate: o.candidate.clone(),
+                live_latency_ms: o.live_latency_ms,
+                candidate_latency_ms: o.candidate_latency_ms,
+                live_failed: o.live_failed,
+                candidate_failed: o.candidate_failed,
+            });
+        }
+        c.dirty |= !outcomes.is_empty();
+        metrics::counter!("watcher_shadow_outcomes_total").increment(outcomes.len() as u64);
+        Ok(outcomes.len() as u64)
+    }
+
+    /// The candidate's version, ARN and comparison so far.
+    pub fn snapshot(&self) -> Option<(i64, String, Comparison)> {
+        self.lock()
+            .as_ref()
+            .map(|c| (c.version, c.arn.clone(), c.comparison.clone()))
+    }
+
+    /// Writes the comparison to the candidate's package when it changed; returns whether it
+    /// wrote.
+    pub async fn save(&self, client: &aws_sdk_sagemaker::Client) -> Result<bool, String> {
+        let (arn, comparison, saved_parts) = {
+            let current = self.lock();
+            match current.as_ref() {
+                Some(c) if c.dirty => (c.arn.clone(), c.comparison.clone(), c.saved_parts),
+                _ => return Ok(false),
+            }
+        };
+        let metadata = comparison.to_metadata()?;
+        let parts = metadata
+            .get(shadow_comparison::PARTS_KEY)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let stale = Comparison::stale_keys(saved_parts, parts);
+        client
+            .update_model_package()
+            .model_package_arn(&arn)
+            .set_customer_metadata_properties(Some(metadata.into_iter().collect()))
+            .set_customer_metadata_properties_to_remove((!stale.is_empty()).then_some(stale))
+            .send()
+            .await
+            .map_err(|e| {
+                use aws_sdk_sagemaker::error::ProvideErrorMetadata;
+                format!(
+                    "UpdateModelPackage: {}: {}",
+                    e.code().unwrap_or("error"),
+                    e.message().unwrap_or_default()
+                )
+            })?;
+        let mut current = self.lock();
+        if let Some(c) = current.as_mut().filter(|c| c.arn == arn) {
+            c.saved_parts = parts;
+            // Outcomes that arrived while writing keep it dirty.
+            c.dirty = c.comparison != comparison;
+        }
+        Ok(true)
+    }
+
+    /// Saves every `interval` until `stop`, and once more then.
+    pub async fn save_loop(
+        self,
+        client: aws_sdk_sagemaker::Client,
+        interval: Duration,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let stopping = tokio::select! {
+                _ = tokio::time::sleep(interval) => false,
+                _ = stop.cancelled() => true,
+            };
+            match self.save(&client).await {
+                Ok(true) => metrics::counter!("watcher_shadow_saves_total").increment(1),
+                Ok(false) => {}
+                Err(e) => {
+                    metrics::counter!("watcher_shadow_save_errors_total").increment(1);
+                    tracing::warn!(error = %e, "could not store the comparison with the candidate; trying again");
+                }
+            }
+            if stopping {
+                return;
+            }
+        }
+    }
+
+    /// Prometheus lines for the comparison so far, rendered at each scrape (the series end
+    /// with the candidate).
+    pub fn metrics(&self) -> String {
+        let Some((version, _, c)) = self.snapshot() else {
+            return String::new();
+        };
+        let s = c.summary();
+        let mut out = String::new();
+        let mut gauge = |name: &str, help: &str, values: &[(&str, Option<f64>)]| {
+            let values: Vec<_> = values.iter().filter_map(|(l, v)| v.map(|v| (l, v))).collect();
+            if values.is_empty() {
+                return;
+            }
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+            for (labels, v) in values {
+                out.push_str(&format!("{name}{{candidate=\"{version}\"{labels}}} {v}\n"));
+            }
+        };
+        let one = |v: Option<f64>| [("", v)];
+        gauge("watcher_shadow_rows", "Rows both the live model and the shadowed candidate scored.", &one(Some(s.rows as f64)));
+        gauge("watcher_shadow_requests", "Live requests mirrored to the candidate.", &one(Some(s.requests as f64)));
+        gauge("watcher_shadow_mean_diff", "Mean of candidate - live score.", &one(s.mean_diff));
+        gauge("watcher_shadow_mean_abs_diff", "Mean of |candidate - live| score.", &one(s.mean_abs_diff));
+        gauge("watcher_shadow_abs_diff_p50", "Median |candidate - live| score.", &one(s.abs_diff_p50));
+        gauge("watcher_shadow_abs_diff_p99", "99th percentile of |candidate - live| score.", &one(s.abs_diff_p99));
+        gauge("watcher_shadow_agreement", "Share of rows with the same decision at the threshold.", &one(s.agreement));
+        let sides = |f: fn(&shadow_comparison::Side) -> Option<f64>| {
+            [(",model=\"candidate\"", f(&s.candidate)), (",model=\"live\"", f(&s.live))]
+        };
+        gauge("watcher_shadow_error_rate", "Share of mirrored requests the model failed.", &sides(|x| x.error_rate));
+        gauge("watcher_shadow_latency_p50_ms", "Median invocation latency over mirrored requests.", &sides(|x| x.latency_p50_ms));
+        gauge("watcher_shadow_latency_p99_ms", "99th percentile invocation latency over mirrored requests.", &sides(|x| x.latency_p99_ms));
+        out
+    }
+}
