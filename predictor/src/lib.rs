@@ -8,6 +8,7 @@ pub mod error;
 pub mod invoke;
 pub mod rows;
 pub mod service;
+pub mod shadow;
 
 use std::{sync::Arc, time::Duration};
 
@@ -55,6 +56,8 @@ pub struct Config {
     #[arg(long, env = "REGISTRY_WATCHER_URL")]
     pub registry_watcher_url: Option<String>,
     #[command(flatten)]
+    pub shadow: shadow::Config,
+    #[command(flatten)]
     pub tls: grpc_tls::Tls,
     #[command(flatten)]
     pub grace: shutdown::Grace,
@@ -76,16 +79,28 @@ pub async fn run(
         Duration::from_millis(config.breaker_cooldown_ms),
     );
     let invoker = Arc::new(invoke::Invoker::new(
-        client,
+        client.clone(),
         config.endpoint_name.clone(),
         breaker,
     ));
-    let registry = match config.registry_watcher_url.clone() {
-        Some(url) => {
-            registry_follower::Follower::start(config.tls.endpoint(&url)?, shutdown.child_token())
-        }
+    let watcher = match config.registry_watcher_url.as_deref() {
+        Some(url) => Some(config.tls.endpoint(url)?),
+        None => None,
+    };
+    let registry = match watcher.clone() {
+        Some(endpoint) => registry_follower::Follower::start(endpoint, shutdown.child_token()),
         None => registry_follower::Follower::none(),
     };
+    if config.shadow.shadow_fraction > 0.0 && watcher.is_none() {
+        tracing::warn!("PREDICTOR_SHADOW_FRACTION is set but REGISTRY_WATCHER_URL is not: nothing is mirrored");
+    }
+    let mirror = shadow::Mirror::start(
+        &config.shadow,
+        client,
+        registry.clone(),
+        watcher,
+        shutdown.child_token(),
+    );
     metrics::gauge!("predictor_schema_mismatch").set(0.0);
     let service = service::PredictorService {
         endpoint: config.endpoint_name.clone(),
@@ -96,6 +111,7 @@ pub async fn run(
                 .then_some((config.invoke_concurrency, config.batch_max_rows)),
         ),
         registry,
+        mirror,
         max_rows: config.max_rows,
         features: config.num_features,
         mismatch_reported: Default::default(),

@@ -20,6 +20,8 @@ pub struct PredictorService {
     pub invocations: Invocations,
     /// Which package each variant serves, from the registry-watcher.
     pub registry: registry_follower::Follower,
+    /// Mirrors live requests to a shadowed candidate (`None`: off).
+    pub mirror: Option<std::sync::Arc<crate::shadow::Mirror>>,
     pub max_rows: usize,
     /// `MODEL_NUM_FEATURES`: an explicit override of the live model's width.
     pub features: Option<usize>,
@@ -121,7 +123,8 @@ impl PredictorService {
         tracing::Span::current().record("request_id", request_id.as_str());
         let lines = rows::encode(&req.rows, self.max_rows, self.width())?;
         let target = (!req.target_variant.is_empty()).then_some(req.target_variant);
-        let answer = self
+        let started = Instant::now();
+        let result = self
             .invocations
             .score(batch::Rows {
                 csv: lines.join("\n"),
@@ -130,7 +133,22 @@ impl PredictorService {
                 deadline,
                 target_variant: target,
             })
-            .await?;
+            .await;
+        if let Some(mirror) = &self.mirror {
+            let live_latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            mirror.offer(|| crate::shadow::Job {
+                csv: lines.join("\n"),
+                rows: lines.len(),
+                request_id: request_id.clone(),
+                live: result.as_ref().map_or_else(
+                    |_| Vec::new(),
+                    |a| a.scores.iter().map(|s| s.first().copied().unwrap_or(f64::NAN)).collect(),
+                ),
+                live_latency_ms,
+                live_failed: result.is_err(),
+            });
+        }
+        let answer = result?;
         if answer.inference_id != request_id {
             tracing::Span::current().record("batch_id", answer.inference_id.as_str());
         }

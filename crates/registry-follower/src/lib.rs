@@ -33,6 +33,11 @@ impl Follower {
         self.0.borrow().clone()
     }
 
+    /// Looks at the latest status without copying it (keep `f` short: it holds a read lock).
+    pub fn with<R>(&self, f: impl FnOnce(Option<&Status>) -> R) -> R {
+        f(self.0.borrow().as_ref())
+    }
+
     /// The feature names the live model takes: those of every variant serving traffic, when
     /// they all name the same ones (`None`: no status yet, no schema, or variants disagree,
     /// as for a moment during a switch).

@@ -1,0 +1,307 @@
+//! Mirrors a fraction of live requests to the candidate awaiting a decision, off the answer
+//! path. The registry-watcher's status says when there is one to mirror to: a
+//! PendingManualApproval package newer than the latest Approved, InService on the shadow
+//! endpoint that `mlops-deploy shadow` stands up. A Predict call hands its rows and live scores
+//! to a bounded queue (`try_send`: a full queue drops the shadow work and counts it) and
+//! answers; workers invoke the candidate (their own timeout, no retries: a failure is the
+//! candidate's error) and the outcomes go to the watcher in batches (`ReportShadow`), where
+//! they become the comparison the approver reads. Nothing here can delay or fail a live answer.
+
+use std::{sync::Arc, time::Duration};
+
+use aws_smithy_types::Blob;
+use proto::registry::v1::{
+    ReportShadowRequest, ShadowOutcome, Status, registry_watcher_client::RegistryWatcherClient,
+};
+use tokio::{
+    sync::{Semaphore, mpsc},
+    time::Instant,
+};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+
+use crate::rows;
+
+/// Configuration (part of the predictor's).
+#[derive(clap::Args, Debug, Clone)]
+pub struct Config {
+    /// Share of live requests mirrored to a shadowed candidate (0 = off, 1 = every request).
+    /// Needs REGISTRY_WATCHER_URL (it says when a candidate is shadowed, and takes the outcomes).
+    #[arg(long, env = "PREDICTOR_SHADOW_FRACTION", default_value_t = 0.0)]
+    pub shadow_fraction: f64,
+    /// Mirrored requests waiting for a worker; beyond that shadow work is dropped (counted).
+    #[arg(long, env = "PREDICTOR_SHADOW_QUEUE", default_value_t = 256)]
+    pub shadow_queue: usize,
+    /// Calls to the candidate in flight at once.
+    #[arg(long, env = "PREDICTOR_SHADOW_CONCURRENCY", default_value_t = 2)]
+    pub shadow_concurrency: usize,
+    /// A candidate call taking longer counts as the candidate's error.
+    #[arg(long, env = "PREDICTOR_SHADOW_TIMEOUT_MS", default_value_t = 2000)]
+    pub shadow_timeout_ms: u64,
+}
+
+/// Where mirrored rows go: the shadow endpoint, and the package it serves.
+#[derive(Clone, Debug, PartialEq)]
+struct Target {
+    endpoint: String,
+    candidate_arn: String,
+}
+
+/// One live request, as the candidate gets it.
+pub struct Job {
+    pub csv: String,
+    pub rows: usize,
+    pub request_id: String,
+    /// The live model's first score per row (empty when `live_failed`).
+    pub live: Vec<f64>,
+    pub live_latency_ms: f64,
+    pub live_failed: bool,
+}
+
+pub struct Mirror {
+    fraction: f64,
+    registry: registry_follower::Follower,
+    queue: mpsc::Sender<(Target, Job)>,
+}
+
+/// The candidate to mirror to, if one is shadowed and takes the live model's rows.
+fn target(status: &Status) -> Option<Target> {
+    model_registry::status::shadowed(status)?;
+    let candidate = status.candidate.as_ref()?;
+    let live = registry_follower::live_features(status);
+    if let Some(live) = live
+        && !candidate.features.is_empty()
+        && candidate.features != live
+    {
+        metrics::counter!("predictor_shadow_skipped_total", "reason" => "schema").increment(1);
+        return None;
+    }
+    Some(Target {
+        endpoint: status.shadow.as_ref()?.name.clone(),
+        candidate_arn: candidate.arn.clone(),
+    })
+}
+
+impl Mirror {
+    /// `None` when mirroring is off (fraction 0, or no watcher to say what to mirror to).
+    pub fn start(
+        config: &Config,
+        client: aws_sdk_sagemakerruntime::Client,
+        registry: registry_follower::Follower,
+        watcher: Option<Endpoint>,
+        shutdown: CancellationToken,
+    ) -> Option<Arc<Self>> {
+        let watcher = watcher.filter(|_| config.shadow_fraction > 0.0)?;
+        let (queue, jobs) = mpsc::channel(config.shadow_queue.max(1));
+        let (outcomes_tx, outcomes) = mpsc::channel(1024);
+        tokio::spawn(work(
+            jobs,
+            client,
+            config.shadow_concurrency.max(1),
+            Duration::from_millis(config.shadow_timeout_ms.max(1)),
+            outcomes_tx,
+        ));
+        tokio::spawn(report(outcomes, watcher, shutdown));
+        tracing::info!(fraction = config.shadow_fraction, queue = config.shadow_queue, "mirroring live requests to a shadowed candidate whenever there is one");
+        Some(Arc::new(Mirror {
+            fraction: config.shadow_fraction.min(1.0),
+            registry,
+            queue,
+        }))
+    }
+
+    /// On the answer path: picks the request or not, and when it is picked and a candidate is
+    /// shadowed, queues `job()` without waiting.
+    pub fn offer(&self, job: impl FnOnce() -> Job) {
+        if self.fraction < 1.0 && rand::random::<f64>() >= self.fraction {
+            return;
+        }
+        let Some(target) = self.registry.with(|s| s.and_then(target)) else {
+            return;
+        };
+        match self.queue.try_send((target, job())) {
+            Ok(()) => metrics::counter!("predictor_shadow_mirrored_total").increment(1),
+            Err(_) => {
+                metrics::counter!("predictor_shadow_skipped_total", "reason" => "queue_full")
+                    .increment(1)
+            }
+        }
+    }
+}
+
+/// Invokes the candidate for each job, `concurrency` at a time.
+async fn work(
+    mut jobs: mpsc::Receiver<(Target, Job)>,
+    client: aws_sdk_sagemakerruntime::Client,
+    concurrency: usize,
+    timeout: Duration,
+    outcomes: mpsc::Sender<(String, ShadowOutcome)>,
+) {
+    let lanes = Arc::new(Semaphore::new(concurrency));
+    while let Some((target, job)) = jobs.recv().await {
+        let Ok(lane) = Arc::clone(&lanes).acquire_owned().await else {
+            return;
+        };
+        let (client, outcomes) = (client.clone(), outcomes.clone());
+        tokio::spawn(async move {
+            let outcome = invoke(&client, &target.endpoint, job, timeout).await;
+            drop(lane);
+            let _ = outcomes.send((target.candidate_arn, outcome)).await;
+        });
+    }
+}
+
+async fn invoke(
+    client: &aws_sdk_sagemakerruntime::Client,
+    endpoint: &str,
+    job: Job,
+    timeout: Duration,
+) -> ShadowOutcome {
+    let mut outcome = ShadowOutcome {
+        live: job.live,
+        live_latency_ms: job.live_latency_ms,
+        live_failed: job.live_failed,
+        ..Default::default()
+    };
+    if job.live_failed {
+        return outcome;
+    }
+    let started = Instant::now();
+    let call = client
+        .invoke_endpoint()
+        .endpoint_name(endpoint)
+        .content_type("text/csv")
+        .accept("text/csv")
+        .inference_id(&job.request_id)
+        .body(Blob::new(job.csv.into_bytes()))
+        .send();
+    let result = tokio::time::timeout(timeout, call).await;
+    let elapsed = started.elapsed();
+    outcome.candidate_latency_ms = Some(elapsed.as_secs_f64() * 1000.0);
+    metrics::histogram!("predictor_shadow_seconds").record(elapsed.as_secs_f64());
+    let scores = match result {
+        Ok(Ok(out)) => {
+            let body = out
+                .body
+                .map(|b| String::from_utf8_lossy(b.as_ref()).into_owned())
+                .unwrap_or_default();
+            rows::parse_scores(&body, job.rows).map_err(|e| e.to_string())
+        }
+        Ok(Err(e)) => Err(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string()),
+        Err(_) => Err(format!("no answer within {timeout:?}")),
+    };
+    match scores {
+        Ok(scores) => {
+            outcome.candidate = scores
+                .iter()
+                .map(|s| s.first().copied().unwrap_or(f64::NAN))
+                .collect()
+        }
+        Err(e) => {
+            outcome.candidate_failed = true;
+            metrics::counter!("predictor_shadow_candidate_errors_total").increment(1);
+            tracing::debug!(request_id = %job.request_id, error = %e, "the shadowed candidate failed");
+        }
+    }
+    outcome
+}
+
+/// Sends outcomes to the watcher, per candidate, at most every second or 256 at a time. A
+/// report the watcher does not take is dropped (counted): the comparison is statistics.
+async fn report(
+    mut outcomes: mpsc::Receiver<(String, ShadowOutcome)>,
+    watcher: Endpoint,
+    shutdown: CancellationToken,
+) {
+    const MAX: usize = 256;
+    let mut client = RegistryWatcherClient::new(watcher.connect_lazy());
+    let mut pending: Vec<(String, ShadowOutcome)> = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let stop = tokio::select! {
+            got = outcomes.recv() => match got {
+                Some(o) => { pending.push(o); if pending.len() < MAX { continue } false }
+                None => true,
+            },
+            _ = tick.tick() => false,
+            _ = shutdown.cancelled() => true,
+        };
+        while let Some((arn, _)) = pending.first() {
+            let arn = arn.clone();
+            let (batch, rest): (Vec<_>, Vec<_>) = pending.drain(..).partition(|(a, _)| *a == arn);
+            pending = rest;
+            let n = batch.len() as u64;
+            let request = ReportShadowRequest {
+                candidate_package_arn: arn,
+                outcomes: batch.into_iter().map(|(_, o)| o).collect(),
+            };
+            match client.report_shadow(request).await {
+                Ok(_) => metrics::counter!("predictor_shadow_reported_total").increment(n),
+                Err(e) => {
+                    metrics::counter!("predictor_shadow_report_errors_total").increment(n);
+                    tracing::warn!(error = %e.message(), outcomes = n, "the registry-watcher did not take shadow outcomes; dropped");
+                }
+            }
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proto::registry::v1::{EndpointState, ModelPackage, Variant};
+
+    use super::*;
+
+    fn status(shadow_status: &str, candidate_features: &[&str]) -> Status {
+        let names = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        Status {
+            candidate: Some(ModelPackage {
+                arn: "arn:pkg/2".into(),
+                version: 2,
+                features: names(candidate_features),
+                ..Default::default()
+            }),
+            shadow: Some(EndpointState {
+                name: "ep-shadow".into(),
+                status: shadow_status.into(),
+                variants: vec![Variant {
+                    name: "v2".into(),
+                    model_package_arn: "arn:pkg/2".into(),
+                    current_weight: 1.0,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            endpoint: Some(EndpointState {
+                variants: vec![Variant {
+                    name: "v1".into(),
+                    current_weight: 1.0,
+                    features: names(&["a", "b"]),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn mirrors_only_to_an_in_service_candidate_with_the_live_schema() {
+        assert_eq!(
+            target(&status("InService", &["a", "b"])),
+            Some(Target {
+                endpoint: "ep-shadow".into(),
+                candidate_arn: "arn:pkg/2".into()
+            })
+        );
+        assert_eq!(target(&status("Creating", &["a", "b"])), None);
+        assert_eq!(target(&status("InService", &["a", "c"])), None, "other features");
+        assert!(target(&status("InService", &[])).is_some(), "no schema said");
+        let mut no_candidate = status("InService", &["a", "b"]);
+        no_candidate.candidate = None;
+        assert_eq!(target(&no_candidate), None);
+    }
+}
