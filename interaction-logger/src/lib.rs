@@ -7,6 +7,7 @@
 //! under it and ships the spools of loggers that are gone (`ownership`, `adopt`).
 
 pub mod adopt;
+pub mod drift;
 pub mod ownership;
 pub mod record;
 pub mod service;
@@ -76,6 +77,8 @@ pub struct Config {
     #[arg(long, env = "LOGGER_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     #[command(flatten)]
+    pub drift: drift::Config,
+    #[command(flatten)]
     pub tls: grpc_tls::Tls,
     #[command(flatten)]
     pub grace: shutdown::Grace,
@@ -143,6 +146,25 @@ pub async fn run(
         )
     });
 
+    let drift = match config.drift.registry_watcher_url.as_deref() {
+        Some(url) => {
+            let follower = registry_follower::Follower::start(
+                config.tls.endpoint(url)?,
+                shutdown.child_token(),
+            );
+            let drift = drift::Drift::new(&config.drift, follower);
+            telemetry::add_section({
+                let drift = drift.clone();
+                move || drift.metrics()
+            });
+            Some(drift)
+        }
+        None => {
+            tracing::info!("no REGISTRY_WATCHER_URL: live inputs are not checked for drift");
+            None
+        }
+    };
+
     let readiness = telemetry::Readiness::default();
     readiness.set(true);
     // Dead letters are recorded interactions, and a replay changes state: both need the token.
@@ -154,7 +176,18 @@ pub async fn run(
     if token.is_none() {
         tracing::info!("no LOGGER_ADMIN_TOKEN: the dead-letter routes are refused");
     }
-    let admin_routes = telemetry::admin_router(readiness.clone()).merge(
+    let drift_view = drift.clone();
+    let admin_routes = telemetry::admin_router(readiness.clone())
+        .route(
+            "/drift",
+            get(move || {
+                let view = drift_view
+                    .as_ref()
+                    .map_or_else(|| serde_json::json!({ "tracking": false }), drift::Drift::json);
+                std::future::ready(Json(view))
+            }),
+        )
+        .merge(
         axum::Router::new()
             .route("/dead-letters", get(list_dead_letters))
             .route("/dead-letters/replay", post(replay_dead_letters))
@@ -188,6 +221,7 @@ pub async fn run(
         .add_service(InteractionLoggerServer::new(service::LoggerService {
             spool: Arc::clone(&spool),
             wake,
+            drift,
         }))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),

@@ -20,6 +20,8 @@ pub const MAX_PER_CALL: usize = proto::MAX_INTERACTIONS_PER_LOG;
 pub struct LoggerService {
     pub spool: Arc<Spool>,
     pub wake: Arc<Notify>,
+    /// Counts each interaction's features against the live model's baseline (`None`: off).
+    pub drift: Option<crate::drift::Drift>,
 }
 
 fn invalid(field: String, reason: &str) -> Status {
@@ -93,6 +95,9 @@ impl InteractionLogger for LoggerService {
             .map(|i| i.interaction_id.clone())
             .collect();
         let count = ids.len() as u64;
+        if let Some(drift) = &self.drift {
+            drift.observe(&interactions);
+        }
         match self.spool.append(interactions).await {
             Ok(()) => {
                 metrics::counter!("logger_accepted_total").increment(count);
