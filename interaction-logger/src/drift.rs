@@ -33,6 +33,18 @@ pub struct Config {
     pub drift_psi_threshold: f64,
 }
 
+impl Default for Config {
+    /// The defaults the flags declare (and whatever the environment sets).
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            config: Config,
+        }
+        <Flags as clap::Parser>::parse_from(["interaction-logger"]).config
+    }
+}
+
 struct Live {
     arn: String,
     version: i64,

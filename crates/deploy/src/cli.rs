@@ -34,4 +34,7 @@ pub struct Target {
         global = true
     )]
     pub endpoint_name: String,
+    /// The endpoint a pending candidate is shadowed on (default `{endpoint}-shadow`).
+    #[arg(long, env = "SHADOW_ENDPOINT_NAME", global = true)]
+    pub shadow_endpoint_name: Option<String>,
 }

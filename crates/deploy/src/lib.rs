@@ -17,6 +17,7 @@ use aws_sdk_sagemaker::{
     },
 };
 mod cli;
+mod shadow;
 
 pub use cli::{Target, init_cli_logging};
 pub use model_registry::version_of;
@@ -47,6 +48,8 @@ pub struct Deployer {
     pub client: aws_sdk_sagemaker::Client,
     pub group: String,
     pub endpoint: String,
+    /// Where a pending candidate is shadowed (`mlops-deploy shadow`).
+    pub shadow_endpoint: String,
     pub execution_role_arn: Option<String>,
     /// The KMS key the endpoint config encrypts the instances' storage with.
     pub kms_key_id: Option<String>,
@@ -63,6 +66,12 @@ impl Deployer {
         Deployer {
             client,
             group: target.group,
+            shadow_endpoint: target
+                .shadow_endpoint_name
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| {
+                    model_registry::status::shadow_endpoint_name(&target.endpoint_name)
+                }),
             endpoint: target.endpoint_name,
             execution_role_arn: None,
             kms_key_id: None,
@@ -200,6 +209,7 @@ impl Deployer {
             "failure_reason": endpoint.failure_reason,
             "live": endpoint.variants.iter().map(|v| json!({ "variant": v.name, "weight": v.current_weight, "version": v.model_package_version, "arn": v.model_package_arn })).collect::<Vec<_>>(),
             "in_sync": in_sync(latest.as_ref(), &endpoint),
+            "candidate": self.candidate_view().await?,
         }))
     }
 
@@ -228,7 +238,7 @@ impl Deployer {
             let mut state = poller.endpoint().await.map_err(Self::poll_error)?;
             if in_transition(&EndpointStatus::from(state.status.as_str())) {
                 tracing::info!(status = %state.status, "waiting for the endpoint's current change to finish");
-                self.wait_settled().await?;
+                self.wait_settled(&self.endpoint).await?;
                 state = poller.endpoint().await.map_err(Self::poll_error)?;
             }
             before = state
@@ -245,21 +255,40 @@ impl Deployer {
             }
         }
 
-        let model_name = self.model_for(&latest.arn, latest.version).await?;
+        let (model_name, config_name) = self
+            .roll_out(&self.endpoint, &latest.arn, latest.version, exists)
+            .await?;
+        Ok(json!({
+            "action": if exists { "updated" } else { "created" },
+            "endpoint": self.endpoint,
+            "from": before,
+            "to": { "variant": format!("v{}", latest.version), "version": latest.version, "arn": latest.arn, "model": model_name, "endpoint_config": config_name },
+            "seconds": started.elapsed().as_secs_f64(),
+        }))
+    }
+
+    /// Puts the package on `endpoint` (one variant `v{n}` taking all traffic; the endpoint is
+    /// created when it does not exist) and waits until it is InService on the new config.
+    /// Returns the model's and the config's names.
+    async fn roll_out(
+        &self,
+        endpoint: &str,
+        arn: &str,
+        version: i64,
+        exists: bool,
+    ) -> Result<(String, String), DeployError> {
+        let model_name = self.model_for(arn, version).await?;
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis();
-        let config_name = truncate(
-            &format!("{}-v{}-{stamp}", self.endpoint, latest.version),
-            63,
-        );
+        let config_name = truncate(&format!("{endpoint}-v{version}-{stamp}"), 63);
         self.client
             .create_endpoint_config()
             .endpoint_config_name(&config_name)
             .production_variants(
                 ProductionVariant::builder()
-                    .variant_name(format!("v{}", latest.version))
+                    .variant_name(format!("v{version}"))
                     .model_name(&model_name)
                     .initial_instance_count(self.instance_count)
                     .instance_type(ProductionVariantInstanceType::from(
@@ -275,7 +304,7 @@ impl Deployer {
         if exists {
             self.client
                 .update_endpoint()
-                .endpoint_name(&self.endpoint)
+                .endpoint_name(endpoint)
                 .endpoint_config_name(&config_name)
                 .send()
                 .await
@@ -283,31 +312,25 @@ impl Deployer {
         } else {
             self.client
                 .create_endpoint()
-                .endpoint_name(&self.endpoint)
+                .endpoint_name(endpoint)
                 .endpoint_config_name(&config_name)
                 .send()
                 .await
                 .map_err(|e| aws("CreateEndpoint", e))?;
         }
-        tracing::info!(endpoint = %self.endpoint, config = %config_name, version = latest.version, "rolling out");
-        let settled = self.wait_settled().await?;
+        tracing::info!(%endpoint, config = %config_name, version, "rolling out");
+        let settled = self.wait_settled(endpoint).await?;
         let live_config = settled.endpoint_config_name().unwrap_or_default();
         if settled.endpoint_status() != Some(&EndpointStatus::InService)
             || live_config != config_name
         {
             return Err(DeployError::Failed(format!(
-                "the endpoint is {} on {live_config}: {}",
+                "{endpoint} is {} on {live_config}: {}",
                 settled.endpoint_status().map_or("?", |s| s.as_str()),
                 settled.failure_reason().unwrap_or("no reason given")
             )));
         }
-        Ok(json!({
-            "action": if exists { "updated" } else { "created" },
-            "endpoint": self.endpoint,
-            "from": before,
-            "to": { "variant": format!("v{}", latest.version), "version": latest.version, "arn": latest.arn, "model": model_name, "endpoint_config": config_name },
-            "seconds": started.elapsed().as_secs_f64(),
-        }))
+        Ok((model_name, config_name))
     }
 
     /// A model for the package: the existing `{endpoint}-v{n}` when it serves that package.
@@ -342,6 +365,7 @@ impl Deployer {
 
     async fn wait_settled(
         &self,
+        endpoint: &str,
     ) -> Result<aws_sdk_sagemaker::operation::describe_endpoint::DescribeEndpointOutput, DeployError>
     {
         let deadline = Instant::now() + self.timeout;
@@ -349,7 +373,7 @@ impl Deployer {
             let out = self
                 .client
                 .describe_endpoint()
-                .endpoint_name(&self.endpoint)
+                .endpoint_name(endpoint)
                 .send()
                 .await
                 .map_err(|e| aws("DescribeEndpoint", e))?;
@@ -372,7 +396,7 @@ impl Deployer {
 }
 
 /// An endpoint in one of these states is changing: wait for it to settle.
-fn in_transition(status: &EndpointStatus) -> bool {
+pub(crate) fn in_transition(status: &EndpointStatus) -> bool {
     matches!(
         status,
         EndpointStatus::Creating

@@ -55,25 +55,52 @@ enum Command {
     },
     /// Roll the endpoint to the latest Approved package (nothing when it is live).
     Deploy {
-        /// Role SageMaker assumes for the model (required on AWS).
-        #[arg(long, env = "SAGEMAKER_EXECUTION_ROLE_ARN")]
-        execution_role_arn: Option<String>,
-        /// KMS key for the endpoint config (the instances' storage volumes).
-        #[arg(long, env = "DEPLOY_KMS_KEY_ID")]
-        kms_key_id: Option<String>,
-        #[arg(long, env = "DEPLOY_INSTANCE_TYPE", default_value = "ml.m5.large")]
-        instance_type: String,
-        #[arg(long, env = "DEPLOY_INSTANCE_COUNT", default_value_t = 1)]
-        instance_count: i32,
-        /// Milliseconds between DescribeEndpoint calls while waiting.
-        #[arg(long, env = "DEPLOY_POLL_MS", default_value_t = 15_000)]
-        poll_ms: u64,
-        /// Give up waiting for InService after this many seconds.
-        #[arg(long, env = "DEPLOY_TIMEOUT_SECS", default_value_t = 3600)]
-        timeout_secs: u64,
+        #[command(flatten)]
+        rollout: Rollout,
+    },
+    /// Shadow the candidate awaiting a decision on its own endpoint (`{endpoint}-shadow`), or
+    /// remove the shadow endpoint when there is none (approved, rejected) or shadowing is off.
+    Shadow {
+        /// Shadow candidates at all (`false`: only remove what is there).
+        #[arg(long, env = "SHADOW_CANDIDATES", default_value_t = false, action = clap::ArgAction::Set)]
+        enabled: bool,
+        #[command(flatten)]
+        rollout: Rollout,
     },
     /// What is approved, what is live, and whether they match.
     Status,
+}
+
+/// How an endpoint is rolled out (`deploy`, `shadow`).
+#[derive(clap::Args)]
+struct Rollout {
+    /// Role SageMaker assumes for the model (required on AWS).
+    #[arg(long, env = "SAGEMAKER_EXECUTION_ROLE_ARN")]
+    execution_role_arn: Option<String>,
+    /// KMS key for the endpoint config (the instances' storage volumes).
+    #[arg(long, env = "DEPLOY_KMS_KEY_ID")]
+    kms_key_id: Option<String>,
+    #[arg(long, env = "DEPLOY_INSTANCE_TYPE", default_value = "ml.m5.large")]
+    instance_type: String,
+    #[arg(long, env = "DEPLOY_INSTANCE_COUNT", default_value_t = 1)]
+    instance_count: i32,
+    /// Milliseconds between DescribeEndpoint calls while waiting.
+    #[arg(long, env = "DEPLOY_POLL_MS", default_value_t = 15_000)]
+    poll_ms: u64,
+    /// Give up waiting for InService after this many seconds.
+    #[arg(long, env = "DEPLOY_TIMEOUT_SECS", default_value_t = 3600)]
+    timeout_secs: u64,
+}
+
+impl Rollout {
+    fn apply(self, deployer: &mut deploy::Deployer) {
+        deployer.execution_role_arn = self.execution_role_arn;
+        deployer.kms_key_id = self.kms_key_id;
+        deployer.instance_type = self.instance_type;
+        deployer.instance_count = self.instance_count;
+        deployer.poll = Duration::from_millis(self.poll_ms.max(10));
+        deployer.timeout = Duration::from_secs(self.timeout_secs);
+    }
 }
 
 #[tokio::main]
@@ -122,21 +149,13 @@ async fn main() -> std::process::ExitCode {
                 .await
         }
         Command::Status => deployer.status().await,
-        Command::Deploy {
-            execution_role_arn,
-            kms_key_id,
-            instance_type,
-            instance_count,
-            poll_ms,
-            timeout_secs,
-        } => {
-            deployer.execution_role_arn = execution_role_arn;
-            deployer.kms_key_id = kms_key_id;
-            deployer.instance_type = instance_type;
-            deployer.instance_count = instance_count;
-            deployer.poll = Duration::from_millis(poll_ms.max(10));
-            deployer.timeout = Duration::from_secs(timeout_secs);
+        Command::Deploy { rollout } => {
+            rollout.apply(&mut deployer);
             deployer.deploy().await
+        }
+        Command::Shadow { enabled, rollout } => {
+            rollout.apply(&mut deployer);
+            deployer.shadow(enabled).await
         }
     };
     match result {

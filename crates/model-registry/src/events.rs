@@ -76,10 +76,27 @@ pub fn decisions(before: &Snapshot, after: &Snapshot) -> Vec<(i64, String)> {
         .collect()
 }
 
+/// Packages registered PendingManualApproval since `before`: candidates to shadow.
+pub fn registrations(before: &Snapshot, after: &Snapshot) -> Vec<i64> {
+    after
+        .iter()
+        .filter(|(v, s)| **s == ModelApprovalStatus::PendingManualApproval && !before.contains_key(v))
+        .map(|(v, _)| *v)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use ModelApprovalStatus::{Approved, PendingManualApproval as Pending, Rejected};
+
+    #[test]
+    fn registrations_are_new_pending_packages() {
+        let before = Snapshot::from([(1, Approved), (2, Pending)]);
+        let after = Snapshot::from([(1, Approved), (2, Approved), (3, Pending), (4, Rejected)]);
+        assert_eq!(registrations(&before, &after), [3]);
+        assert!(registrations(&after, &after).is_empty());
+    }
 
     #[test]
     fn decisions_are_the_changes_that_move_what_should_serve() {

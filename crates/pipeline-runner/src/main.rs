@@ -58,6 +58,11 @@ struct Args {
         global = true
     )]
     approve_command: String,
+    /// Shadow each new candidate on live traffic while it awaits a decision (the Deploy
+    /// stage's `mlops-deploy shadow` reads the same variable), and show the comparison at the
+    /// gate.
+    #[arg(long, env = "SHADOW_CANDIDATES", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    shadow_candidates: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -108,6 +113,7 @@ async fn main() -> ExitCode {
         gate_timeout: None,
         lock_file: args.lock_file,
         approve_command: args.approve_command,
+        shadow_candidates: args.shadow_candidates,
     };
     let shutdown = shutdown::on_signal();
     let result = match args.command {

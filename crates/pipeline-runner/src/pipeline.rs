@@ -54,6 +54,9 @@ pub struct Pipeline {
     pub lock_file: PathBuf,
     /// How the approver runs `mlops-deploy` here, for the command the gate prints.
     pub approve_command: String,
+    /// `SHADOW_CANDIDATES`: a new candidate is shadowed on live traffic while it awaits a
+    /// decision (the Deploy stage's `mlops-deploy shadow`), and the gate shows the comparison.
+    pub shadow_candidates: bool,
 }
 
 fn banner(text: &str) {
@@ -81,6 +84,12 @@ impl Pipeline {
     /// report was printed), and nothing after it runs.
     pub async fn run(&self, shutdown: &CancellationToken) -> Result<Finish, PipelineError> {
         let arn = self.train_stage().await?;
+        if self.shadow_candidates {
+            // A failed shadow is reported and the gate goes on without the comparison.
+            let _ = self
+                .deploy_stage("shadow the candidate on live traffic", &BTreeMap::new())
+                .await;
+        }
         let decision = self.gate(&arn, shutdown).await?;
         match decision {
             ModelApprovalStatus::Approved => {
@@ -147,7 +156,11 @@ impl Pipeline {
             self.deploy.buildspec.display()
         ));
         let _lock = self.lock().await?;
-        match self.stages.run(&self.deploy, overrides).await {
+        let mut overrides = overrides.clone();
+        overrides
+            .entry("SHADOW_CANDIDATES".to_owned())
+            .or_insert_with(|| self.shadow_candidates.to_string());
+        match self.stages.run(&self.deploy, &overrides).await {
             Ok(o) => {
                 banner(&format!(
                     "Deploy succeeded in {:.1} s",
@@ -216,7 +229,11 @@ impl Pipeline {
             self.poll.as_secs_f64()
         );
         let deadline = self.gate_timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut shown = None;
         loop {
+            if self.shadow_candidates {
+                self.show_comparison(v, &mut shown).await;
+            }
             match registry::evaluation(&self.client, arn)
                 .await
                 .map(|e| e.status)
@@ -236,6 +253,35 @@ impl Pipeline {
                 _ = shutdown.cancelled() => return Err(PipelineError::Interrupted),
             }
         }
+    }
+
+    /// Prints the candidate's comparison on live traffic when it moved since `shown`.
+    async fn show_comparison(&self, version: i64, shown: &mut Option<u64>) {
+        let Ok(view) = self.deployer.candidate_view().await else {
+            return;
+        };
+        if view["version"].as_i64() != Some(version) {
+            return;
+        }
+        let c = &view["comparison"];
+        let rows = c["rows"].as_u64();
+        if rows.is_none() || rows == *shown {
+            return;
+        }
+        *shown = rows;
+        let f = |v: &serde_json::Value, d: usize| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.d$}"));
+        println!(
+            "   shadow v{version} on live traffic: {} rows, mean |candidate - live| {}, p99 {}, decision agreement {} at {}; candidate errors {} (rate {}), p50 {} ms vs live {} ms",
+            rows.unwrap_or(0),
+            f(&c["mean_abs_diff"], 4),
+            f(&c["abs_diff_p99"], 4),
+            f(&c["agreement"], 4),
+            c["threshold"],
+            c["candidate"]["errors"],
+            f(&c["candidate"]["error_rate"], 4),
+            f(&c["candidate"]["latency_p50_ms"], 2),
+            f(&c["live"]["latency_p50_ms"], 2),
+        );
     }
 
     async fn live_evaluations(&self) -> Vec<Evaluation> {
@@ -304,16 +350,22 @@ impl Pipeline {
                     continue;
                 }
             };
-            let decisions = model_registry::events::decisions(&last, &now);
-            last = now;
-            if decisions.is_empty() {
-                continue;
-            }
-            let why = decisions
+            let mut changes: Vec<String> = model_registry::events::decisions(&last, &now)
                 .iter()
                 .map(|(v, s)| format!("v{v} {s}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+                .collect();
+            if self.shadow_candidates {
+                changes.extend(
+                    model_registry::events::registrations(&last, &now)
+                        .iter()
+                        .map(|v| format!("v{v} registered PendingManualApproval (to shadow)")),
+                );
+            }
+            last = now;
+            if changes.is_empty() {
+                continue;
+            }
+            let why = changes.join(", ");
             let _ = self
                 .deploy_stage(
                     &format!("model package state change: {why}"),

@@ -12,7 +12,8 @@ use std::{
 };
 
 use proto::registry::v1::{
-    GetStatusRequest, ModelPackage, Status, WatchStatusRequest,
+    GetStatusRequest, ModelPackage, ReportShadowRequest, ReportShadowResponse, Status,
+    WatchStatusRequest,
     registry_watcher_server::{RegistryWatcher, RegistryWatcherServer},
 };
 use registry_follower::Follower;
@@ -58,6 +59,13 @@ impl RegistryWatcher for Watcher {
         let pause = self.break_after;
         let stream = async_stream(n + 1, pause);
         Ok(tonic::Response::new(Box::pin(stream)))
+    }
+
+    async fn report_shadow(
+        &self,
+        _: tonic::Request<ReportShadowRequest>,
+    ) -> Result<tonic::Response<ReportShadowResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not part of this test"))
     }
 }
 

@@ -100,6 +100,7 @@ pub async fn start_with(
         ship_concurrency: 4,
         ship_batch_write: true,
         admin_token: Some(ADMIN_TOKEN.into()),
+        drift: Default::default(),
         tls: Default::default(),
         ship_linger_ms: linger_ms,
         grace: shutdown::Grace {

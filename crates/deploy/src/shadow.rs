@@ -1,0 +1,189 @@
+//! `mlops-deploy shadow`: the candidate awaiting a decision (the group's newest package, when
+//! it is PendingManualApproval and newer than the latest Approved) gets an endpoint of its own,
+//! `{endpoint}-shadow`, where the predictors mirror live requests to it without its answers
+//! reaching anyone; with no such candidate (approved, rejected, or shadowing off) the shadow
+//! endpoint, its config and its model (unless the live endpoint uses it) are removed.
+//! Idempotent: run after every registry change (the Deploy stage does), it converges.
+//!
+//! Why an endpoint of its own rather than SageMaker's shadow variants: a shadow variant's
+//! answers go to data capture in S3, never back to the caller, so the predictor could not put
+//! the candidate's score beside the live one as requests happen; and adding or removing a
+//! variant is an UpdateEndpoint of the live endpoint (a blue/green roll of the serving fleet)
+//! for every candidate. A separate endpoint is created and deleted without touching the live
+//! one, a slow or failing candidate cannot take capacity from it, and sagemaker-local runs it
+//! exactly as SageMaker does.
+
+use std::time::Instant;
+
+use aws_sdk_sagemaker::error::ProvideErrorMetadata;
+use model_registry::status::shadowed;
+use proto::registry::v1::Status;
+use serde_json::{Value, json};
+use shadow_comparison::Comparison;
+
+use crate::{DeployError, Deployer, aws, in_transition};
+
+impl Deployer {
+    /// Converges the shadow endpoint on the candidate (or on nothing when `enabled` is false
+    /// or there is no candidate).
+    pub async fn shadow(&self, enabled: bool) -> Result<Value, DeployError> {
+        let started = Instant::now();
+        let mut poller = self.poller();
+        let latest = poller.latest_approved().await.map_err(Self::poll_error)?;
+        let candidate = poller
+            .candidate(latest.as_ref())
+            .await
+            .map_err(Self::poll_error)?
+            .map(|(p, _)| p);
+        let mut current = poller
+            .endpoint_named(&self.shadow_endpoint)
+            .await
+            .map_err(Self::poll_error)?;
+        if let Some(state) = &current
+            && in_transition(&state.status.as_str().into())
+        {
+            tracing::info!(endpoint = %self.shadow_endpoint, status = %state.status, "waiting for the shadow endpoint's current change to finish");
+            self.wait_settled(&self.shadow_endpoint).await?;
+            current = poller
+                .endpoint_named(&self.shadow_endpoint)
+                .await
+                .map_err(Self::poll_error)?;
+        }
+        let wanted = candidate.filter(|_| enabled);
+        match (wanted, current) {
+            (Some(c), current) => {
+                let status = Status {
+                    candidate: Some(c.clone()),
+                    shadow: current.clone(),
+                    ..Default::default()
+                };
+                if shadowed(&status).is_some() {
+                    return Ok(json!({ "action": "none", "reason": format!("v{} is already shadowed", c.version), "endpoint": self.shadow_endpoint, "version": c.version }));
+                }
+                let exists = current.is_some();
+                let (model, config) = self
+                    .roll_out(&self.shadow_endpoint, &c.arn, c.version, exists)
+                    .await?;
+                if let Some(old) = current.map(|s| s.endpoint_config_name) {
+                    self.delete_config(&old).await;
+                }
+                Ok(json!({
+                    "action": if exists { "shadow-updated" } else { "shadow-created" },
+                    "endpoint": self.shadow_endpoint,
+                    "candidate": { "version": c.version, "arn": c.arn, "model": model, "endpoint_config": config },
+                    "seconds": started.elapsed().as_secs_f64(),
+                }))
+            }
+            (None, Some(state)) => {
+                self.remove_shadow(&state).await?;
+                Ok(json!({
+                    "action": "shadow-removed",
+                    "endpoint": self.shadow_endpoint,
+                    "reason": if enabled { "no candidate awaits a decision" } else { "shadowing is off (SHADOW_CANDIDATES)" },
+                    "was": state.variants.iter().map(|v| v.model_package_version).collect::<Vec<_>>(),
+                    "seconds": started.elapsed().as_secs_f64(),
+                }))
+            }
+            (None, None) => Ok(json!({
+                "action": "none",
+                "reason": if enabled { "no candidate awaits a decision, and no shadow endpoint exists" } else { "shadowing is off, and no shadow endpoint exists" },
+            })),
+        }
+    }
+
+    /// Deletes the shadow endpoint, waits until it is gone, then its config and the models
+    /// the live endpoint does not use.
+    async fn remove_shadow(
+        &self,
+        state: &proto::registry::v1::EndpointState,
+    ) -> Result<(), DeployError> {
+        self.client
+            .delete_endpoint()
+            .endpoint_name(&self.shadow_endpoint)
+            .send()
+            .await
+            .map_err(|e| aws("DeleteEndpoint", e))?;
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            match self
+                .client
+                .describe_endpoint()
+                .endpoint_name(&self.shadow_endpoint)
+                .send()
+                .await
+            {
+                Err(e) if e.code() == Some("ValidationException") => break,
+                Err(e) => return Err(aws("DescribeEndpoint", e)),
+                Ok(_) if Instant::now() >= deadline => {
+                    return Err(DeployError::Timeout(self.timeout, "Deleting".into()));
+                }
+                Ok(_) => tokio::time::sleep(self.poll).await,
+            }
+        }
+        self.delete_config(&state.endpoint_config_name).await;
+        let live = self
+            .poller()
+            .endpoint()
+            .await
+            .map(|e| e.variants.into_iter().map(|v| v.model_name).collect::<Vec<_>>())
+            .unwrap_or_default();
+        for v in &state.variants {
+            if !v.model_name.is_empty() && !live.contains(&v.model_name) {
+                if let Err(e) = self.client.delete_model().model_name(&v.model_name).send().await {
+                    tracing::warn!(model = %v.model_name, error = %aws("DeleteModel", e), "could not delete the shadow's model; it is left");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_config(&self, name: &str) {
+        if name.is_empty() {
+            return;
+        }
+        if let Err(e) = self
+            .client
+            .delete_endpoint_config()
+            .endpoint_config_name(name)
+            .send()
+            .await
+        {
+            tracing::warn!(config = %name, error = %aws("DeleteEndpointConfig", e), "could not delete an endpoint config; it is left");
+        }
+    }
+
+    /// The candidate awaiting a decision, whether it is shadowed, and the comparison stored
+    /// with its package (what `status` and the pipeline's gate show).
+    pub async fn candidate_view(&self) -> Result<Value, DeployError> {
+        let mut poller = self.poller();
+        let latest = poller.latest_approved().await.map_err(Self::poll_error)?;
+        let Some((candidate, metadata)) = poller
+            .candidate(latest.as_ref())
+            .await
+            .map_err(Self::poll_error)?
+        else {
+            return Ok(Value::Null);
+        };
+        let shadow = poller
+            .endpoint_named(&self.shadow_endpoint)
+            .await
+            .map_err(Self::poll_error)?;
+        let comparison = match Comparison::from_metadata(|k| metadata.get(k).map(String::as_str)) {
+            Ok(Some(c)) => serde_json::to_value(c.summary()).unwrap_or(Value::Null),
+            Ok(None) => Value::Null,
+            Err(e) => json!({ "error": format!("the stored comparison does not read: {e}") }),
+        };
+        let status = Status {
+            candidate: Some(candidate.clone()),
+            shadow: shadow.clone(),
+            ..Default::default()
+        };
+        Ok(json!({
+            "version": candidate.version,
+            "arn": candidate.arn,
+            "shadowed": shadowed(&status).is_some(),
+            "shadow_endpoint": shadow.map(|s| json!({ "name": s.name, "status": s.status })),
+            "comparison": comparison,
+        }))
+    }
+}
