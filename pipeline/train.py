@@ -10,7 +10,8 @@
 3. Writes model.tar.gz (xgboost-model, JSON, with the feature names) and evaluation.json to
    the artifact bucket, and registers a package in MODEL_PACKAGE_GROUP as
    PendingManualApproval: ModelMetrics points at evaluation.json, CustomerMetadataProperties
-   carry the figures, the feature names in order and the source commit.
+   carry the figures, the feature names in order, the source commit and a baseline of each
+   training feature (`baseline.<feature>`: decile bins, what the logger measures drift against).
 
 Every setting comes from the environment (CodeBuild's project and buildspec variables), each
 overridable by a flag. Prints one JSON summary on stdout (also written to --output) and
@@ -208,6 +209,7 @@ def train(args, rows, id_name, features):
     params = {"objective": "binary:logistic", "max_depth": args.max_depth, "eta": args.eta,
               "eval_metric": "logloss", "seed": 7}
     booster = xgb.train(params, xgb.DMatrix(x_trn, label=y_trn, feature_names=features), num_boost_round=args.rounds)
+    baselines = {f: baseline(x_trn[:, i]) for i, f in enumerate(features)}
     p_val = booster.predict(xgb.DMatrix(x_val, feature_names=features))
     eps = 1e-15
     p_clip = np.clip(p_val, eps, 1 - eps)
@@ -226,8 +228,41 @@ def train(args, rows, id_name, features):
         "training_feature_group": args.training_feature_group,
         "source_commit": args.source_commit,
         "trained_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "baseline": {f: b for f, b in baselines.items() if b is not None},
     }
     return booster, evaluation
+
+
+# ---- the drift baseline ----------------------------------------------------------------------
+
+BASELINE_BINS = 10
+
+
+def round_sig(v, digits):
+    return float(f"{v:.{digits - 1}e}")
+
+
+def baseline(values, digits=6):
+    """One feature's training baseline in the registry format the logger reads (the `drift`
+    crate: crates/drift/src/baseline.rs): decile edges (numpy's default quantiles) rounded to
+    `digits` significant digits, duplicates dropped; the share of non-missing values in each
+    bin, a value falling in bin "how many edges are < value"; the share of missing values.
+    `e=<edges> p=<shares> m=<missing rate>`, space-separated, at most 256 characters. None
+    when the feature has no value at all."""
+    values = np.asarray(values, dtype=np.float64)
+    present = values[np.isfinite(values)]
+    if present.size == 0:
+        return None
+    qs = np.quantile(present, [i / BASELINE_BINS for i in range(1, BASELINE_BINS)])
+    edges = np.unique([round_sig(q, digits) for q in qs])
+    counts = np.bincount(np.searchsorted(edges, present, side="left"), minlength=len(edges) + 1)
+    shares = [round_sig(c / present.size, 4) for c in counts]
+    missing = round_sig(1 - present.size / values.size, 4)
+    text = "e={} p={} m={}".format(" ".join(repr(float(e)) for e in edges),
+                                   " ".join(repr(p) for p in shares), repr(missing))
+    if len(text) > METADATA_VALUE_MAX and digits > 3:
+        return baseline(values, digits - 1)
+    return text
 
 
 # ---- artifacts and registration ------------------------------------------------------------
@@ -265,6 +300,7 @@ def metadata(evaluation):
         "training_rows": str(evaluation["rows"]["training"]),
         "validation_rows": str(evaluation["rows"]["validation"]),
     }
+    props.update({f"baseline.{f}": b for f, b in evaluation.get("baseline", {}).items()})
     too_long = [k for k, v in props.items() if len(v) > METADATA_VALUE_MAX]
     if too_long:
         raise TrainError(f"CustomerMetadataProperties values longer than {METADATA_VALUE_MAX} characters: {too_long}")

@@ -71,7 +71,7 @@ class Service:
 
 class Stack:
     def __init__(self, bin_dir, data_dir, gateway="127.0.0.1:0", sagemaker="127.0.0.1:0", log=None, extra_env=None,
-                 poll_ms=500, pipeline=False, tls_dir=None, mutual_tls=False):
+                 poll_ms=500, pipeline=False, tls_dir=None, mutual_tls=False, shadow=False, shadow_fraction=1.0):
         self.bin_dir, self.data_dir = bin_dir, data_dir
         self.log = log if log is not None else subprocess.DEVNULL
         base = dict(os.environ, LOG_FORMAT=os.environ.get("LOG_FORMAT", "json"), **(extra_env or {}))
@@ -91,7 +91,9 @@ class Stack:
                                  LOCAL_S3_ROOT=os.path.join(data_dir, "sagemaker-local", "s3"),
                                  PIPELINE_LOCK_FILE=os.path.join(data_dir, "pipeline", "deploy.lock"),
                                  PIPELINE_SOURCE_DIR=ROOT, DEPLOY_POLL_MS="100",
-                                 TRAIN_WAIT_FOR_ROWS_SECS="10")  # the offline store lags a fresh stack
+                                 TRAIN_WAIT_FOR_ROWS_SECS="10",  # the offline store lags a fresh stack
+                                 # A new candidate is shadowed on live traffic until decided.
+                                 SHADOW_CANDIDATES=str(shadow).lower())
         self.wait_endpoint()
         # TLS on the gRPC hops when given a folder of certificates (scripts/dev-ca makes one).
         scheme = "https://" if tls_dir else "http://"
@@ -103,16 +105,21 @@ class Stack:
                     "GRPC_TLS_CA": os.path.join(tls_dir, "ca.crt"), "GRPC_TLS_REQUIRE_CLIENT_CERT": str(mutual_tls).lower()}
         # The logger's dead-letter routes need a token: a new one per start.
         self.admin_token = secrets.token_urlsafe(24)
+        self.watcher = self._start("registry-watcher", [
+            "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--poll-ms", str(poll_ms)],
+            dict(self.aws_env, WATCHER_SHADOW_SAVE_MS=str(max(poll_ms, 200)), **tls("registry-watcher")))
+        watcher_url = scheme + self.watcher.addrs["grpc"]
+        # The logger follows the watcher for the live model's baseline (drift).
         self.logger = self._start("interaction-logger", [
             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
             "--spool-dir", os.path.join(data_dir, "interaction-logger")],
-            dict(self.aws_env, LOGGER_ADMIN_TOKEN=self.admin_token, **tls("interaction-logger")))
-        self.watcher = self._start("registry-watcher", [
-            "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--poll-ms", str(poll_ms)],
-            dict(self.aws_env, **tls("registry-watcher")))
+            dict(self.aws_env, LOGGER_ADMIN_TOKEN=self.admin_token, REGISTRY_WATCHER_URL=watcher_url,
+                 **tls("interaction-logger")))
         self.predictor = self._start("predictor", [
             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-            "--registry-watcher-url", scheme + self.watcher.addrs["grpc"]], dict(self.aws_env, **tls("predictor")))
+            "--registry-watcher-url", watcher_url],
+            # Mirrors live requests to a shadowed candidate whenever there is one.
+            dict(self.aws_env, PREDICTOR_SHADOW_FRACTION=str(shadow_fraction), **tls("predictor")))
         self.gateway = self._start("gateway", [
             "--listen", gateway,
             "--predictor-url", scheme + self.predictor.addrs["grpc"],
@@ -167,7 +174,7 @@ def main():
     args = ap.parse_args()
     os.environ.setdefault("LOG_FORMAT", "pretty")
     stack = Stack(args.bin_dir, args.data_dir, gateway=args.gateway, sagemaker=args.sagemaker, log=sys.stderr, poll_ms=2000,
-                  pipeline=True)
+                  pipeline=True, shadow=True)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
@@ -177,9 +184,11 @@ def main():
           f"  SageMaker:   {stack.sagemaker_url} (key {ACCESS_KEY} / {SECRET_KEY}, region {REGION})\n"
           f"  predictor:   grpc {stack.predictor.addrs['grpc']}, admin http://{stack.predictor.addrs['admin']}/metrics\n"
           f"  watcher:     grpc {stack.watcher.addrs['grpc']}, admin http://{stack.watcher.addrs['admin']}/metrics\n"
+          f"  approver:    http://{stack.watcher.addrs['admin']}/shadow (a pending candidate next to the live model, on live traffic)\n"
           f"  logger:      grpc {stack.logger.addrs['grpc']}, admin http://{stack.logger.addrs['admin']}/metrics\n"
+          f"  drift:       http://{stack.logger.addrs['admin']}/drift (live inputs against the live model's training baseline)\n"
           f"  dead letters: curl -H 'Authorization: Bearer {stack.admin_token}' http://{stack.logger.addrs['admin']}/dead-letters\n"
-          "  pipeline:    listening: approving a model package deploys it (scripts/local mlops-pipeline run trains one)\n"
+          "  pipeline:    listening: a new candidate is shadowed, approving a model package deploys it (scripts/local mlops-pipeline run trains one)\n"
           "Ctrl-C stops it.", flush=True)
     while not stop and all(s.proc.poll() is None for s in stack.services):
         time.sleep(0.2)

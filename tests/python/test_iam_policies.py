@@ -49,9 +49,10 @@ def test_the_gateway_may_call_nothing_in_aws(template):
     assert "Policies" not in template["Resources"]["GatewayTaskRole"]["Properties"]
 
 
-def test_the_predictor_may_only_invoke_the_one_endpoint(template):
+def test_the_predictor_may_only_invoke_the_endpoint_and_its_shadow(template):
     assert plain(grants(template, PARAMS, "PredictorTaskRole")) == {
-        ("sagemaker:InvokeEndpoint", f"{SM}:endpoint/churn-prod")}
+        ("sagemaker:InvokeEndpoint", f"{SM}:endpoint/churn-prod"),
+        ("sagemaker:InvokeEndpoint", f"{SM}:endpoint/churn-prod-shadow")}
 
 
 def test_the_logger_may_only_put_records_in_the_one_feature_group_and_use_its_spools(template):
@@ -96,11 +97,14 @@ def test_only_the_logger_reaches_the_spool_file_system_and_only_through_its_acce
             assert "Volumes" not in v["Properties"], k
 
 
-def test_the_watcher_may_only_read_what_it_polls(template):
+def test_the_watcher_reads_what_it_polls_and_writes_only_the_groups_packages(template):
     assert plain(grants(template, PARAMS, "WatcherTaskRole")) == {
         ("sagemaker:ListModelPackages", "*"),  # this action has no resource-level permissions
         ("sagemaker:DescribeModelPackage", f"{SM}:model-package/churn-pkg/*"),
+        # The shadow comparison, stored with the candidate's package.
+        ("sagemaker:UpdateModelPackage", f"{SM}:model-package/churn-pkg/*"),
         ("sagemaker:DescribeEndpoint", f"{SM}:endpoint/churn-prod"),
+        ("sagemaker:DescribeEndpoint", f"{SM}:endpoint/churn-prod-shadow"),
         ("sagemaker:DescribeEndpointConfig", f"{SM}:endpoint-config/churn-prod-*"),
         ("sagemaker:DescribeModel", f"{SM}:model/churn-prod-*"),
     }
@@ -115,10 +119,13 @@ def test_the_logger_policy_is_exactly_the_feature_store_calls_its_code_makes(tem
 
 
 def test_the_watcher_policy_covers_every_call_its_code_makes(template):
-    """The other direction: the SageMaker calls in registry-watcher's source are all granted."""
-    source = (ROOT / "crates" / "model-registry" / "src" / "poll.rs").read_text()
-    calls = {"sagemaker:" + "".join(w.title() for w in m.split("_")) for m in re.findall(r"\.(list_\w+|describe_\w+)\(\)", source)}
-    assert calls, "found no SageMaker calls in poll.rs"
+    """The other direction: the SageMaker calls in registry-watcher's source (the poll, and
+    the comparison it stores) are all granted, and nothing else is."""
+    source = "".join((ROOT / p).read_text() for p in ("crates/model-registry/src/poll.rs", "registry-watcher/src/evidence.rs"))
+    calls = {"sagemaker:" + "".join(w.title() for w in m.split("_")) for m in re.findall(r"\.(list_\w+|describe_\w+|update_\w+)\(\)", source)}
+    assert "sagemaker:UpdateModelPackage" in calls and len(calls) == 6, calls
+    assert ".model_approval_status(" not in (ROOT / "registry-watcher/src/evidence.rs").read_text(), \
+        "the watcher stores metadata; it never changes an approval"
     assert calls == {a for a, _ in plain(grants(template, PARAMS, "WatcherTaskRole"))}, calls
 
 
@@ -162,7 +169,9 @@ def test_security_groups_let_in_only_the_callers(template):
     assert ingress("GatewaySecurityGroup") == {(8080, "AlbSecurityGroup")}
     assert ingress("PredictorSecurityGroup") == {(50051, "GatewaySecurityGroup")}
     assert ingress("LoggerSecurityGroup") == {(50052, "GatewaySecurityGroup")}
-    assert ingress("WatcherSecurityGroup") == {(50053, "GatewaySecurityGroup"), (50053, "PredictorSecurityGroup")}
+    # The logger follows the watcher for the live model's drift baseline.
+    assert ingress("WatcherSecurityGroup") == {(50053, "GatewaySecurityGroup"), (50053, "PredictorSecurityGroup"),
+                                               (50053, "LoggerSecurityGroup")}
     assert ingress("SpoolFsSecurityGroup") == {(2049, "LoggerSecurityGroup")}
     assert not [k for k, v in res.items() if v["Type"] == "AWS::EC2::SecurityGroupIngress"], "no ingress outside the groups"
     # Only the ALB is internet-facing; every service runs in the private subnets, no public IP.

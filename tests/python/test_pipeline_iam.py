@@ -106,9 +106,12 @@ def test_deploy_may_roll_the_one_endpoint_and_pass_only_the_execution_role(templ
         (["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"], [repo]),
         (["sagemaker:ListModelPackages"], ["*"]),  # no resource-level permissions exist for it
         (["sagemaker:DescribeModelPackage", "sagemaker:UpdateModelPackage"], [f"{SM}:model-package/churn-pkg/*"]),
-        (["sagemaker:DescribeEndpoint", "sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint"], [f"{SM}:endpoint/churn-prod"]),
-        (["sagemaker:CreateEndpointConfig", "sagemaker:DescribeEndpointConfig"], [f"{SM}:endpoint-config/churn-prod-*"]),
-        (["sagemaker:CreateModel", "sagemaker:DescribeModel"], [f"{SM}:model/churn-prod-*"]),
+        (["sagemaker:DescribeEndpoint", "sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint"],
+         [f"{SM}:endpoint/churn-prod", f"{SM}:endpoint/churn-prod-shadow"]),
+        (["sagemaker:DeleteEndpoint"], [f"{SM}:endpoint/churn-prod-shadow"]),  # only the shadow goes away
+        (["sagemaker:CreateEndpointConfig", "sagemaker:DescribeEndpointConfig", "sagemaker:DeleteEndpointConfig"],
+         [f"{SM}:endpoint-config/churn-prod-*"]),
+        (["sagemaker:CreateModel", "sagemaker:DescribeModel", "sagemaker:DeleteModel"], [f"{SM}:model/churn-prod-*"]),
         (["iam:PassRole"], ["<SageMakerExecutionRole.Arn>"]),
     )
     passed, = [c for a, _, c in granted if a == "iam:PassRole"]
@@ -118,10 +121,11 @@ def test_deploy_may_roll_the_one_endpoint_and_pass_only_the_execution_role(templ
 def test_deploy_grants_are_the_calls_mlops_deploy_makes(template):
     """`mlops-deploy deploy/approve/status` (crates/deploy) and the registry logic it uses
     (crates/model-registry); `register` is the local shortcut the pipeline does not run."""
-    source = "".join((ROOT / p).read_text() for p in ("crates/deploy/src/lib.rs", "crates/model-registry/src/poll.rs"))
-    calls = {"sagemaker:" + camel(c) for c in re.findall(r"\.(list_\w+|describe_\w+|create_\w+|update_\w+)\(\)", source)}
+    source = "".join((ROOT / p).read_text() for p in ("crates/deploy/src/lib.rs", "crates/deploy/src/shadow.rs",
+                                                     "crates/model-registry/src/poll.rs"))
+    calls = {"sagemaker:" + camel(c) for c in re.findall(r"\.(list_\w+|describe_\w+|create_\w+|update_\w+|delete_\w+)\(\)", source)}
     calls.discard("sagemaker:CreateModelPackage")
-    assert len(calls) >= 9, f"read too few calls from the deploy code: {calls}"
+    assert len(calls) >= 12, f"read too few calls from the deploy code: {calls}"
     granted = {a for a, _ in plain(grants(template, PARAMS, "DeployRole")) if a.startswith("sagemaker:")}
     assert calls == granted, (calls, granted)
 
@@ -169,7 +173,8 @@ def test_a_registry_decision_starts_the_deploy_pipeline_and_nothing_else(templat
     r = Resolver(template, PARAMS)
     rule = r.value(template["Resources"]["ApprovalDecisionRule"]["Properties"])
     assert rule["EventPattern"] == {"source": ["aws.sagemaker"], "detail-type": ["SageMaker Model Package State Change"],
-                                    "detail": {"ModelPackageGroupName": ["churn-pkg"], "ModelApprovalStatus": ["Approved", "Rejected"]}}
+                                    "detail": {"ModelPackageGroupName": ["churn-pkg"],
+                                               "ModelApprovalStatus": ["PendingManualApproval", "Approved", "Rejected"]}}
     target, = rule["Targets"]
     assert target["Arn"] == f"{pipeline}:<DeployPipeline>"
     # The deploy pipeline runs Deploy only, one execution after the other.

@@ -32,6 +32,25 @@ fn op(state: &AppState, name: &str, input: Value) -> Result<Value, AwsError> {
     control::dispatch(state, name, input)
 }
 
+/// The demo model's training baseline per feature (the customers' file it was trained on), in
+/// the format the pipeline's Train step writes: what the logger measures drift against.
+fn baselines(features: &[&str]) -> Vec<(String, String)> {
+    let mut lines = CUSTOMERS_CSV.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    features
+        .iter()
+        .filter_map(|f| {
+            let col = header.iter().position(|h| h == f)?;
+            let values = rows
+                .iter()
+                .map(|r| r.get(col).and_then(|v| v.trim().parse::<f64>().ok()));
+            let b = drift::Baseline::from_values(values, drift::baseline::BINS)?;
+            Some((f.to_string(), b.encode()))
+        })
+        .collect()
+}
+
 pub fn bootstrap(state: &AppState) -> Result<(), AwsError> {
     let path =
         artifact::resolve(&state.settings.data_dir, MODEL_DATA_URL).map_err(AwsError::internal)?;
@@ -59,6 +78,15 @@ pub fn bootstrap(state: &AppState) -> Result<(), AwsError> {
             .split(',')
             .filter(|c| !matches!(*c, "customer_id" | "churned"))
             .collect();
+        let mut metadata = json!({
+            "features": features.join(","),
+            "label": "churned",
+            "training_feature_group": TRAINING_FEATURE_GROUP,
+            "source_commit": "demo",
+        });
+        for (name, baseline) in baselines(&features) {
+            metadata[format!("{}{name}", drift::baseline::KEY_PREFIX)] = baseline.into();
+        }
         let arn = op(
             state,
             "CreateModelPackage",
@@ -71,12 +99,7 @@ pub fn bootstrap(state: &AppState) -> Result<(), AwsError> {
                     "SupportedContentTypes": ["text/csv"],
                     "SupportedResponseMIMETypes": ["text/csv", "application/json"],
                 },
-                "CustomerMetadataProperties": {
-                    "features": features.join(","),
-                    "label": "churned",
-                    "training_feature_group": TRAINING_FEATURE_GROUP,
-                    "source_commit": "demo",
-                },
+                "CustomerMetadataProperties": metadata,
             }),
         )?["ModelPackageArn"]
             .clone();
