@@ -14,6 +14,7 @@ use std::{
 use proto::{interaction::v1::Interaction, registry::v1::Status};
 
 #[derive(clap::Args, Debug, Clone)]
+#[group(id = "drift")]
 pub struct Config {
     /// registry-watcher gRPC URL: the live model and its baseline. Unset: no drift tracking.
     #[arg(long, env = "REGISTRY_WATCHER_URL")]

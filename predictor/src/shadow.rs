@@ -24,6 +24,7 @@ use crate::rows;
 
 /// Configuration (part of the predictor's).
 #[derive(clap::Args, Debug, Clone)]
+#[group(id = "shadow")]
 pub struct Config {
     /// Share of live requests mirrored to a shadowed candidate (0 = off, 1 = every request).
     /// Needs REGISTRY_WATCHER_URL (it says when a candidate is shadowed, and takes the outcomes).

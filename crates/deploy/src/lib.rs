@@ -255,8 +255,9 @@ impl Deployer {
             }
         }
 
-        let (model_name, config_name) = self
-            .roll_out(&self.endpoint, &latest.arn, latest.version, exists)
+        let model_name = self.model_for(&latest.arn, latest.version).await?;
+        let config_name = self
+            .roll_out(&self.endpoint, &model_name, latest.version, exists)
             .await?;
         Ok(json!({
             "action": if exists { "updated" } else { "created" },
@@ -267,17 +268,16 @@ impl Deployer {
         }))
     }
 
-    /// Puts the package on `endpoint` (one variant `v{n}` taking all traffic; the endpoint is
-    /// created when it does not exist) and waits until it is InService on the new config.
-    /// Returns the model's and the config's names.
+    /// Puts the model of package version `version` on `endpoint` (one variant `v{n}` taking
+    /// all traffic; the endpoint is created when it does not exist) and waits until it is
+    /// InService on the new config. Returns the config's name.
     async fn roll_out(
         &self,
         endpoint: &str,
-        arn: &str,
+        model_name: &str,
         version: i64,
         exists: bool,
-    ) -> Result<(String, String), DeployError> {
-        let model_name = self.model_for(arn, version).await?;
+    ) -> Result<String, DeployError> {
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
@@ -289,7 +289,7 @@ impl Deployer {
             .production_variants(
                 ProductionVariant::builder()
                     .variant_name(format!("v{version}"))
-                    .model_name(&model_name)
+                    .model_name(model_name)
                     .initial_instance_count(self.instance_count)
                     .instance_type(ProductionVariantInstanceType::from(
                         self.instance_type.as_str(),
@@ -330,7 +330,7 @@ impl Deployer {
                 settled.failure_reason().unwrap_or("no reason given")
             )));
         }
-        Ok((model_name, config_name))
+        Ok(config_name)
     }
 
     /// A model for the package: the existing `{endpoint}-v{n}` when it serves that package.
@@ -406,7 +406,7 @@ pub(crate) fn in_transition(status: &EndpointStatus) -> bool {
     )
 }
 
-fn truncate(s: &str, max: usize) -> String {
+pub(crate) fn truncate(s: &str, max: usize) -> String {
     s.chars()
         .take(max)
         .collect::<String>()

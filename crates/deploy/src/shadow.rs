@@ -15,7 +15,7 @@
 
 use std::time::Instant;
 
-use aws_sdk_sagemaker::error::ProvideErrorMetadata;
+use aws_sdk_sagemaker::{error::ProvideErrorMetadata, types::ContainerDefinition};
 use model_registry::status::shadowed;
 use proto::registry::v1::Status;
 use serde_json::{Value, json};
@@ -61,8 +61,9 @@ impl Deployer {
                     return Ok(json!({ "action": "none", "reason": format!("v{} is already shadowed", c.version), "endpoint": self.shadow_endpoint, "version": c.version }));
                 }
                 let exists = current.is_some();
-                let (model, config) = self
-                    .roll_out(&self.shadow_endpoint, &c.arn, c.version, exists)
+                let model = self.shadow_model_for(&c.arn, c.version).await?;
+                let config = self
+                    .roll_out(&self.shadow_endpoint, &model, c.version, exists)
                     .await?;
                 if let Some(old) = current.map(|s| s.endpoint_config_name) {
                     self.delete_config(&old).await;
@@ -135,6 +136,53 @@ impl Deployer {
             }
         }
         Ok(())
+    }
+
+    /// A model of the candidate's container: `{shadow endpoint}-v{n}`. SageMaker creates a
+    /// model from a versioned package only once it is Approved, so the shadow's model names
+    /// the package's image and artifact instead (the watcher matches it back to the package by
+    /// its artifact, as for any model not made from a package).
+    async fn shadow_model_for(&self, arn: &str, version: i64) -> Result<String, DeployError> {
+        let name = crate::truncate(&format!("{}-v{version}", self.shadow_endpoint), 63);
+        let package = self
+            .client
+            .describe_model_package()
+            .model_package_name(arn)
+            .send()
+            .await
+            .map_err(|e| aws("DescribeModelPackage", e))?;
+        let container = package
+            .inference_specification()
+            .and_then(|s| s.containers().first())
+            .ok_or_else(|| DeployError::Failed(format!("{arn} names no container")))?;
+        let data_url = container.model_data_url().unwrap_or_default();
+        match self.client.describe_model().model_name(&name).send().await {
+            Ok(m) if m.primary_container().and_then(|c| c.model_data_url()) == Some(data_url) => {
+                return Ok(name);
+            }
+            Ok(_) => {
+                return Err(DeployError::Failed(format!(
+                    "model {name} exists but does not hold {data_url}"
+                )));
+            }
+            Err(e) if e.code() == Some("ValidationException") => {}
+            Err(e) => return Err(aws("DescribeModel", e)),
+        }
+        self.client
+            .create_model()
+            .model_name(&name)
+            .primary_container(
+                ContainerDefinition::builder()
+                    .set_image(container.image().map(str::to_owned))
+                    .model_data_url(data_url)
+                    .set_environment(container.environment().cloned())
+                    .build(),
+            )
+            .set_execution_role_arn(self.execution_role_arn.clone())
+            .send()
+            .await
+            .map_err(|e| aws("CreateModel", e))?;
+        Ok(name)
     }
 
     async fn delete_config(&self, name: &str) {

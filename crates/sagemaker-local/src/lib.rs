@@ -55,9 +55,47 @@ pub struct Settings {
     /// Operations answered with `AccessDeniedException`, as IAM answers a caller whose
     /// policy lacks them (e.g. `BatchWriteRecord`): how clients' fallbacks are tested.
     pub denied_operations: Vec<String>,
+    /// Faults injected into an endpoint's invocations (`name=delay:MS`, `name=error`): how a
+    /// slow or failing model is tested.
+    pub endpoint_faults: Vec<EndpointFault>,
+}
+
+/// A fault injected into every invocation of one endpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EndpointFault {
+    pub endpoint: String,
+    /// `None`: the model fails (ModelError, original status 500).
+    pub delay: Option<Duration>,
+}
+
+impl std::str::FromStr for EndpointFault {
+    type Err = String;
+
+    /// `ENDPOINT=delay:MS` or `ENDPOINT=error`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (endpoint, fault) = s
+            .split_once('=')
+            .ok_or_else(|| format!("{s:?}: expected ENDPOINT=delay:MS or ENDPOINT=error"))?;
+        let delay = match fault {
+            "error" => None,
+            f => Some(Duration::from_millis(
+                f.strip_prefix("delay:")
+                    .and_then(|ms| ms.parse().ok())
+                    .ok_or_else(|| format!("{s:?}: expected ENDPOINT=delay:MS or ENDPOINT=error"))?,
+            )),
+        };
+        Ok(EndpointFault {
+            endpoint: endpoint.to_owned(),
+            delay,
+        })
+    }
 }
 
 impl Settings {
+    pub fn fault(&self, endpoint: &str) -> Option<&EndpointFault> {
+        self.endpoint_faults.iter().find(|f| f.endpoint == endpoint)
+    }
+
     /// Defaults for a data dir: the documented key pair, fast transitions.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Settings {
@@ -71,6 +109,7 @@ impl Settings {
             endpoint_delay: Duration::from_millis(500),
             offline_flush_interval: Duration::from_secs(5),
             denied_operations: Vec::new(),
+            endpoint_faults: Vec::new(),
         }
     }
 

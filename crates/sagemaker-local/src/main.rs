@@ -46,6 +46,11 @@ struct Args {
     /// `BatchWriteRecord`), as IAM refuses a narrower policy.
     #[arg(long, env = "SAGEMAKER_LOCAL_DENY_OPERATIONS", value_delimiter = ',')]
     deny_operations: Vec<String>,
+    /// Faults injected into endpoints' invocations, comma-separated: `ENDPOINT=delay:MS` (every
+    /// invocation answers that much later) or `ENDPOINT=error` (every invocation is a
+    /// ModelError): how callers are tested against a slow or failing model.
+    #[arg(long, env = "SAGEMAKER_LOCAL_ENDPOINT_FAULTS", value_delimiter = ',')]
+    endpoint_faults: Vec<sagemaker_local::EndpointFault>,
     /// Create the demo world (registry, endpoint, feature groups) if it is missing.
     #[arg(long, env = "SAGEMAKER_LOCAL_DEMO")]
     demo: bool,
@@ -72,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
         endpoint_delay: Duration::from_millis(args.endpoint_delay_ms),
         offline_flush_interval: Duration::from_millis(args.offline_flush_ms),
         denied_operations: args.deny_operations,
+        endpoint_faults: args.endpoint_faults,
     };
     let state = AppState::open(settings)?;
     if args.demo {

@@ -167,7 +167,18 @@ pub async fn invoke(
         ))
     })?;
 
-    let result = predict(variant, header("content-type"), header("accept"), &body);
+    let result = match state.settings.fault(&endpoint) {
+        Some(f) if f.delay.is_none() => Err(ContainerError {
+            status: 500,
+            message: "injected fault (SAGEMAKER_LOCAL_ENDPOINT_FAULTS)".into(),
+        }),
+        fault => {
+            if let Some(delay) = fault.and_then(|f| f.delay) {
+                tokio::time::sleep(delay).await;
+            }
+            predict(variant, header("content-type"), header("accept"), &body)
+        }
+    };
     let outcome = if result.is_ok() { "ok" } else { "model_error" };
     metrics::counter!("sagemaker_local_invocations_total", "endpoint" => endpoint.clone(), "variant" => variant.name.clone(), "outcome" => outcome).increment(1);
     metrics::histogram!("sagemaker_local_invocation_seconds", "endpoint" => endpoint.clone())
