@@ -224,3 +224,66 @@ impl Evidence {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn package(arn: &str, version: i64) -> ModelPackage {
+        ModelPackage {
+            arn: arn.into(),
+            version,
+            ..Default::default()
+        }
+    }
+
+    fn outcome(live: f64, candidate: f64) -> ShadowOutcome {
+        ShadowOutcome {
+            live: vec![live],
+            candidate: vec![candidate],
+            live_latency_ms: 1.0,
+            candidate_latency_ms: Some(2.0),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn outcomes_count_only_for_the_candidate_and_a_stored_comparison_is_continued() {
+        let e = Evidence::new(0.5);
+        assert!(e.report("a", &[outcome(0.1, 0.2)]).is_err(), "no candidate yet");
+        e.follow(Some((&package("a", 2), &HashMap::new())));
+        assert_eq!(e.report("a", &[outcome(0.1, 0.2), outcome(0.7, 0.4)]).unwrap(), 2);
+        let refused = e.report("b", &[outcome(0.1, 0.2)]).unwrap_err();
+        assert!(refused.to_string().contains("the current one is a"), "{refused}");
+        let (version, _, c) = e.snapshot().unwrap();
+        assert_eq!((version, c.rows, c.agree), (2, 2, 1));
+
+        // Another candidate whose package already holds a comparison (a restarted watcher).
+        let mut stored = Comparison::new(0.5);
+        stored.add(&shadow_comparison::Outcome {
+            live: vec![0.3],
+            candidate: vec![0.35],
+            ..Default::default()
+        });
+        let metadata: HashMap<String, String> = stored.to_metadata().unwrap().into_iter().collect();
+        e.follow(Some((&package("b", 3), &metadata)));
+        e.report("b", &[outcome(0.9, 0.8)]).unwrap();
+        let (_, _, c) = e.snapshot().unwrap();
+        assert_eq!((c.rows, c.requests), (2, 2), "continued from the package");
+
+        e.follow(None);
+        assert!(e.snapshot().is_none());
+        assert!(e.metrics().is_empty(), "no series without a candidate");
+    }
+
+    #[test]
+    fn metrics_name_each_series_once() {
+        let e = Evidence::new(0.5);
+        e.follow(Some((&package("a", 2), &HashMap::new())));
+        e.report("a", &[outcome(0.1, 0.2)]).unwrap();
+        let text = e.metrics();
+        assert_eq!(text.matches("# TYPE watcher_shadow_error_rate gauge").count(), 1, "{text}");
+        assert!(text.contains("watcher_shadow_rows{candidate=\"2\"} 1\n"), "{text}");
+        assert!(text.contains("watcher_shadow_latency_p50_ms{candidate=\"2\",model=\"live\"}"), "{text}");
+    }
+}
