@@ -58,8 +58,23 @@ def main():
             sm = boto3.client("sagemaker", endpoint_url=stack.sagemaker_url, region_name="us-east-1",
                               aws_access_key_id="sagemaker-local", aws_secret_access_key="sagemaker-local-secret")
             url = sm.describe_model_package(ModelPackageName=live)["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
-            deploy_cli(stack, "register", "--model-data-url", url, "--features", FEATURES)
+            # The candidate: the same model under another artifact (the watcher tells packages
+            # apart by their artifact).
+            s3 = pathlib.Path(data) / "sagemaker-local" / "s3"
+            candidate = s3 / "bench" / "candidate" / "model.tar.gz"
+            candidate.parent.mkdir(parents=True)
+            candidate.write_bytes((s3 / url[len("s3://"):]).read_bytes())
+            deploy_cli(stack, "register", "--model-data-url", "s3://bench/candidate/model.tar.gz", "--features", FEATURES)
             print("shadow:", deploy_cli(stack, "shadow")["action"])
+            import time
+            import urllib.request
+            for _ in range(100):
+                view = json.loads(urllib.request.urlopen(f"http://{stack.watcher.addrs['admin']}/shadow.json").read())
+                if view["shadowing"]:
+                    break
+                time.sleep(0.1)
+            else:
+                raise RuntimeError(f"the watcher never saw the candidate shadowed: {view}")
             watcher = "http://" + stack.watcher.addrs["grpc"]
             variants = {
                 "off": {"PREDICTOR_SHADOW_FRACTION": "0"},

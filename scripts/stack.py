@@ -119,7 +119,9 @@ class Stack:
             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
             "--registry-watcher-url", watcher_url],
             # Mirrors live requests to a shadowed candidate whenever there is one.
-            dict(self.aws_env, PREDICTOR_SHADOW_FRACTION=str(shadow_fraction), **tls("predictor")))
+            # and records the candidate's answers beside the live ones, through the logger.
+            dict(self.aws_env, PREDICTOR_SHADOW_FRACTION=str(shadow_fraction),
+                 LOGGER_URL=scheme + self.logger.addrs["grpc"], **tls("predictor")))
         self.gateway = self._start("gateway", [
             "--listen", gateway,
             "--predictor-url", scheme + self.predictor.addrs["grpc"],

@@ -150,10 +150,16 @@ async fn predict_inner(
         &app.schema().features,
         app.config.max_rows,
     )?;
+    // The ids the rows are recorded under, fixed before predicting: the predictor names them
+    // in a shadowed candidate's records of the same rows.
+    let interaction_ids: Vec<String> = (0..rows.len())
+        .map(|_| uuid::Uuid::now_v7().to_string())
+        .collect();
     let mut request = tonic::Request::new(PredictRequest {
         request_id: id.to_owned(),
         rows: rows.into_iter().map(|values| Row { values }).collect(),
         target_variant: String::new(),
+        interaction_ids: interaction_ids.clone(),
     });
     request.set_timeout(app.timeout);
     if let Ok(v) = id.parse() {
@@ -192,8 +198,9 @@ async fn predict_inner(
     let interactions: Vec<Interaction> = answer
         .predictions
         .iter()
-        .map(|p| Interaction {
-            interaction_id: uuid::Uuid::now_v7().to_string(),
+        .zip(interaction_ids)
+        .map(|(p, interaction_id)| Interaction {
+            interaction_id,
             event_time: event_time.clone(),
             client_id: client_id.clone(),
             source: source as i32,
@@ -210,6 +217,7 @@ async fn predict_inner(
             endpoint_name: model.endpoint_name.clone(),
             variant_name: model.variant_name.clone(),
             latency_ms,
+            ..Default::default()
         })
         .collect();
     let ids: Vec<String> = interactions

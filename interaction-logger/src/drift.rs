@@ -125,7 +125,9 @@ impl Drift {
         }
         if let Some(l) = live.as_mut() {
             let now = self.now_ms();
-            for i in interactions {
+            // A shadow record repeats a live row the window already counted.
+            let shadow = proto::interaction::v1::Source::Shadow as i32;
+            for i in interactions.iter().filter(|i| i.source != shadow) {
                 l.tracker.observe(now, &i.features_csv);
             }
         }

@@ -26,13 +26,14 @@ pub fn source_name(source: i32) -> &'static str {
     match Source::try_from(source) {
         Ok(Source::Web) => "web",
         Ok(Source::Api) => "api",
+        Ok(Source::Shadow) => "shadow",
         _ => "grpc",
     }
 }
 
 /// The features of one record; empty optional fields are left out.
 pub fn features(i: &Interaction) -> Vec<FeatureValue> {
-    let mut out = Vec::with_capacity(12);
+    let mut out = Vec::with_capacity(15);
     let mut push = |name: &str, value: String| {
         out.push(
             FeatureValue::builder()
@@ -70,6 +71,16 @@ pub fn features(i: &Interaction) -> Vec<FeatureValue> {
         push("variant_name", i.variant_name.clone());
     }
     push("latency_ms", i.latency_ms.to_string());
+    if !i.shadow_of.is_empty() {
+        push("shadow_of", i.shadow_of.clone());
+        push("live_prediction", i.live_prediction.to_string());
+        if i.live_model_package_version > 0 {
+            push(
+                "live_model_package_version",
+                i.live_model_package_version.to_string(),
+            );
+        }
+    }
     out
 }
 
@@ -119,5 +130,27 @@ mod tests {
         assert_eq!(get("prediction").as_deref(), Some("0.25"));
         assert_eq!(get("model_package_version").as_deref(), Some("3"));
         assert_eq!(get("model_package_arn"), None);
+        assert_eq!(get("shadow_of"), None, "a live record has no shadow fields");
+
+        let shadow = Interaction {
+            source: Source::Shadow as i32,
+            shadow_of: "live-1".into(),
+            live_prediction: 0.75,
+            live_model_package_version: 1,
+            model_package_version: 2,
+            ..i
+        };
+        let f = features(&shadow);
+        let get = |n: &str| {
+            f.iter()
+                .find(|v| v.feature_name() == Some(n))
+                .and_then(|v| v.value_as_string())
+                .map(str::to_owned)
+        };
+        assert_eq!(get("source").as_deref(), Some("shadow"));
+        assert_eq!(get("shadow_of").as_deref(), Some("live-1"));
+        assert_eq!(get("live_prediction").as_deref(), Some("0.75"));
+        assert_eq!(get("live_model_package_version").as_deref(), Some("1"));
+        assert_eq!(get("model_package_version").as_deref(), Some("2"));
     }
 }

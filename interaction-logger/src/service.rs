@@ -77,10 +77,11 @@ impl InteractionLogger for LoggerService {
                     "must be yyyy-MM-ddTHH:mm:ss.SSSZ",
                 ));
             }
-            if !i.prediction.is_finite() || !i.latency_ms.is_finite() {
+            if !i.prediction.is_finite() || !i.latency_ms.is_finite() || !i.live_prediction.is_finite()
+            {
                 return Err(invalid(
                     format!("interactions[{n}]"),
-                    "prediction and latency_ms must be finite",
+                    "prediction, live_prediction and latency_ms must be finite",
                 ));
             }
             if i.interaction_id.len() > 256 {

@@ -94,11 +94,16 @@ pub async fn run(
     if config.shadow.shadow_fraction > 0.0 && watcher.is_none() {
         tracing::warn!("PREDICTOR_SHADOW_FRACTION is set but REGISTRY_WATCHER_URL is not: nothing is mirrored");
     }
+    let logger = match config.shadow.logger_url.as_deref() {
+        Some(url) => Some(config.tls.endpoint(url)?),
+        None => None,
+    };
     let mirror = shadow::Mirror::start(
         &config.shadow,
         client,
         registry.clone(),
         watcher,
+        logger,
         shutdown.child_token(),
     );
     metrics::gauge!("predictor_schema_mismatch").set(0.0);

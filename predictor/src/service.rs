@@ -122,6 +122,14 @@ impl PredictorService {
         }
         tracing::Span::current().record("request_id", request_id.as_str());
         let lines = rows::encode(&req.rows, self.max_rows, self.width())?;
+        if !(req.interaction_ids.is_empty() || req.interaction_ids.len() == lines.len())
+            || req.interaction_ids.iter().any(|id| id.is_empty() || id.len() > 128)
+        {
+            return Err(Error::invalid(
+                "interaction_ids",
+                "none, or one per row, each 1 to 128 characters",
+            ));
+        }
         let target = (!req.target_variant.is_empty()).then_some(req.target_variant);
         let started = Instant::now();
         let result = self
@@ -137,8 +145,13 @@ impl PredictorService {
         if let Some(mirror) = &self.mirror {
             let live_latency_ms = started.elapsed().as_secs_f64() * 1000.0;
             mirror.offer(|| crate::shadow::Job {
-                csv: lines.join("\n"),
-                rows: lines.len(),
+                lines: lines.clone(),
+                interaction_ids: req.interaction_ids,
+                live_version: result.as_ref().map_or(0, |a| {
+                    self.registry
+                        .variant(&a.variant)
+                        .map_or(0, |v| v.model_package_version)
+                }),
                 request_id: request_id.clone(),
                 live: result.as_ref().map_or_else(
                     |_| Vec::new(),

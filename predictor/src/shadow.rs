@@ -5,13 +5,19 @@
 //! to a bounded queue (`try_send`: a full queue drops the shadow work and counts it) and
 //! answers; workers invoke the candidate (their own timeout, no retries: a failure is the
 //! candidate's error) and the outcomes go to the watcher in batches (`ReportShadow`), where
-//! they become the comparison the approver reads. Nothing here can delay or fail a live answer.
+//! they become the comparison the approver reads. With LOGGER_URL set, each mirrored row the
+//! caller named (`PredictRequest.interaction_ids`, as the gateway does) is also recorded beside
+//! the live one: a shadow record `{interaction_id}.shadow` in the interactions feature group,
+//! through the interaction-logger. Nothing here can delay or fail a live answer.
 
 use std::{sync::Arc, time::Duration};
 
 use aws_smithy_types::Blob;
-use proto::registry::v1::{
-    ReportShadowRequest, ShadowOutcome, Status, registry_watcher_client::RegistryWatcherClient,
+use proto::{
+    interaction::v1::{Interaction, LogRequest, Source, interaction_logger_client::InteractionLoggerClient},
+    registry::v1::{
+        ReportShadowRequest, ShadowOutcome, Status, registry_watcher_client::RegistryWatcherClient,
+    },
 };
 use tokio::{
     sync::{Semaphore, mpsc},
@@ -39,6 +45,10 @@ pub struct Config {
     /// A candidate call taking longer counts as the candidate's error.
     #[arg(long, env = "PREDICTOR_SHADOW_TIMEOUT_MS", default_value_t = 2000)]
     pub shadow_timeout_ms: u64,
+    /// interaction-logger gRPC URL: the candidate's answer to each mirrored row is recorded
+    /// beside the live one (unset: only the comparison).
+    #[arg(long, env = "LOGGER_URL")]
+    pub logger_url: Option<String>,
 }
 
 /// Where mirrored rows go: the shadow endpoint, and the package it serves.
@@ -46,12 +56,16 @@ pub struct Config {
 struct Target {
     endpoint: String,
     candidate_arn: String,
+    candidate_version: i64,
 }
 
 /// One live request, as the candidate gets it.
 pub struct Job {
-    pub csv: String,
-    pub rows: usize,
+    /// One CSV line per row, as the live model got them.
+    pub lines: Vec<String>,
+    /// The ids the caller records the rows under (one per row, or none).
+    pub interaction_ids: Vec<String>,
+    pub live_version: i64,
     pub request_id: String,
     /// The live model's first score per row (empty when `live_failed`).
     pub live: Vec<f64>,
@@ -80,6 +94,7 @@ fn target(status: &Status) -> Option<Target> {
     Some(Target {
         endpoint: status.shadow.as_ref()?.name.clone(),
         candidate_arn: candidate.arn.clone(),
+        candidate_version: candidate.version,
     })
 }
 
@@ -90,6 +105,7 @@ impl Mirror {
         client: aws_sdk_sagemakerruntime::Client,
         registry: registry_follower::Follower,
         watcher: Option<Endpoint>,
+        logger: Option<Endpoint>,
         shutdown: CancellationToken,
     ) -> Option<Arc<Self>> {
         let watcher = watcher.filter(|_| config.shadow_fraction > 0.0)?;
@@ -102,7 +118,7 @@ impl Mirror {
             Duration::from_millis(config.shadow_timeout_ms.max(1)),
             outcomes_tx,
         ));
-        tokio::spawn(report(outcomes, watcher, shutdown));
+        tokio::spawn(report(outcomes, watcher, logger, shutdown));
         tracing::info!(fraction = config.shadow_fraction, queue = config.shadow_queue, "mirroring live requests to a shadowed candidate whenever there is one");
         Some(Arc::new(Mirror {
             fraction: config.shadow_fraction.min(1.0),
@@ -136,7 +152,7 @@ async fn work(
     client: aws_sdk_sagemakerruntime::Client,
     concurrency: usize,
     timeout: Duration,
-    outcomes: mpsc::Sender<(String, ShadowOutcome)>,
+    outcomes: mpsc::Sender<Reported>,
 ) {
     let lanes = Arc::new(Semaphore::new(concurrency));
     while let Some((target, job)) = jobs.recv().await {
@@ -145,48 +161,64 @@ async fn work(
         };
         let (client, outcomes) = (client.clone(), outcomes.clone());
         tokio::spawn(async move {
-            let outcome = invoke(&client, &target.endpoint, job, timeout).await;
+            let reported = invoke(&client, &target, job, timeout).await;
             drop(lane);
-            let _ = outcomes.send((target.candidate_arn, outcome)).await;
+            let _ = outcomes.send(reported).await;
         });
     }
 }
 
+/// One mirrored request's outcome, for the candidate `arn`, and the shadow records of its rows.
+struct Reported {
+    arn: String,
+    outcome: ShadowOutcome,
+    records: Vec<Interaction>,
+}
+
 async fn invoke(
     client: &aws_sdk_sagemakerruntime::Client,
-    endpoint: &str,
+    target: &Target,
     job: Job,
     timeout: Duration,
-) -> ShadowOutcome {
+) -> Reported {
     let mut outcome = ShadowOutcome {
         live: job.live,
         live_latency_ms: job.live_latency_ms,
         live_failed: job.live_failed,
         ..Default::default()
     };
+    let mut reported = Reported {
+        arn: target.candidate_arn.clone(),
+        outcome: ShadowOutcome::default(),
+        records: Vec::new(),
+    };
     if job.live_failed {
-        return outcome;
+        reported.outcome = outcome;
+        return reported;
     }
+    let rows = job.lines.len();
     let started = Instant::now();
     let call = client
         .invoke_endpoint()
-        .endpoint_name(endpoint)
+        .endpoint_name(&target.endpoint)
         .content_type("text/csv")
         .accept("text/csv")
         .inference_id(&job.request_id)
-        .body(Blob::new(job.csv.into_bytes()))
+        .body(Blob::new(job.lines.join("\n").into_bytes()))
         .send();
     let result = tokio::time::timeout(timeout, call).await;
     let elapsed = started.elapsed();
     outcome.candidate_latency_ms = Some(elapsed.as_secs_f64() * 1000.0);
     metrics::histogram!("predictor_shadow_seconds").record(elapsed.as_secs_f64());
+    let mut variant = String::new();
     let scores = match result {
         Ok(Ok(out)) => {
+            variant = out.invoked_production_variant.unwrap_or_default();
             let body = out
                 .body
                 .map(|b| String::from_utf8_lossy(b.as_ref()).into_owned())
                 .unwrap_or_default();
-            rows::parse_scores(&body, job.rows).map_err(|e| e.to_string())
+            rows::parse_scores(&body, rows).map_err(|e| e.to_string())
         }
         Ok(Err(e)) => Err(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string()),
         Err(_) => Err(format!("no answer within {timeout:?}")),
@@ -196,7 +228,39 @@ async fn invoke(
             outcome.candidate = scores
                 .iter()
                 .map(|s| s.first().copied().unwrap_or(f64::NAN))
-                .collect()
+                .collect();
+            if job.interaction_ids.len() == rows {
+                let latency_ms = outcome.candidate_latency_ms.unwrap_or_default();
+                reported.records = job
+                    .interaction_ids
+                    .into_iter()
+                    .zip(job.lines)
+                    .zip(scores)
+                    .zip(&outcome.live)
+                    .map(|(((id, line), scores), live)| Interaction {
+                        interaction_id: format!("{id}.shadow"),
+                        client_id: "shadow".into(),
+                        source: Source::Shadow as i32,
+                        features_csv: line,
+                        prediction: scores.first().copied().unwrap_or(f64::NAN),
+                        scores_csv: scores
+                            .iter()
+                            .map(f64::to_string)
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        model_package_arn: target.candidate_arn.clone(),
+                        model_package_version: target.candidate_version,
+                        endpoint_name: target.endpoint.clone(),
+                        variant_name: variant.clone(),
+                        latency_ms,
+                        shadow_of: id,
+                        live_prediction: *live,
+                        live_model_package_version: job.live_version,
+                        ..Default::default()
+                    })
+                    .filter(|r| r.prediction.is_finite() && r.live_prediction.is_finite())
+                    .collect();
+            }
         }
         Err(e) => {
             outcome.candidate_failed = true;
@@ -204,19 +268,23 @@ async fn invoke(
             tracing::debug!(request_id = %job.request_id, error = %e, "the shadowed candidate failed");
         }
     }
-    outcome
+    reported.outcome = outcome;
+    reported
 }
 
-/// Sends outcomes to the watcher, per candidate, at most every second or 256 at a time. A
-/// report the watcher does not take is dropped (counted): the comparison is statistics.
+/// Sends outcomes to the watcher, per candidate, and shadow records to the logger, at most
+/// every second or 256 outcomes at a time. What either does not take is dropped (counted): the
+/// comparison is statistics, and the records are evidence, not the users' interactions.
 async fn report(
-    mut outcomes: mpsc::Receiver<(String, ShadowOutcome)>,
+    mut outcomes: mpsc::Receiver<Reported>,
     watcher: Endpoint,
+    logger: Option<Endpoint>,
     shutdown: CancellationToken,
 ) {
     const MAX: usize = 256;
     let mut client = RegistryWatcherClient::new(watcher.connect_lazy());
-    let mut pending: Vec<(String, ShadowOutcome)> = Vec::new();
+    let mut logger = logger.map(|l| InteractionLoggerClient::new(l.connect_lazy()));
+    let mut pending: Vec<Reported> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         let stop = tokio::select! {
@@ -227,20 +295,40 @@ async fn report(
             _ = tick.tick() => false,
             _ = shutdown.cancelled() => true,
         };
-        while let Some((arn, _)) = pending.first() {
-            let arn = arn.clone();
-            let (batch, rest): (Vec<_>, Vec<_>) = pending.drain(..).partition(|(a, _)| *a == arn);
+        let mut records: Vec<Interaction> = Vec::new();
+        while let Some(first) = pending.first() {
+            let arn = first.arn.clone();
+            let (batch, rest): (Vec<_>, Vec<_>) = pending.drain(..).partition(|r| r.arn == arn);
             pending = rest;
             let n = batch.len() as u64;
-            let request = ReportShadowRequest {
+            let mut request = ReportShadowRequest {
                 candidate_package_arn: arn,
-                outcomes: batch.into_iter().map(|(_, o)| o).collect(),
+                outcomes: Vec::with_capacity(batch.len()),
             };
+            for r in batch {
+                request.outcomes.push(r.outcome);
+                records.extend(r.records);
+            }
             match client.report_shadow(request).await {
                 Ok(_) => metrics::counter!("predictor_shadow_reported_total").increment(n),
                 Err(e) => {
                     metrics::counter!("predictor_shadow_report_errors_total").increment(n);
                     tracing::warn!(error = %e.message(), outcomes = n, "the registry-watcher did not take shadow outcomes; dropped");
+                }
+            }
+        }
+        if let Some(logger) = logger.as_mut() {
+            for chunk in records.chunks(proto::MAX_INTERACTIONS_PER_LOG) {
+                let n = chunk.len() as u64;
+                let request = LogRequest {
+                    interactions: chunk.to_vec(),
+                };
+                match logger.log(request).await {
+                    Ok(_) => metrics::counter!("predictor_shadow_records_total").increment(n),
+                    Err(e) => {
+                        metrics::counter!("predictor_shadow_record_errors_total").increment(n);
+                        tracing::warn!(error = %e.message(), records = n, "the interaction-logger did not take shadow records; dropped");
+                    }
                 }
             }
         }
@@ -295,7 +383,8 @@ mod tests {
             target(&status("InService", &["a", "b"])),
             Some(Target {
                 endpoint: "ep-shadow".into(),
-                candidate_arn: "arn:pkg/2".into()
+                candidate_arn: "arn:pkg/2".into(),
+                candidate_version: 2,
             })
         );
         assert_eq!(target(&status("Creating", &["a", "b"])), None);

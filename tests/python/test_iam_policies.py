@@ -168,7 +168,7 @@ def test_security_groups_let_in_only_the_callers(template):
     assert ingress("AlbSecurityGroup") == {(443, "AllowedIngressCidr")}
     assert ingress("GatewaySecurityGroup") == {(8080, "AlbSecurityGroup")}
     assert ingress("PredictorSecurityGroup") == {(50051, "GatewaySecurityGroup")}
-    assert ingress("LoggerSecurityGroup") == {(50052, "GatewaySecurityGroup")}
+    assert ingress("LoggerSecurityGroup") == {(50052, "GatewaySecurityGroup"), (50052, "PredictorSecurityGroup")}
     # The logger follows the watcher for the live model's drift baseline.
     assert ingress("WatcherSecurityGroup") == {(50053, "GatewaySecurityGroup"), (50053, "PredictorSecurityGroup"),
                                                (50053, "LoggerSecurityGroup")}

@@ -16,7 +16,7 @@ import pytest
 import xgboost as xgb
 
 from conftest import binary, running_stack
-from test_stack_e2e import ROOT, metric, predict, row
+from test_stack_e2e import ROOT, feature_store, metric, predict, records, row
 
 SHADOW = "my-mlops-prod-endpoint-shadow"
 
@@ -99,13 +99,14 @@ def test_the_comparison_of_a_shadowed_candidate_is_what_xgboost_says(stack):
     sent = shadowed(stack, 2)
     # 120 live requests of 1 to 4 rows from 8 clients at once: each answer is the live model's.
     requests = [[row(i) for i in range(start, start + 1 + start % 4)] for start in range(0, 600, 5)]
-    answers = [None] * len(requests)
+    answers, ids = [None] * len(requests), [None] * len(requests)
 
     def client(k):
         for j in range(k, len(requests), 8):
             status, _, body = predict(stack, {"instances": requests[j]})
             assert status == 200, body
             answers[j] = [p["probability"] for p in body["predictions"]]
+            ids[j] = [p["interaction_id"] for p in body["predictions"]]
     threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
     [t.start() for t in threads]
     [t.join() for t in threads]
@@ -145,6 +146,19 @@ def test_the_comparison_of_a_shadowed_candidate_is_what_xgboost_says(stack):
     metadata = package(stack, 2)[1]["CustomerMetadataProperties"]
     assert f"rows={len(sent)} " in metadata["shadow.summary"]
     assert all(len(v) <= 256 for v in metadata.values()) and len(metadata) <= 50
+
+    # Each mirrored row's candidate answer is recorded beside the live one in the feature store.
+    live_ids = [i for req in ids for i in req]
+    fs = feature_store(stack)
+    found = wait("the shadow records shipped", lambda: len(f := records(fs, [i + ".shadow" for i in live_ids])) == len(live_ids) and f)
+    live_records = records(fs, live_ids)
+    for k, i in enumerate(live_ids):
+        r, l = found[i + ".shadow"], live_records[i]
+        assert r["source"] == "shadow" and r["shadow_of"] == i, r
+        assert float(r["prediction"]) == pytest.approx(cand[k + 1], abs=1e-6), r
+        assert float(r["live_prediction"]) == float(l["prediction"]) == pytest.approx(live[k + 1], abs=1e-6)
+        assert (r["model_package_version"], r["live_model_package_version"], l["model_package_version"]) == ("2", "1", "1")
+        assert r["features_csv"] == l["features_csv"] and r["endpoint_name"] == SHADOW and r["variant_name"] == "v2"
 
 
 def exists(call, **kw):

@@ -270,6 +270,10 @@ fn create_interactions_group(state: &AppState) -> Result<(), AwsError> {
         ("endpoint_name", "String"),
         ("variant_name", "String"),
         ("latency_ms", "Fractional"),
+        // Shadow records: the live interaction a candidate's answer mirrors.
+        ("shadow_of", "String"),
+        ("live_prediction", "Fractional"),
+        ("live_model_package_version", "Integral"),
     ];
     let defs: Vec<Value> = features
         .iter()
