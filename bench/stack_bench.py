@@ -94,8 +94,10 @@ class Services:
         self.logger = Service("interaction-logger", [str(TARGET / "interaction-logger"), "--listen", "127.0.0.1:0",
                                                      "--admin-listen", "127.0.0.1:0", "--spool-dir",
                                                      os.path.join(data, name + "-spool")], env, subprocess.DEVNULL)
+        # LOGGER_URL: where a shadowed candidate's answers are recorded (nothing without one).
         self.predictor = Service("predictor", [str(TARGET / "predictor"), "--listen", "127.0.0.1:0", "--admin-listen",
-                                               "127.0.0.1:0", "--registry-watcher-url", watcher], env, subprocess.DEVNULL)
+                                               "127.0.0.1:0", "--registry-watcher-url", watcher],
+                                 dict(env, LOGGER_URL="http://" + self.logger.addrs["grpc"]), subprocess.DEVNULL)
         self.gateway = Service("gateway", [str(TARGET / "gateway"), "--listen", "127.0.0.1:0",
                                            "--predictor-url", "http://" + self.predictor.addrs["grpc"],
                                            "--logger-url", "http://" + self.logger.addrs["grpc"],

@@ -178,8 +178,8 @@ def test_approving_ends_the_shadow_and_deploys_rejecting_removes_it(stack):
     wait("v2 live and the shadow gone", lambda: (st := cli(stack, "status"))["in_sync"]
          and [v["version"] for v in st["live"]] == [2] and st["candidate"] is None and st)
     wait("the shadow endpoint deleted", lambda: not exists(sm.describe_endpoint, EndpointName=SHADOW))
-    assert not exists(sm.describe_endpoint_config, EndpointConfigName=config)
-    assert not exists(sm.describe_model, ModelName=f"{SHADOW}-v2")
+    wait("its config and model deleted", lambda: not exists(sm.describe_endpoint_config, EndpointConfigName=config)
+         and not exists(sm.describe_model, ModelName=f"{SHADOW}-v2"))
     assert exists(sm.describe_model, ModelName="my-mlops-prod-endpoint-v2"), "the live endpoint's model"
     v2 = package(stack, 2)[1]
     assert v2["ModelApprovalStatus"] == "Approved"
@@ -193,6 +193,34 @@ def test_approving_ends_the_shadow_and_deploys_rejecting_removes_it(stack):
     wait("the rejected candidate's shadow removed", lambda: not exists(sm.describe_endpoint, EndpointName=SHADOW))
     wait("its model removed", lambda: not exists(sm.describe_model, ModelName=f"{SHADOW}-v3"))
     assert [v["version"] for v in cli(stack, "status")["live"]] == [2], "rejecting a candidate leaves the live model"
+
+
+def test_the_pipelines_gate_shows_the_comparison_while_it_waits(stack):
+    """`mlops-pipeline run`: Train registers v4, the candidate is shadowed, and the gate prints
+    the comparison as live traffic moves it; approving there deploys."""
+    import re
+    env = dict(stack.pipeline_env, PIPELINE_POLL_MS="200", PIPELINE_APPROVE_COMMAND="mlops-deploy",
+               TRAIN_ROUNDS="4", TRAIN_MAX_DEPTH="2")
+    run = subprocess.Popen([str(binary().parent / "mlops-pipeline"), "run", "--once"], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    threading.Thread(target=lambda: [lines.append(line) for line in run.stdout], daemon=True).start()
+    try:
+        wait("the gate", lambda: any("Approval gate: v4" in line for line in lines))
+        sent = len(shadowed(stack, 4))
+        for i in range(40):
+            assert predict(stack, {"instances": [row(i)]})[0] == 200
+        sent += 40
+        shown = wait("the comparison at the gate", lambda: [int(m.group(1)) for line in lines
+                     if (m := re.search(r"shadow v4 on live traffic: (\d+) rows", line))
+                     and int(m.group(1)) == sent])
+        assert shown
+        cli(stack, "approve", "4", "--reason", "the gate's comparison")
+        assert run.wait(timeout=120) == 0, "".join(lines)
+    finally:
+        run.kill()
+    assert any("Deploy succeeded" in line for line in lines), "".join(lines)
+    assert [v["version"] for v in cli(stack, "status")["live"]] == [4]
 
 
 @pytest.mark.parametrize("fault", ["delay:2500", "error"])

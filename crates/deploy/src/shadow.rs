@@ -21,7 +21,7 @@ use proto::registry::v1::Status;
 use serde_json::{Value, json};
 use shadow_comparison::Comparison;
 
-use crate::{DeployError, Deployer, aws, in_transition};
+use crate::{DeployError, Deployer, aws, rollout::in_transition};
 
 impl Deployer {
     /// Converges the shadow endpoint on the candidate (or on nothing when `enabled` is false
@@ -143,7 +143,7 @@ impl Deployer {
     /// the package's image and artifact instead (the watcher matches it back to the package by
     /// its artifact, as for any model not made from a package).
     async fn shadow_model_for(&self, arn: &str, version: i64) -> Result<String, DeployError> {
-        let name = crate::truncate(&format!("{}-v{version}", self.shadow_endpoint), 63);
+        let name = crate::rollout::truncate(&format!("{}-v{version}", self.shadow_endpoint), 63);
         let package = self
             .client
             .describe_model_package()

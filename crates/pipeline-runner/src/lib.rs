@@ -5,6 +5,7 @@
 //! for the AWS side's CodePipeline and EventBridge rule (`infra/aws/pipeline.yaml`).
 
 pub mod buildspec;
+mod gate;
 pub mod pipeline;
 pub mod registry;
 pub mod stage;

@@ -1,0 +1,126 @@
+//! Rolling an endpoint onto a model: the endpoint config, the create or update, the wait for
+//! InService (the live endpoint in `deploy`, the shadow endpoint in `shadow`).
+
+use std::time::Instant;
+
+use aws_sdk_sagemaker::types::{EndpointStatus, ProductionVariant, ProductionVariantInstanceType};
+
+use crate::{DeployError, Deployer, aws};
+
+impl Deployer {
+    /// Puts the model of package version `version` on `endpoint` (one variant `v{n}` taking
+    /// all traffic; the endpoint is created when it does not exist) and waits until it is
+    /// InService on the new config. Returns the config's name.
+    pub(crate) async fn roll_out(
+        &self,
+        endpoint: &str,
+        model_name: &str,
+        version: i64,
+        exists: bool,
+    ) -> Result<String, DeployError> {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let config_name = truncate(&format!("{endpoint}-v{version}-{stamp}"), 63);
+        self.client
+            .create_endpoint_config()
+            .endpoint_config_name(&config_name)
+            .production_variants(
+                ProductionVariant::builder()
+                    .variant_name(format!("v{version}"))
+                    .model_name(model_name)
+                    .initial_instance_count(self.instance_count)
+                    .instance_type(ProductionVariantInstanceType::from(
+                        self.instance_type.as_str(),
+                    ))
+                    .initial_variant_weight(1.0)
+                    .build(),
+            )
+            .set_kms_key_id(self.kms_key_id.clone())
+            .send()
+            .await
+            .map_err(|e| aws("CreateEndpointConfig", e))?;
+        if exists {
+            self.client
+                .update_endpoint()
+                .endpoint_name(endpoint)
+                .endpoint_config_name(&config_name)
+                .send()
+                .await
+                .map_err(|e| aws("UpdateEndpoint", e))?;
+        } else {
+            self.client
+                .create_endpoint()
+                .endpoint_name(endpoint)
+                .endpoint_config_name(&config_name)
+                .send()
+                .await
+                .map_err(|e| aws("CreateEndpoint", e))?;
+        }
+        tracing::info!(%endpoint, config = %config_name, version, "rolling out");
+        let settled = self.wait_settled(endpoint).await?;
+        let live_config = settled.endpoint_config_name().unwrap_or_default();
+        if settled.endpoint_status() != Some(&EndpointStatus::InService)
+            || live_config != config_name
+        {
+            return Err(DeployError::Failed(format!(
+                "{endpoint} is {} on {live_config}: {}",
+                settled.endpoint_status().map_or("?", |s| s.as_str()),
+                settled.failure_reason().unwrap_or("no reason given")
+            )));
+        }
+        Ok(config_name)
+    }
+
+    pub(crate) async fn wait_settled(
+        &self,
+        endpoint: &str,
+    ) -> Result<aws_sdk_sagemaker::operation::describe_endpoint::DescribeEndpointOutput, DeployError>
+    {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let out = self
+                .client
+                .describe_endpoint()
+                .endpoint_name(endpoint)
+                .send()
+                .await
+                .map_err(|e| aws("DescribeEndpoint", e))?;
+            let status = out
+                .endpoint_status()
+                .cloned()
+                .unwrap_or_else(|| EndpointStatus::from("none"));
+            if !in_transition(&status) {
+                return Ok(out);
+            }
+            if Instant::now() >= deadline {
+                return Err(DeployError::Timeout(
+                    self.timeout,
+                    status.as_str().to_owned(),
+                ));
+            }
+            tokio::time::sleep(self.poll).await;
+        }
+    }
+}
+
+/// An endpoint in one of these states is changing: wait for it to settle.
+pub(crate) fn in_transition(status: &EndpointStatus) -> bool {
+    matches!(
+        status,
+        EndpointStatus::Creating
+            | EndpointStatus::Updating
+            | EndpointStatus::SystemUpdating
+            | EndpointStatus::RollingBack
+    )
+}
+
+pub(crate) fn truncate(s: &str, max: usize) -> String {
+    s.chars()
+        .take(max)
+        .collect::<String>()
+        .trim_end_matches('-')
+        .to_owned()
+}
+
