@@ -119,10 +119,10 @@ def test_deploy_may_roll_the_one_endpoint_and_pass_only_the_execution_role(templ
 
 
 def test_deploy_grants_are_the_calls_mlops_deploy_makes(template):
-    """`mlops-deploy deploy/approve/status` (crates/deploy) and the registry logic it uses
+    """`mlops-deploy deploy/approve/status/shadow` (crates/deploy) and the registry logic it uses
     (crates/model-registry); `register` is the local shortcut the pipeline does not run."""
-    source = "".join((ROOT / p).read_text() for p in ("crates/deploy/src/lib.rs", "crates/deploy/src/shadow.rs",
-                                                     "crates/model-registry/src/poll.rs"))
+    source = "".join(p.read_text() for p in [*sorted((ROOT / "crates/deploy/src").glob("*.rs")),
+                                             ROOT / "crates/model-registry/src/poll.rs"])
     calls = {"sagemaker:" + camel(c) for c in re.findall(r"\.(list_\w+|describe_\w+|create_\w+|update_\w+|delete_\w+)\(\)", source)}
     calls.discard("sagemaker:CreateModelPackage")
     assert len(calls) >= 12, f"read too few calls from the deploy code: {calls}"

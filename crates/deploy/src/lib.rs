@@ -273,31 +273,9 @@ impl Deployer {
     /// A model for the package: the existing `{endpoint}-v{n}` when it serves that package.
     async fn model_for(&self, arn: &str, version: i64) -> Result<String, DeployError> {
         let name = truncate(&format!("{}-v{version}", self.endpoint), 63);
-        match self.client.describe_model().model_name(&name).send().await {
-            Ok(m) if m.primary_container().and_then(|c| c.model_package_name()) == Some(arn) => {
-                return Ok(name);
-            }
-            Ok(_) => {
-                return Err(DeployError::Failed(format!(
-                    "model {name} exists but does not serve {arn}"
-                )));
-            }
-            Err(e) if e.code() == Some("ValidationException") => {}
-            Err(e) => return Err(aws("DescribeModel", e)),
-        }
-        self.client
-            .create_model()
-            .model_name(&name)
-            .primary_container(
-                ContainerDefinition::builder()
-                    .model_package_name(arn)
-                    .build(),
-            )
-            .set_execution_role_arn(self.execution_role_arn.clone())
-            .send()
+        let container = ContainerDefinition::builder().model_package_name(arn).build();
+        self.ensure_model(name, container, |c| c.model_package_name() == Some(arn), arn)
             .await
-            .map_err(|e| aws("CreateModel", e))?;
-        Ok(name)
     }
 
 }

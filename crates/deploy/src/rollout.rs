@@ -3,11 +3,45 @@
 
 use std::time::Instant;
 
-use aws_sdk_sagemaker::types::{EndpointStatus, ProductionVariant, ProductionVariantInstanceType};
+use aws_sdk_sagemaker::{
+    error::ProvideErrorMetadata,
+    types::{ContainerDefinition, EndpointStatus, ProductionVariant, ProductionVariantInstanceType},
+};
 
 use crate::{DeployError, Deployer, aws};
 
 impl Deployer {
+    /// The model `name` with `container`: the existing one when its container `holds` what is
+    /// wanted (`what`, for the error), else created now. A model of that name holding anything
+    /// else is an error, never replaced.
+    pub(crate) async fn ensure_model(
+        &self,
+        name: String,
+        container: ContainerDefinition,
+        holds: impl Fn(&ContainerDefinition) -> bool,
+        what: &str,
+    ) -> Result<String, DeployError> {
+        match self.client.describe_model().model_name(&name).send().await {
+            Ok(m) if m.primary_container().is_some_and(&holds) => return Ok(name),
+            Ok(_) => {
+                return Err(DeployError::Failed(format!(
+                    "model {name} exists but does not hold {what}"
+                )));
+            }
+            Err(e) if e.code() == Some("ValidationException") => {}
+            Err(e) => return Err(aws("DescribeModel", e)),
+        }
+        self.client
+            .create_model()
+            .model_name(&name)
+            .primary_container(container)
+            .set_execution_role_arn(self.execution_role_arn.clone())
+            .send()
+            .await
+            .map_err(|e| aws("CreateModel", e))?;
+        Ok(name)
+    }
+
     /// Puts the model of package version `version` on `endpoint` (one variant `v{n}` taking
     /// all traffic; the endpoint is created when it does not exist) and waits until it is
     /// InService on the new config. Returns the config's name.

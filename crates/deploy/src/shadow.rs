@@ -156,33 +156,13 @@ impl Deployer {
             .and_then(|s| s.containers().first())
             .ok_or_else(|| DeployError::Failed(format!("{arn} names no container")))?;
         let data_url = container.model_data_url().unwrap_or_default();
-        match self.client.describe_model().model_name(&name).send().await {
-            Ok(m) if m.primary_container().and_then(|c| c.model_data_url()) == Some(data_url) => {
-                return Ok(name);
-            }
-            Ok(_) => {
-                return Err(DeployError::Failed(format!(
-                    "model {name} exists but does not hold {data_url}"
-                )));
-            }
-            Err(e) if e.code() == Some("ValidationException") => {}
-            Err(e) => return Err(aws("DescribeModel", e)),
-        }
-        self.client
-            .create_model()
-            .model_name(&name)
-            .primary_container(
-                ContainerDefinition::builder()
-                    .set_image(container.image().map(str::to_owned))
-                    .model_data_url(data_url)
-                    .set_environment(container.environment().cloned())
-                    .build(),
-            )
-            .set_execution_role_arn(self.execution_role_arn.clone())
-            .send()
+        let definition = ContainerDefinition::builder()
+            .set_image(container.image().map(str::to_owned))
+            .model_data_url(data_url)
+            .set_environment(container.environment().cloned())
+            .build();
+        self.ensure_model(name, definition, |c| c.model_data_url() == Some(data_url), data_url)
             .await
-            .map_err(|e| aws("CreateModel", e))?;
-        Ok(name)
     }
 
     async fn delete_config(&self, name: &str) {
