@@ -107,6 +107,14 @@ mod tests {
         }
     }
 
+    fn value(record: &[FeatureValue], name: &str) -> Option<String> {
+        record
+            .iter()
+            .find(|v| v.feature_name() == Some(name))
+            .and_then(|v| v.value_as_string())
+            .map(str::to_owned)
+    }
+
     #[test]
     fn records_follow_the_schema() {
         let i = Interaction {
@@ -118,13 +126,8 @@ mod tests {
             model_package_version: 3,
             ..Default::default()
         };
-        let f = features(&i);
-        let get = |n: &str| {
-            f.iter()
-                .find(|v| v.feature_name() == Some(n))
-                .and_then(|v| v.value_as_string())
-                .map(str::to_owned)
-        };
+        let record = features(&i);
+        let get = |n: &str| value(&record, n);
         assert_eq!(get("client_id").as_deref(), Some("anonymous"));
         assert_eq!(get("source").as_deref(), Some("web"));
         assert_eq!(get("prediction").as_deref(), Some("0.25"));
@@ -140,13 +143,8 @@ mod tests {
             model_package_version: 2,
             ..i
         };
-        let f = features(&shadow);
-        let get = |n: &str| {
-            f.iter()
-                .find(|v| v.feature_name() == Some(n))
-                .and_then(|v| v.value_as_string())
-                .map(str::to_owned)
-        };
+        let record = features(&shadow);
+        let get = |n: &str| value(&record, n);
         assert_eq!(get("source").as_deref(), Some("shadow"));
         assert_eq!(get("shadow_of").as_deref(), Some("live-1"));
         assert_eq!(get("live_prediction").as_deref(), Some("0.75"));
