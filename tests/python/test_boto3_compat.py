@@ -61,6 +61,26 @@ def test_registry_flow_and_paginator(server, sm):
     assert code(e) == "ValidationException"
 
 
+def test_customer_metadata_keeps_to_the_registrys_limits(server, sm):
+    """What the watcher's stored comparison and the Train step's baselines rely on: values of
+    up to 256 characters, 50 entries, updates that add and remove keys."""
+    sm.create_model_package_group(ModelPackageGroupName="metadata-limits")
+    url = server.put_object("artifacts", "limits/model.tar.gz", model_tar_gz(DEMO_MODEL))
+    arn = package(sm, "metadata-limits", url, CustomerMetadataProperties={"a": "x" * 256})
+    sm.update_model_package(ModelPackageArn=arn, CustomerMetadataProperties={f"k{i}": "v" for i in range(49)},
+                            CustomerMetadataPropertiesToRemove=["k0"])
+    m = sm.describe_model_package(ModelPackageName=arn)["CustomerMetadataProperties"]
+    assert len(m) == 49 and "k0" not in m and m["a"] == "x" * 256
+    for bad in ({"b": "x" * 257}, {"k0": "v", "k50": "v"}, {"k" * 129: "v"}):
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            sm.update_model_package(ModelPackageArn=arn, CustomerMetadataProperties=bad)
+        assert code(e) == "ValidationException", bad
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        package(sm, "metadata-limits", url, CustomerMetadataProperties={f"k{i}": "v" for i in range(51)})
+    assert code(e) == "ValidationException"
+    assert len(sm.describe_model_package(ModelPackageName=arn)["CustomerMetadataProperties"]) == 49, "refused: unchanged"
+
+
 def test_endpoint_create_update_invoke_with_waiters(server, sm, runtime):
     rng = np.random.default_rng(3)
     X = rng.normal(size=(400, 8))

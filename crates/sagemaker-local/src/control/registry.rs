@@ -128,6 +128,9 @@ pub fn create_package(state: &AppState, input: CreatePackageInput) -> Result<Val
                     ));
                 }
             };
+        if let Some(m) = &input.customer_metadata_properties {
+            check_metadata(m)?;
+        }
         let record = PackageRecord {
             arn: arn.clone(),
             name,
@@ -177,6 +180,26 @@ pub struct UpdatePackageInput {
     customer_metadata_properties_to_remove: Option<Vec<String>>,
 }
 
+/// SageMaker's limits on a package's CustomerMetadataProperties: at most 50 entries, keys of
+/// 1 to 128 characters, string values of at most 256.
+fn check_metadata(m: &Map<String, Value>) -> Result<(), AwsError> {
+    if m.len() > 50 {
+        return Err(AwsError::validation_exception(format!(
+            "1 validation error detected: Value at 'customerMetadataProperties' failed to satisfy constraint: Map value must satisfy constraint: [Member must have length less than or equal to 50] (it has {})",
+            m.len()
+        )));
+    }
+    for (k, v) in m {
+        let len = v.as_str().map(|v| v.chars().count());
+        if !(1..=128).contains(&k.chars().count()) || len.is_none_or(|l| l > 256) {
+            return Err(AwsError::validation_exception(format!(
+                "1 validation error detected: Value at 'customerMetadataProperties' failed to satisfy constraint: keys must be 1 to 128 characters and values strings of at most 256 (key {k:?})"
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub fn update_package(state: &AppState, input: UpdatePackageInput) -> Result<Value, AwsError> {
     if let Some(status) = &input.model_approval_status {
         check_approval(status)?;
@@ -201,6 +224,7 @@ pub fn update_package(state: &AppState, input: UpdatePackageInput) -> Result<Val
         {
             metadata.remove(&key);
         }
+        check_metadata(metadata)?;
         pkg.last_modified = Some(state.now());
         txn.put(MODEL_PACKAGES, &pkg.arn, &pkg)?;
         Ok(json!({ "ModelPackageArn": pkg.arn }))
