@@ -166,7 +166,11 @@ pub async fn run(
     };
 
     let readiness = telemetry::Readiness::default();
-    readiness.set(true);
+    let health = grpc_serve::Health::new::<InteractionLoggerServer<service::LoggerService>>(
+        readiness.clone(),
+        true,
+    )
+    .await;
     // Dead letters are recorded interactions, and a replay changes state: both need the token.
     let token: Option<Arc<str>> = config
         .admin_token
@@ -177,7 +181,7 @@ pub async fn run(
         tracing::info!("no LOGGER_ADMIN_TOKEN: the dead-letter routes are refused");
     }
     let drift_view = drift.clone();
-    let admin_routes = telemetry::admin_router(readiness.clone())
+    let admin_routes = telemetry::admin_router(readiness)
         .route(
             "/drift",
             get(move || {
@@ -204,36 +208,21 @@ pub async fn run(
         admin_stop.clone(),
     ));
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<InteractionLoggerServer<service::LoggerService>>()
-        .await;
-    let (reflection, reflection_v1alpha) =
-        (proto::reflection::v1()?, proto::reflection::v1alpha()?);
     tracing::info!(addr = %grpc.local_addr()?, feature_group = %config.feature_group, spool = %spool_dir.display(), id = %id, pending = spool.depth(), transport = config.tls.describe(), "interaction-logger serving");
-    let stop = shutdown.clone();
-    config
-        .tls
-        .server_builder()?
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(reflection_v1alpha)
-        .add_service(InteractionLoggerServer::new(service::LoggerService {
+    // No grace here: once Log calls stop coming, the grace period goes to shipping the spool.
+    grpc_serve::serve(
+        grpc,
+        InteractionLoggerServer::new(service::LoggerService {
             spool: Arc::clone(&spool),
             wake,
             drift,
-        }))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
-            async move {
-                stop.cancelled().await;
-                readiness.set(false);
-                health
-                    .set_not_serving::<InteractionLoggerServer<service::LoggerService>>()
-                    .await;
-            },
-        )
-        .await?;
+        }),
+        &config.tls,
+        health,
+        shutdown,
+        None,
+    )
+    .await?;
 
     // No more Log calls: ship what is spooled, within the grace period.
     let grace = config.grace.duration();

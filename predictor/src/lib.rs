@@ -123,45 +123,29 @@ pub async fn run(
         default_timeout: Duration::from_millis(config.timeout_ms),
     };
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<PredictorServer<service::PredictorService>>()
-        .await;
-    let (reflection, reflection_v1alpha) =
-        (proto::reflection::v1()?, proto::reflection::v1alpha()?);
     let readiness = telemetry::Readiness::default();
-    readiness.set(true);
+    let health =
+        grpc_serve::Health::new::<PredictorServer<service::PredictorService>>(readiness.clone(), true)
+            .await;
     let admin_task = tokio::spawn(telemetry::serve_admin(
         admin,
-        telemetry::admin_router(readiness.clone()),
+        telemetry::admin_router(readiness),
         shutdown.child_token(),
     ));
 
     tracing::info!(addr = %grpc.local_addr()?, endpoint = %config.endpoint_name, batching = config.batching, invoke_concurrency = config.invoke_concurrency, transport = config.tls.describe(), "predictor serving");
-    let stop = shutdown.clone();
-    let server = config
-        .tls
-        .server_builder()?
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(reflection_v1alpha)
-        .add_service(PredictorServer::new(service))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
-            async move {
-                stop.cancelled().await;
-                readiness.set(false);
-                health
-                    .set_not_serving::<PredictorServer<service::PredictorService>>()
-                    .await;
-            },
-        );
     let grace = config.grace.duration();
-    tokio::select! {
-        result = server => result?,
-        _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(?grace, "in-flight calls did not finish within the grace period");
-        }
+    let finished = grpc_serve::serve(
+        grpc,
+        PredictorServer::new(service),
+        &config.tls,
+        health,
+        shutdown,
+        Some(grace),
+    )
+    .await?;
+    if !finished {
+        tracing::warn!(?grace, "in-flight calls did not finish within the grace period");
     }
     let _ = admin_task.await;
     tracing::info!("predictor stopped");

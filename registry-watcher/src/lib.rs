@@ -9,7 +9,7 @@ mod page;
 
 pub use model_registry::{poll, status};
 
-use std::{pin::Pin, sync::Arc, time::Duration};
+use std::{pin::Pin, time::Duration};
 
 use proto::registry::v1::{
     GetStatusRequest, ReportShadowRequest, ReportShadowResponse, Status, WatchStatusRequest,
@@ -221,20 +221,17 @@ pub async fn run(
         shutdown.child_token(),
     ));
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_not_serving::<RegistryWatcherServer<WatcherService>>()
-        .await;
     let readiness = telemetry::Readiness::default();
+    // Not serving until the first poll has given a status to serve.
+    let health = grpc_serve::Health::new::<RegistryWatcherServer<WatcherService>>(
+        readiness.clone(),
+        false,
+    )
+    .await;
     let ready = {
-        let (health, readiness) = (health.clone(), readiness.clone());
+        let health = health.clone();
         move || {
-            readiness.set(true);
-            tokio::spawn(async move {
-                health
-                    .set_serving::<RegistryWatcherServer<WatcherService>>()
-                    .await
-            });
+            tokio::spawn(async move { health.set(true).await });
         }
     };
     let polling = tokio::spawn(poll_loop(
@@ -248,39 +245,26 @@ pub async fn run(
     ));
     let admin_task = tokio::spawn(telemetry::serve_admin(
         admin,
-        telemetry::admin_router(readiness.clone()).merge(page::routes(evidence.clone(), rx.clone())),
+        telemetry::admin_router(readiness).merge(page::routes(evidence.clone(), rx.clone())),
         shutdown.child_token(),
     ));
-    let (reflection, reflection_v1alpha) =
-        (proto::reflection::v1()?, proto::reflection::v1alpha()?);
 
     tracing::info!(addr = %grpc.local_addr()?, group = %config.group, endpoint = %config.endpoint_name, %shadow_endpoint, transport = config.tls.describe(), "registry-watcher serving");
-    let stop = shutdown.clone();
-    let health_on_stop = Arc::new(health);
-    let serving = config
-        .tls
-        .server_builder()?
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(reflection_v1alpha)
-        .add_service(RegistryWatcherServer::new(WatcherService {
+    // Open WatchStatus streams end when polling stops; the grace period bounds the wait.
+    let finished = grpc_serve::serve(
+        grpc,
+        RegistryWatcherServer::new(WatcherService {
             status: rx,
             evidence,
-        }))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
-            async move {
-                stop.cancelled().await;
-                readiness.set(false);
-                health_on_stop
-                    .set_not_serving::<RegistryWatcherServer<WatcherService>>()
-                    .await;
-            },
-        );
-    // Open WatchStatus streams end when polling stops; the grace period bounds the wait.
-    match shutdown::within_grace(&shutdown, config.grace.duration(), serving).await {
-        Some(served) => served?,
-        None => tracing::warn!("grace period over; closing the remaining streams"),
+        }),
+        &config.tls,
+        health,
+        shutdown.clone(),
+        Some(config.grace.duration()),
+    )
+    .await?;
+    if !finished {
+        tracing::warn!("grace period over; closing the remaining streams");
     }
     let _ = tokio::join!(polling, admin_task, saving);
     tracing::info!("registry-watcher stopped");
