@@ -142,15 +142,16 @@ impl PredictorService {
                 target_variant: target,
             })
             .await;
-        if let Some(mirror) = &self.mirror {
+        // Mirrored: what the live model answered, or a failure of the live endpoint; not a
+        // request the model refused as bad input (the candidate would never see it).
+        let mirrored = !matches!(result, Err(Error::ModelRejected(_) | Error::Invalid { .. }));
+        if let Some(mirror) = self.mirror.as_ref().filter(|_| mirrored) {
             let live_latency_ms = started.elapsed().as_secs_f64() * 1000.0;
             mirror.offer(|| crate::shadow::Job {
                 lines: lines.clone(),
                 interaction_ids: req.interaction_ids,
                 live_version: result.as_ref().map_or(0, |a| {
-                    self.registry
-                        .variant(&a.variant)
-                        .map_or(0, |v| v.model_package_version)
+                    self.registry.package_of(&a.variant).map_or(0, |(_, v)| v)
                 }),
                 request_id: request_id.clone(),
                 live: result.as_ref().map_or_else(
@@ -168,8 +169,7 @@ impl PredictorService {
         let scores = answer.scores;
         let (model_package_arn, model_package_version) = self
             .registry
-            .variant(&answer.variant)
-            .map(|v| (v.model_package_arn, v.model_package_version))
+            .package_of(&answer.variant)
             .unwrap_or_default();
         metrics::counter!("predictor_rows_total").increment(lines.len() as u64);
         Ok(PredictResponse {

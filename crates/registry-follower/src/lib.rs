@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use proto::registry::v1::{
-    Status, Variant, WatchStatusRequest, registry_watcher_client::RegistryWatcherClient,
-};
+use proto::registry::v1::{Status, WatchStatusRequest, registry_watcher_client::RegistryWatcherClient};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
@@ -50,17 +48,17 @@ impl Follower {
         live_schema(self.0.borrow().as_ref()?).map(Vec::len)
     }
 
-    /// The live variant `name`, with the model package it serves.
-    pub fn variant(&self, name: &str) -> Option<Variant> {
-        self.0
-            .borrow()
-            .as_ref()?
-            .endpoint
-            .as_ref()?
-            .variants
-            .iter()
-            .find(|v| v.name == name)
-            .cloned()
+    /// The model package (ARN, version) the live variant `name` serves, without copying the
+    /// rest of the variant (its schema and baselines): what every answer is tagged with.
+    pub fn package_of(&self, name: &str) -> Option<(String, i64)> {
+        self.with(|s| {
+            s?.endpoint
+                .as_ref()?
+                .variants
+                .iter()
+                .find(|v| v.name == name)
+                .map(|v| (v.model_package_arn.clone(), v.model_package_version))
+        })
     }
 }
 
@@ -119,7 +117,7 @@ fn live_schema(status: &Status) -> Option<&Vec<String>> {
 
 #[cfg(test)]
 mod schema_tests {
-    use proto::registry::v1::EndpointState;
+    use proto::registry::v1::{EndpointState, Variant};
 
     use super::*;
 
