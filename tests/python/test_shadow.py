@@ -170,7 +170,7 @@ def exists(call, **kw):
         return False
 
 
-def test_approving_ends_the_shadow_and_deploys_rejecting_removes_it(stack):
+def test_approving_ends_the_shadow_and_deploys_a_newer_candidate_takes_over_rejecting_removes_it(stack):
     sm, _ = package(stack, 2)
     config = sm.describe_endpoint(EndpointName=SHADOW)["EndpointConfigName"]
     assert exists(sm.describe_model, ModelName=f"{SHADOW}-v2")
@@ -189,14 +189,18 @@ def test_approving_ends_the_shadow_and_deploys_rejecting_removes_it(stack):
     train_candidate(stack, rounds=3)
     shadowed(stack, 3)
     assert exists(sm.describe_model, ModelName=f"{SHADOW}-v3")
-    cli(stack, "reject", "3", "--reason", "not better")
+    # A newer candidate registered while v3 waits takes the shadow over; v3's model goes.
+    train_candidate(stack, rounds=2)
+    shadowed(stack, 4)
+    wait("v3's shadow model removed", lambda: not exists(sm.describe_model, ModelName=f"{SHADOW}-v3"))
+    cli(stack, "reject", "4", "--reason", "not better")
     wait("the rejected candidate's shadow removed", lambda: not exists(sm.describe_endpoint, EndpointName=SHADOW))
-    wait("its model removed", lambda: not exists(sm.describe_model, ModelName=f"{SHADOW}-v3"))
+    wait("its model removed", lambda: not exists(sm.describe_model, ModelName=f"{SHADOW}-v4"))
     assert [v["version"] for v in cli(stack, "status")["live"]] == [2], "rejecting a candidate leaves the live model"
 
 
 def test_the_pipelines_gate_shows_the_comparison_while_it_waits(stack):
-    """`mlops-pipeline run`: Train registers v4, the candidate is shadowed, and the gate prints
+    """`mlops-pipeline run`: Train registers v5, the candidate is shadowed, and the gate prints
     the comparison as live traffic moves it; approving there deploys."""
     import re
     env = dict(stack.pipeline_env, PIPELINE_POLL_MS="200", PIPELINE_APPROVE_COMMAND="mlops-deploy",
@@ -206,21 +210,21 @@ def test_the_pipelines_gate_shows_the_comparison_while_it_waits(stack):
     lines = []
     threading.Thread(target=lambda: [lines.append(line) for line in run.stdout], daemon=True).start()
     try:
-        wait("the gate", lambda: any("Approval gate: v4" in line for line in lines))
-        sent = len(shadowed(stack, 4))
+        wait("the gate", lambda: any("Approval gate: v5" in line for line in lines))
+        sent = len(shadowed(stack, 5))
         for i in range(40):
             assert predict(stack, {"instances": [row(i)]})[0] == 200
         sent += 40
         shown = wait("the comparison at the gate", lambda: [int(m.group(1)) for line in lines
-                     if (m := re.search(r"shadow v4 on live traffic: (\d+) rows", line))
+                     if (m := re.search(r"shadow v5 on live traffic: (\d+) rows", line))
                      and int(m.group(1)) == sent])
         assert shown
-        cli(stack, "approve", "4", "--reason", "the gate's comparison")
+        cli(stack, "approve", "5", "--reason", "the gate's comparison")
         assert run.wait(timeout=120) == 0, "".join(lines)
     finally:
         run.kill()
     assert any("Deploy succeeded" in line for line in lines), "".join(lines)
-    assert [v["version"] for v in cli(stack, "status")["live"]] == [4]
+    assert [v["version"] for v in cli(stack, "status")["live"]] == [5]
 
 
 @pytest.mark.parametrize("fault", ["delay:2500", "error"])

@@ -65,8 +65,9 @@ impl Deployer {
                 let config = self
                     .roll_out(&self.shadow_endpoint, &model, c.version, exists)
                     .await?;
-                if let Some(old) = current.map(|s| s.endpoint_config_name) {
-                    self.delete_config(&old).await;
+                // The previous candidate's config and model are done with.
+                if let Some(old) = current {
+                    self.retire(&old, &model).await;
                 }
                 Ok(json!({
                     "action": if exists { "shadow-updated" } else { "shadow-created" },
@@ -121,20 +122,7 @@ impl Deployer {
                 Ok(_) => tokio::time::sleep(self.poll).await,
             }
         }
-        self.delete_config(&state.endpoint_config_name).await;
-        let live = self
-            .poller()
-            .endpoint()
-            .await
-            .map(|e| e.variants.into_iter().map(|v| v.model_name).collect::<Vec<_>>())
-            .unwrap_or_default();
-        for v in &state.variants {
-            if !v.model_name.is_empty() && !live.contains(&v.model_name) {
-                if let Err(e) = self.client.delete_model().model_name(&v.model_name).send().await {
-                    tracing::warn!(model = %v.model_name, error = %aws("DeleteModel", e), "could not delete the shadow's model; it is left");
-                }
-            }
-        }
+        self.retire(state, "").await;
         Ok(())
     }
 
@@ -163,6 +151,26 @@ impl Deployer {
             .build();
         self.ensure_model(name, definition, |c| c.model_data_url() == Some(data_url), data_url)
             .await
+    }
+
+    /// Deletes what a shadow endpoint no longer uses: its config and its models, except `keep`
+    /// and any the live endpoint serves. A failure is logged and left (nothing serves them).
+    async fn retire(&self, old: &proto::registry::v1::EndpointState, keep: &str) {
+        self.delete_config(&old.endpoint_config_name).await;
+        let live = self
+            .poller()
+            .endpoint()
+            .await
+            .map(|e| e.variants.into_iter().map(|v| v.model_name).collect::<Vec<_>>())
+            .unwrap_or_default();
+        for v in &old.variants {
+            if v.model_name.is_empty() || v.model_name == keep || live.contains(&v.model_name) {
+                continue;
+            }
+            if let Err(e) = self.client.delete_model().model_name(&v.model_name).send().await {
+                tracing::warn!(model = %v.model_name, error = %aws("DeleteModel", e), "could not delete a shadow's model; it is left");
+            }
+        }
     }
 
     async fn delete_config(&self, name: &str) {
