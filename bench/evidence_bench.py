@@ -4,15 +4,16 @@ builds), printing figures, asserting nothing.
 
     cargo build --release --workspace && python3 bench/evidence_bench.py
 
-One sagemaker-local and one registry-watcher; a candidate (v2: the demo model's artifact,
-registered PendingManualApproval) shadowed on `my-mlops-prod-endpoint-shadow` by
-`mlops-deploy shadow`. Four copies of the inference services side by side, run interleaved
+One sagemaker-local and one registry-watcher; a candidate (v2: the demo model under another
+artifact, registered PendingManualApproval) shadowed on `my-mlops-prod-endpoint-shadow` by
+`mlops-deploy shadow`. Five copies of the inference services side by side, run interleaved
 BENCH_ROUNDS rounds (default 3) of BENCH_SECONDS (default 10) at 1,000 requests/s each:
 
 - off:    no mirroring (PREDICTOR_SHADOW_FRACTION=0), no drift (the logger follows no watcher)
 - drift:  the logger tracks drift against the live model's baseline
 - shadow: the predictor mirrors every request (fraction 1) to the candidate
-- both:   both
+- shadow/4: a quarter of them (fraction 0.25, the AWS template's default)
+- both:   drift and shadow (fraction 1)
 
 For each: p50/p99 against `off` in the same round, and CPU per request by process. On this
 machine the candidate's inferences run in the same sagemaker-local as the live model's
@@ -80,6 +81,7 @@ def main():
                 "off": {"PREDICTOR_SHADOW_FRACTION": "0"},
                 "drift": {"PREDICTOR_SHADOW_FRACTION": "0", "REGISTRY_WATCHER_URL": watcher},
                 "shadow": {"PREDICTOR_SHADOW_FRACTION": "1"},
+                "shadow/4": {"PREDICTOR_SHADOW_FRACTION": "0.25"},
                 "both": {"PREDICTOR_SHADOW_FRACTION": "1", "REGISTRY_WATCHER_URL": watcher},
             }
             for name, env in variants.items():
@@ -99,7 +101,7 @@ def main():
                     print(f"  {'gateway, ' + name:<28} {fmt(r)}\n  {'':<28} CPU/request ms: {parts}")
             print(" against `off` in the same round (p50, p99 added; CPU per request by process, ms):")
             off = results["off"]
-            for name in ("drift", "shadow", "both"):
+            for name in ("drift", "shadow", "shadow/4", "both"):
                 rs = results[name]
                 dp50 = [r["p50_ms"] - o["p50_ms"] for r, o in zip(rs, off)]
                 dp99 = [r["p99_ms"] - o["p99_ms"] for r, o in zip(rs, off)]
