@@ -118,7 +118,9 @@ impl Drift {
         });
         if let Some(next) = next {
             match &next {
-                Some(l) => tracing::info!(version = l.version, features = ?l.tracker.features().collect::<Vec<_>>(), "tracking drift against the live model's baseline"),
+                Some(l) => {
+                    tracing::info!(version = l.version, features = ?l.tracker.features().collect::<Vec<_>>(), "tracking drift against the live model's baseline")
+                }
                 None => tracing::info!("the live model carries no baseline: drift is not tracked"),
             }
             *live = next;
@@ -165,19 +167,43 @@ impl Drift {
             report.rows
         );
         let escape = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
-        let mut series = |name: &str, help: &str, value: &dyn Fn(&drift::FeatureDrift) -> Option<f64>| {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
-            for f in &report.features {
-                if let Some(v) = value(f) {
-                    out.push_str(&format!("{name}{{feature=\"{}\"}} {v}\n", escape(&f.feature)));
+        let mut series =
+            |name: &str, help: &str, value: &dyn Fn(&drift::FeatureDrift) -> Option<f64>| {
+                out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+                for f in &report.features {
+                    if let Some(v) = value(f) {
+                        out.push_str(&format!(
+                            "{name}{{feature=\"{}\"}} {v}\n",
+                            escape(&f.feature)
+                        ));
+                    }
                 }
-            }
-        };
-        series("logger_feature_psi", "Population stability index of the feature's live values against the live model's training baseline.", &|f| f.psi);
-        series("logger_feature_missing_rate", "Share of rows in the window without a value for the feature.", &|f| f.missing_rate);
-        series("logger_feature_baseline_missing_rate", "Share of training rows without a value for the feature.", &|f| Some(f.baseline_missing_rate));
-        series("logger_feature_drifted", "1 when the feature's PSI is above LOGGER_DRIFT_PSI_THRESHOLD.", &|f| f.psi.map(|p| if p > self.threshold { 1.0 } else { 0.0 }));
-        let max = report.features.iter().filter_map(|f| f.psi).fold(None, |m: Option<f64>, p| Some(m.map_or(p, |m| m.max(p))));
+            };
+        series(
+            "logger_feature_psi",
+            "Population stability index of the feature's live values against the live model's training baseline.",
+            &|f| f.psi,
+        );
+        series(
+            "logger_feature_missing_rate",
+            "Share of rows in the window without a value for the feature.",
+            &|f| f.missing_rate,
+        );
+        series(
+            "logger_feature_baseline_missing_rate",
+            "Share of training rows without a value for the feature.",
+            &|f| Some(f.baseline_missing_rate),
+        );
+        series(
+            "logger_feature_drifted",
+            "1 when the feature's PSI is above LOGGER_DRIFT_PSI_THRESHOLD.",
+            &|f| f.psi.map(|p| if p > self.threshold { 1.0 } else { 0.0 }),
+        );
+        let max = report
+            .features
+            .iter()
+            .filter_map(|f| f.psi)
+            .fold(None, |m: Option<f64>, p| Some(m.map_or(p, |m| m.max(p))));
         if let Some(max) = max {
             out.push_str(&format!("# HELP logger_drift_psi_max The largest PSI over the live model's features (what the drift alarm watches).\n# TYPE logger_drift_psi_max gauge\nlogger_drift_psi_max {max}\n"));
         }

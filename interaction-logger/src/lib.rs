@@ -185,22 +185,23 @@ pub async fn run(
         .route(
             "/drift",
             get(move || {
-                let view = drift_view
-                    .as_ref()
-                    .map_or_else(|| serde_json::json!({ "tracking": false }), drift::Drift::json);
+                let view = drift_view.as_ref().map_or_else(
+                    || serde_json::json!({ "tracking": false }),
+                    drift::Drift::json,
+                );
                 std::future::ready(Json(view))
             }),
         )
         .merge(
-        axum::Router::new()
-            .route("/dead-letters", get(list_dead_letters))
-            .route("/dead-letters/replay", post(replay_dead_letters))
-            .with_state((Arc::clone(&spool), Arc::clone(&wake)))
-            .route_layer(axum::middleware::from_fn_with_state(
-                token,
-                telemetry::require_admin_token,
-            )),
-    );
+            axum::Router::new()
+                .route("/dead-letters", get(list_dead_letters))
+                .route("/dead-letters/replay", post(replay_dead_letters))
+                .with_state((Arc::clone(&spool), Arc::clone(&wake)))
+                .route_layer(axum::middleware::from_fn_with_state(
+                    token,
+                    telemetry::require_admin_token,
+                )),
+        );
     let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(telemetry::serve_admin(
         admin,

@@ -77,7 +77,9 @@ impl InteractionLogger for LoggerService {
                     "must be yyyy-MM-ddTHH:mm:ss.SSSZ",
                 ));
             }
-            if !i.prediction.is_finite() || !i.latency_ms.is_finite() || !i.live_prediction.is_finite()
+            if !i.prediction.is_finite()
+                || !i.latency_ms.is_finite()
+                || !i.live_prediction.is_finite()
             {
                 return Err(invalid(
                     format!("interactions[{n}]"),

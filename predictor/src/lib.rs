@@ -92,7 +92,9 @@ pub async fn run(
         None => registry_follower::Follower::none(),
     };
     if config.shadow.shadow_fraction > 0.0 && watcher.is_none() {
-        tracing::warn!("PREDICTOR_SHADOW_FRACTION is set but REGISTRY_WATCHER_URL is not: nothing is mirrored");
+        tracing::warn!(
+            "PREDICTOR_SHADOW_FRACTION is set but REGISTRY_WATCHER_URL is not: nothing is mirrored"
+        );
     }
     let logger = match config.shadow.logger_url.as_deref() {
         Some(url) => Some(config.tls.endpoint(url)?),
@@ -124,9 +126,11 @@ pub async fn run(
     };
 
     let readiness = telemetry::Readiness::default();
-    let health =
-        grpc_serve::Health::new::<PredictorServer<service::PredictorService>>(readiness.clone(), true)
-            .await;
+    let health = grpc_serve::Health::new::<PredictorServer<service::PredictorService>>(
+        readiness.clone(),
+        true,
+    )
+    .await;
     let admin_task = tokio::spawn(telemetry::serve_admin(
         admin,
         telemetry::admin_router(readiness),
@@ -145,7 +149,10 @@ pub async fn run(
     )
     .await?;
     if !finished {
-        tracing::warn!(?grace, "in-flight calls did not finish within the grace period");
+        tracing::warn!(
+            ?grace,
+            "in-flight calls did not finish within the grace period"
+        );
     }
     let _ = admin_task.await;
     tracing::info!("predictor stopped");

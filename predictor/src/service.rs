@@ -123,7 +123,10 @@ impl PredictorService {
         tracing::Span::current().record("request_id", request_id.as_str());
         let lines = rows::encode(&req.rows, self.max_rows, self.width())?;
         if !(req.interaction_ids.is_empty() || req.interaction_ids.len() == lines.len())
-            || req.interaction_ids.iter().any(|id| id.is_empty() || id.len() > 128)
+            || req
+                .interaction_ids
+                .iter()
+                .any(|id| id.is_empty() || id.len() > 128)
         {
             return Err(Error::invalid(
                 "interaction_ids",
@@ -156,7 +159,12 @@ impl PredictorService {
                 request_id: request_id.clone(),
                 live: result.as_ref().map_or_else(
                     |_| Vec::new(),
-                    |a| a.scores.iter().map(|s| s.first().copied().unwrap_or(f64::NAN)).collect(),
+                    |a| {
+                        a.scores
+                            .iter()
+                            .map(|s| s.first().copied().unwrap_or(f64::NAN))
+                            .collect()
+                    },
                 ),
                 live_latency_ms,
                 live_failed: result.is_err(),

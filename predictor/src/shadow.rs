@@ -14,7 +14,9 @@ use std::{sync::Arc, time::Duration};
 
 use aws_smithy_types::Blob;
 use proto::{
-    interaction::v1::{Interaction, LogRequest, Source, interaction_logger_client::InteractionLoggerClient},
+    interaction::v1::{
+        Interaction, LogRequest, Source, interaction_logger_client::InteractionLoggerClient,
+    },
     registry::v1::{
         ReportShadowRequest, ShadowOutcome, Status, registry_watcher_client::RegistryWatcherClient,
     },
@@ -119,7 +121,11 @@ impl Mirror {
             outcomes_tx,
         ));
         tokio::spawn(report(outcomes, watcher, logger, shutdown));
-        tracing::info!(fraction = config.shadow_fraction, queue = config.shadow_queue, "mirroring live requests to a shadowed candidate whenever there is one");
+        tracing::info!(
+            fraction = config.shadow_fraction,
+            queue = config.shadow_queue,
+            "mirroring live requests to a shadowed candidate whenever there is one"
+        );
         Some(Arc::new(Mirror {
             fraction: config.shadow_fraction.min(1.0),
             registry,
@@ -138,10 +144,8 @@ impl Mirror {
         };
         match self.queue.try_send((target, job())) {
             Ok(()) => metrics::counter!("predictor_shadow_mirrored_total").increment(1),
-            Err(_) => {
-                metrics::counter!("predictor_shadow_skipped_total", "reason" => "queue_full")
-                    .increment(1)
-            }
+            Err(_) => metrics::counter!("predictor_shadow_skipped_total", "reason" => "queue_full")
+                .increment(1),
         }
     }
 }
@@ -388,8 +392,15 @@ mod tests {
             })
         );
         assert_eq!(target(&status("Creating", &["a", "b"])), None);
-        assert_eq!(target(&status("InService", &["a", "c"])), None, "other features");
-        assert!(target(&status("InService", &[])).is_some(), "no schema said");
+        assert_eq!(
+            target(&status("InService", &["a", "c"])),
+            None,
+            "other features"
+        );
+        assert!(
+            target(&status("InService", &[])).is_some(),
+            "no schema said"
+        );
         let mut no_candidate = status("InService", &["a", "b"]);
         no_candidate.candidate = None;
         assert_eq!(target(&no_candidate), None);

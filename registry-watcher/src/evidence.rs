@@ -58,7 +58,11 @@ impl Evidence {
                 let stored = Comparison::from_metadata(|k| metadata.get(k).map(String::as_str));
                 let comparison = match stored {
                     Ok(Some(c)) => {
-                        tracing::info!(candidate = p.version, rows = c.rows, "continuing the comparison the package holds");
+                        tracing::info!(
+                            candidate = p.version,
+                            rows = c.rows,
+                            "continuing the comparison the package holds"
+                        );
                         c
                     }
                     Ok(None) => Comparison::new(self.threshold),
@@ -81,7 +85,11 @@ impl Evidence {
                 });
             }
             (None, Some(c)) => {
-                tracing::info!(candidate = c.version, rows = c.comparison.rows, "no candidate awaiting a decision any more; its comparison stays in its package");
+                tracing::info!(
+                    candidate = c.version,
+                    rows = c.comparison.rows,
+                    "no candidate awaiting a decision any more; its comparison stays in its package"
+                );
                 *current = None;
             }
             (None, None) => {}
@@ -198,7 +206,10 @@ impl Evidence {
         let s = c.summary();
         let mut out = String::new();
         let mut gauge = |name: &str, help: &str, values: &[(&str, Option<f64>)]| {
-            let values: Vec<_> = values.iter().filter_map(|(l, v)| v.map(|v| (l, v))).collect();
+            let values: Vec<_> = values
+                .iter()
+                .filter_map(|(l, v)| v.map(|v| (l, v)))
+                .collect();
             if values.is_empty() {
                 return;
             }
@@ -208,19 +219,62 @@ impl Evidence {
             }
         };
         let one = |v: Option<f64>| [("", v)];
-        gauge("watcher_shadow_rows", "Rows both the live model and the shadowed candidate scored.", &one(Some(s.rows as f64)));
-        gauge("watcher_shadow_requests", "Live requests mirrored to the candidate.", &one(Some(s.requests as f64)));
-        gauge("watcher_shadow_mean_diff", "Mean of candidate - live score.", &one(s.mean_diff));
-        gauge("watcher_shadow_mean_abs_diff", "Mean of |candidate - live| score.", &one(s.mean_abs_diff));
-        gauge("watcher_shadow_abs_diff_p50", "Median |candidate - live| score.", &one(s.abs_diff_p50));
-        gauge("watcher_shadow_abs_diff_p99", "99th percentile of |candidate - live| score.", &one(s.abs_diff_p99));
-        gauge("watcher_shadow_agreement", "Share of rows with the same decision at the threshold.", &one(s.agreement));
+        gauge(
+            "watcher_shadow_rows",
+            "Rows both the live model and the shadowed candidate scored.",
+            &one(Some(s.rows as f64)),
+        );
+        gauge(
+            "watcher_shadow_requests",
+            "Live requests mirrored to the candidate.",
+            &one(Some(s.requests as f64)),
+        );
+        gauge(
+            "watcher_shadow_mean_diff",
+            "Mean of candidate - live score.",
+            &one(s.mean_diff),
+        );
+        gauge(
+            "watcher_shadow_mean_abs_diff",
+            "Mean of |candidate - live| score.",
+            &one(s.mean_abs_diff),
+        );
+        gauge(
+            "watcher_shadow_abs_diff_p50",
+            "Median |candidate - live| score.",
+            &one(s.abs_diff_p50),
+        );
+        gauge(
+            "watcher_shadow_abs_diff_p99",
+            "99th percentile of |candidate - live| score.",
+            &one(s.abs_diff_p99),
+        );
+        gauge(
+            "watcher_shadow_agreement",
+            "Share of rows with the same decision at the threshold.",
+            &one(s.agreement),
+        );
         let sides = |f: fn(&shadow_comparison::Side) -> Option<f64>| {
-            [(",model=\"candidate\"", f(&s.candidate)), (",model=\"live\"", f(&s.live))]
+            [
+                (",model=\"candidate\"", f(&s.candidate)),
+                (",model=\"live\"", f(&s.live)),
+            ]
         };
-        gauge("watcher_shadow_error_rate", "Share of mirrored requests the model failed.", &sides(|x| x.error_rate));
-        gauge("watcher_shadow_latency_p50_ms", "Median invocation latency over mirrored requests.", &sides(|x| x.latency_p50_ms));
-        gauge("watcher_shadow_latency_p99_ms", "99th percentile invocation latency over mirrored requests.", &sides(|x| x.latency_p99_ms));
+        gauge(
+            "watcher_shadow_error_rate",
+            "Share of mirrored requests the model failed.",
+            &sides(|x| x.error_rate),
+        );
+        gauge(
+            "watcher_shadow_latency_p50_ms",
+            "Median invocation latency over mirrored requests.",
+            &sides(|x| x.latency_p50_ms),
+        );
+        gauge(
+            "watcher_shadow_latency_p99_ms",
+            "99th percentile invocation latency over mirrored requests.",
+            &sides(|x| x.latency_p99_ms),
+        );
         out
     }
 }
@@ -250,11 +304,21 @@ mod tests {
     #[test]
     fn outcomes_count_only_for_the_candidate_and_a_stored_comparison_is_continued() {
         let e = Evidence::new(0.5);
-        assert!(e.report("a", &[outcome(0.1, 0.2)]).is_err(), "no candidate yet");
+        assert!(
+            e.report("a", &[outcome(0.1, 0.2)]).is_err(),
+            "no candidate yet"
+        );
         e.follow(Some((&package("a", 2), &HashMap::new())));
-        assert_eq!(e.report("a", &[outcome(0.1, 0.2), outcome(0.7, 0.4)]).unwrap(), 2);
+        assert_eq!(
+            e.report("a", &[outcome(0.1, 0.2), outcome(0.7, 0.4)])
+                .unwrap(),
+            2
+        );
         let refused = e.report("b", &[outcome(0.1, 0.2)]).unwrap_err();
-        assert!(refused.to_string().contains("the current one is a"), "{refused}");
+        assert!(
+            refused.to_string().contains("the current one is a"),
+            "{refused}"
+        );
         let (version, _, c) = e.snapshot().unwrap();
         assert_eq!((version, c.rows, c.agree), (2, 2, 1));
 
@@ -282,8 +346,19 @@ mod tests {
         e.follow(Some((&package("a", 2), &HashMap::new())));
         e.report("a", &[outcome(0.1, 0.2)]).unwrap();
         let text = e.metrics();
-        assert_eq!(text.matches("# TYPE watcher_shadow_error_rate gauge").count(), 1, "{text}");
-        assert!(text.contains("watcher_shadow_rows{candidate=\"2\"} 1\n"), "{text}");
-        assert!(text.contains("watcher_shadow_latency_p50_ms{candidate=\"2\",model=\"live\"}"), "{text}");
+        assert_eq!(
+            text.matches("# TYPE watcher_shadow_error_rate gauge")
+                .count(),
+            1,
+            "{text}"
+        );
+        assert!(
+            text.contains("watcher_shadow_rows{candidate=\"2\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("watcher_shadow_latency_p50_ms{candidate=\"2\",model=\"live\"}"),
+            "{text}"
+        );
     }
 }

@@ -223,11 +223,9 @@ pub async fn run(
 
     let readiness = telemetry::Readiness::default();
     // Not serving until the first poll has given a status to serve.
-    let health = grpc_serve::Health::new::<RegistryWatcherServer<WatcherService>>(
-        readiness.clone(),
-        false,
-    )
-    .await;
+    let health =
+        grpc_serve::Health::new::<RegistryWatcherServer<WatcherService>>(readiness.clone(), false)
+            .await;
     let ready = {
         let health = health.clone();
         move || {

@@ -42,9 +42,10 @@ fn view(page: &Page) -> Value {
             "versions": s.variants.iter().map(|v| v.model_package_version).collect::<Vec<_>>(),
         })
     });
-    let comparison = page.evidence.snapshot().map(|(version, arn, c)| {
-        json!({ "version": version, "arn": arn, "summary": c.summary() })
-    });
+    let comparison = page
+        .evidence
+        .snapshot()
+        .map(|(version, arn, c)| json!({ "version": version, "arn": arn, "summary": c.summary() }));
     json!({
         "live": live,
         "latest_approved": status.latest_approved.as_ref().map(|p| p.version),
@@ -118,31 +119,66 @@ async fn html(State(page): State<Page>) -> impl IntoResponse {
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|x| format!("v{} ({})", x["version"], escape(x["variant"].as_str().unwrap_or(""))))
+                .map(|x| {
+                    format!(
+                        "v{} ({})",
+                        x["version"],
+                        escape(x["variant"].as_str().unwrap_or(""))
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         })
         .unwrap_or_default();
-    let mut body = format!("<p>Live: {}</p>", if live.is_empty() { "nothing".into() } else { live });
+    let mut body = format!(
+        "<p>Live: {}</p>",
+        if live.is_empty() {
+            "nothing".into()
+        } else {
+            live
+        }
+    );
     match &v["comparison"] {
         Value::Null => body.push_str(&format!(
             "<p>No candidate is awaiting a decision{}.</p>",
-            if v["candidate"].is_null() { "" } else { " with mirrored traffic yet" }
+            if v["candidate"].is_null() {
+                ""
+            } else {
+                " with mirrored traffic yet"
+            }
         )),
         c => {
             let s = &c["summary"];
             body.push_str(&format!(
                 "<h2>Candidate v{} {}</h2><p>{}</p>",
                 c["version"],
-                if v["shadowing"] == true { "(shadowing live traffic)" } else { "(not shadowing now)" },
+                if v["shadowing"] == true {
+                    "(shadowing live traffic)"
+                } else {
+                    "(not shadowing now)"
+                },
                 escape(c["arn"].as_str().unwrap_or(""))
             ));
-            let row = |k: &str, a: String, b: String| format!("<tr><th>{k}</th><td>{a}</td><td>{b}</td></tr>");
+            let row = |k: &str, a: String, b: String| {
+                format!("<tr><th>{k}</th><td>{a}</td><td>{b}</td></tr>")
+            };
             let side = |name: &str, f: &str, d| num(&s[name][f], d);
             body.push_str("<table><tr><th></th><th>live</th><th>candidate</th></tr>");
-            body.push_str(&row("error rate", side("live", "error_rate", 4), side("candidate", "error_rate", 4)));
-            body.push_str(&row("latency p50 (ms)", side("live", "latency_p50_ms", 2), side("candidate", "latency_p50_ms", 2)));
-            body.push_str(&row("latency p99 (ms)", side("live", "latency_p99_ms", 2), side("candidate", "latency_p99_ms", 2)));
+            body.push_str(&row(
+                "error rate",
+                side("live", "error_rate", 4),
+                side("candidate", "error_rate", 4),
+            ));
+            body.push_str(&row(
+                "latency p50 (ms)",
+                side("live", "latency_p50_ms", 2),
+                side("candidate", "latency_p50_ms", 2),
+            ));
+            body.push_str(&row(
+                "latency p99 (ms)",
+                side("live", "latency_p99_ms", 2),
+                side("candidate", "latency_p99_ms", 2),
+            ));
             body.push_str("</table><table>");
             for (k, f, d) in [
                 ("rows compared", "rows", 0),
@@ -158,7 +194,9 @@ async fn html(State(page): State<Page>) -> impl IntoResponse {
             }
             body.push_str("</table><h3>Score distributions (share of rows per 0.05)</h3>");
             let counts = |k: &str| -> Vec<u64> {
-                s[k].as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default()
+                s[k].as_array()
+                    .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                    .unwrap_or_default()
             };
             body.push_str(&chart(&counts("live_scores"), &counts("candidate_scores")));
             body.push_str(r##"<p><span style="color:#4c78a8">&#9632; live</span> <span style="color:#f58518">&#9632; candidate</span></p>"##);

@@ -273,11 +273,17 @@ impl Deployer {
     /// A model for the package: the existing `{endpoint}-v{n}` when it serves that package.
     async fn model_for(&self, arn: &str, version: i64) -> Result<String, DeployError> {
         let name = truncate(&format!("{}-v{version}", self.endpoint), 63);
-        let container = ContainerDefinition::builder().model_package_name(arn).build();
-        self.ensure_model(name, container, |c| c.model_package_name() == Some(arn), arn)
-            .await
+        let container = ContainerDefinition::builder()
+            .model_package_name(arn)
+            .build();
+        self.ensure_model(
+            name,
+            container,
+            |c| c.model_package_name() == Some(arn),
+            arn,
+        )
+        .await
     }
-
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use aws_sdk_sagemaker::{
     error::ProvideErrorMetadata,
-    types::{ContainerDefinition, EndpointStatus, ProductionVariant, ProductionVariantInstanceType},
+    types::{
+        ContainerDefinition, EndpointStatus, ProductionVariant, ProductionVariantInstanceType,
+    },
 };
 
 use crate::{DeployError, Deployer, aws};
@@ -157,4 +159,3 @@ pub(crate) fn truncate(s: &str, max: usize) -> String {
         .trim_end_matches('-')
         .to_owned()
 }
-

@@ -58,7 +58,9 @@ impl Deployer {
                     ..Default::default()
                 };
                 if shadowed(&status).is_some() {
-                    return Ok(json!({ "action": "none", "reason": format!("v{} is already shadowed", c.version), "endpoint": self.shadow_endpoint, "version": c.version }));
+                    return Ok(
+                        json!({ "action": "none", "reason": format!("v{} is already shadowed", c.version), "endpoint": self.shadow_endpoint, "version": c.version }),
+                    );
                 }
                 let exists = current.is_some();
                 let model = self.shadow_model_for(&c.arn, c.version).await?;
@@ -149,8 +151,13 @@ impl Deployer {
             .model_data_url(data_url)
             .set_environment(container.environment().cloned())
             .build();
-        self.ensure_model(name, definition, |c| c.model_data_url() == Some(data_url), data_url)
-            .await
+        self.ensure_model(
+            name,
+            definition,
+            |c| c.model_data_url() == Some(data_url),
+            data_url,
+        )
+        .await
     }
 
     /// Deletes what a shadow endpoint no longer uses: its config and its models, except `keep`
@@ -161,13 +168,24 @@ impl Deployer {
             .poller()
             .endpoint()
             .await
-            .map(|e| e.variants.into_iter().map(|v| v.model_name).collect::<Vec<_>>())
+            .map(|e| {
+                e.variants
+                    .into_iter()
+                    .map(|v| v.model_name)
+                    .collect::<Vec<_>>()
+            })
             .unwrap_or_default();
         for v in &old.variants {
             if v.model_name.is_empty() || v.model_name == keep || live.contains(&v.model_name) {
                 continue;
             }
-            if let Err(e) = self.client.delete_model().model_name(&v.model_name).send().await {
+            if let Err(e) = self
+                .client
+                .delete_model()
+                .model_name(&v.model_name)
+                .send()
+                .await
+            {
                 tracing::warn!(model = %v.model_name, error = %aws("DeleteModel", e), "could not delete a shadow's model; it is left");
             }
         }

@@ -43,10 +43,18 @@ fn main() {
         per_report.push(start.elapsed().as_micros() as f64 / reports as f64);
     }
     let range = |v: &[f64]| {
-        let (lo, hi) = v.iter().fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(*x), b.max(*x)));
+        let (lo, hi) = v
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(*x), b.max(*x)));
         format!("{lo:.0}-{hi:.0}")
     };
     println!("drift Tracker, 8 features, 10 bins, 30 slots ({n} rows per run, 5 runs):");
-    println!("  observe: {} ns per row (parse 8 fields + 8 binary searches)", range(&per_row));
-    println!("  report:  {} us per report (what one /metrics scrape computes)", range(&per_report));
+    println!(
+        "  observe: {} ns per row (parse 8 fields + 8 binary searches)",
+        range(&per_row)
+    );
+    println!(
+        "  report:  {} us per report (what one /metrics scrape computes)",
+        range(&per_report)
+    );
 }

@@ -91,12 +91,7 @@ impl Baseline {
             let (plain, exp) = (x.to_string(), format!("{x:e}"));
             if exp.len() < plain.len() { exp } else { plain }
         };
-        let join = |xs: &[f64]| {
-            xs.iter()
-                .map(short)
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
+        let join = |xs: &[f64]| xs.iter().map(short).collect::<Vec<_>>().join(" ");
         let shares: Vec<f64> = self.expected.iter().map(|p| round_sig(*p, 4)).collect();
         format!(
             "e={} p={} m={}",
@@ -145,7 +140,9 @@ impl Baseline {
         }
         let total: f64 = expected.iter().sum();
         if expected.iter().any(|p| !(0.0..=1.0).contains(p)) || (total - 1.0).abs() > 0.01 {
-            return Err(format!("shares must be in [0, 1] and sum to 1 (sum {total})"));
+            return Err(format!(
+                "shares must be in [0, 1] and sum to 1 (sum {total})"
+            ));
         }
         if !(0.0..=1.0).contains(&missing_rate) {
             return Err("the missing rate must be in [0, 1]".into());

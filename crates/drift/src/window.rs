@@ -128,7 +128,10 @@ impl Tracker {
                 let mut counts = vec![0u64; column.baseline.bins()];
                 let mut missing = 0;
                 for s in &live {
-                    counts.iter_mut().zip(&s.counts[i]).for_each(|(a, b)| *a += b);
+                    counts
+                        .iter_mut()
+                        .zip(&s.counts[i])
+                        .for_each(|(a, b)| *a += b);
                     missing += s.missing[i];
                 }
                 let present: u64 = counts.iter().sum();
@@ -160,9 +163,8 @@ mod tests {
     use crate::Baseline;
 
     fn tracker(window_ms: u64) -> Tracker {
-        let uniform = |n: usize| {
-            Baseline::from_values((0..1000).map(|v| Some((v % n) as f64)), 10).unwrap()
-        };
+        let uniform =
+            |n: usize| Baseline::from_values((0..1000).map(|v| Some((v % n) as f64)), 10).unwrap();
         let columns = vec![
             Column {
                 index: 0,
@@ -194,7 +196,11 @@ mod tests {
         let r = t.report(2000);
         let (a, c) = (&r.features[0], &r.features[1]);
         assert!(a.psi.unwrap() > 1.0 && c.psi.unwrap() < 0.05, "{r:?}");
-        assert_eq!(a.missing_rate, Some(0.0), "the column without a baseline is not read");
+        assert_eq!(
+            a.missing_rate,
+            Some(0.0),
+            "the column without a baseline is not read"
+        );
     }
 
     #[test]
@@ -221,6 +227,10 @@ mod tests {
         assert_eq!(t.report(1250).rows, 200, "the slots of 0..300 ms are out");
         assert_eq!(t.report(5000).rows, 0);
         t.observe(5000, "1,1,1");
-        assert_eq!(t.report(5000).rows, 1, "an old slot is emptied before reuse");
+        assert_eq!(
+            t.report(5000).rows,
+            1,
+            "an old slot is emptied before reuse"
+        );
     }
 }

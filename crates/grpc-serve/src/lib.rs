@@ -75,9 +75,8 @@ where
 {
     let (reflection, reflection_v1alpha) =
         (proto::reflection::v1()?, proto::reflection::v1alpha()?);
-    let health_service = HealthServer::new(HealthService::from_health_reporter(
-        health.reporter.clone(),
-    ));
+    let health_service =
+        HealthServer::new(HealthService::from_health_reporter(health.reporter.clone()));
     let stop = shutdown.clone();
     let serving = tls
         .server_builder()?

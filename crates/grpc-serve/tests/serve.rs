@@ -86,7 +86,11 @@ async fn health_follows_the_service_and_shutdown_gives_in_flight_calls_the_grace
         service: NAME.into(),
     };
     let check = checker.check(status()).await.unwrap().into_inner().status;
-    assert_eq!(check, ServingStatus::NotServing as i32, "not serving until told");
+    assert_eq!(
+        check,
+        ServingStatus::NotServing as i32,
+        "not serving until told"
+    );
     health.set(true).await;
     let check = checker.check(status()).await.unwrap().into_inner().status;
     assert_eq!(check, ServingStatus::Serving as i32);

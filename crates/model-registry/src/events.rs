@@ -80,7 +80,9 @@ pub fn decisions(before: &Snapshot, after: &Snapshot) -> Vec<(i64, String)> {
 pub fn registrations(before: &Snapshot, after: &Snapshot) -> Vec<i64> {
     after
         .iter()
-        .filter(|(v, s)| **s == ModelApprovalStatus::PendingManualApproval && !before.contains_key(v))
+        .filter(|(v, s)| {
+            **s == ModelApprovalStatus::PendingManualApproval && !before.contains_key(v)
+        })
         .map(|(v, _)| *v)
         .collect()
 }

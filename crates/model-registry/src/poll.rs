@@ -170,7 +170,13 @@ impl Poller {
 
     /// What the endpoint `name` serves; `None` when there is no such endpoint.
     pub async fn endpoint_named(&mut self, name: &str) -> Result<Option<EndpointState>, PollError> {
-        let ep = match self.client.describe_endpoint().endpoint_name(name).send().await {
+        let ep = match self
+            .client
+            .describe_endpoint()
+            .endpoint_name(name)
+            .send()
+            .await
+        {
             Ok(ep) => ep,
             Err(e)
                 if e.code() == Some("ValidationException")

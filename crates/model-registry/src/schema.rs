@@ -35,7 +35,8 @@ pub fn baselines_from_metadata(
     let Some(m) = metadata else {
         return Vec::new();
     };
-    let (columns, problems) = drift::baseline::from_metadata(features, |k| m.get(k).map(String::as_str));
+    let (columns, problems) =
+        drift::baseline::from_metadata(features, |k| m.get(k).map(String::as_str));
     for p in problems {
         tracing::warn!(problem = %p, "a package's baseline does not parse; drift is not tracked for that feature");
     }

@@ -74,7 +74,9 @@ impl Pipeline {
             return;
         }
         *shown = rows;
-        let f = |v: &serde_json::Value, d: usize| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.d$}"));
+        let f = |v: &serde_json::Value, d: usize| {
+            v.as_f64().map_or("-".to_owned(), |x| format!("{x:.d$}"))
+        };
         println!(
             "   shadow v{version} on live traffic: {} rows, mean |candidate - live| {}, p99 {}, decision agreement {} at {}; candidate errors {} (rate {}), p50 {} ms vs live {} ms",
             rows.unwrap_or(0),

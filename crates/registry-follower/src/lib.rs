@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use proto::registry::v1::{Status, WatchStatusRequest, registry_watcher_client::RegistryWatcherClient};
+use proto::registry::v1::{
+    Status, WatchStatusRequest, registry_watcher_client::RegistryWatcherClient,
+};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;

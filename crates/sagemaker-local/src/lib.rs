@@ -81,7 +81,9 @@ impl std::str::FromStr for EndpointFault {
             f => Some(Duration::from_millis(
                 f.strip_prefix("delay:")
                     .and_then(|ms| ms.parse().ok())
-                    .ok_or_else(|| format!("{s:?}: expected ENDPOINT=delay:MS or ENDPOINT=error"))?,
+                    .ok_or_else(|| {
+                        format!("{s:?}: expected ENDPOINT=delay:MS or ENDPOINT=error")
+                    })?,
             )),
         };
         Ok(EndpointFault {

@@ -170,7 +170,10 @@ impl Comparison {
         let fields: BTreeMap<&str, &str> = s
             .split(' ')
             .filter(|t| !t.is_empty())
-            .map(|t| t.split_once('=').ok_or_else(|| format!("{t:?} is not name=value")))
+            .map(|t| {
+                t.split_once('=')
+                    .ok_or_else(|| format!("{t:?} is not name=value"))
+            })
             .collect::<Result<_, _>>()?;
         let get = |name: &str| fields.get(name).copied().ok_or(format!("no {name}"));
         let num = |name: &str| -> Result<f64, String> {

@@ -43,7 +43,10 @@ fn figures_over_rows() {
 #[test]
 fn nothing_compared_says_so() {
     let s = Comparison::new(0.5).summary();
-    assert_eq!((s.mean_diff, s.agreement, s.abs_diff_p50), (None, None, None));
+    assert_eq!(
+        (s.mean_diff, s.agreement, s.abs_diff_p50),
+        (None, None, None)
+    );
     assert!(s.line().contains("mean_diff=-"), "{}", s.line());
 }
 
@@ -82,7 +85,10 @@ fn metadata_round_trips_and_keeps_to_the_registry_limits() {
     let mut broken = m.clone();
     broken.remove("shadow.state.0");
     assert!(Comparison::from_metadata(|k| broken.get(k).map(String::as_str)).is_err());
-    assert_eq!(Comparison::stale_keys(5, 3), ["shadow.state.3", "shadow.state.4"]);
+    assert_eq!(
+        Comparison::stale_keys(5, 3),
+        ["shadow.state.3", "shadow.state.4"]
+    );
 }
 
 proptest! {
