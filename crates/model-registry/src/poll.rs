@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use aws_sdk_sagemaker::{
     error::{ProvideErrorMetadata, SdkError},
-    types::{ModelApprovalStatus, ModelPackageSortBy, SortOrder},
+    types::{ModelApprovalStatus, ModelPackageSortBy, ModelPackageSummary, SortOrder},
 };
 use proto::registry::v1::{EndpointState, FeatureBaseline, ModelPackage, Variant};
 
@@ -75,25 +75,36 @@ impl Poller {
         }
     }
 
-    pub async fn latest_approved(&mut self) -> Result<Option<ModelPackage>, PollError> {
+    /// The group's newest package (of `status` when given), with its ARN and version.
+    async fn newest(
+        &self,
+        status: Option<ModelApprovalStatus>,
+    ) -> Result<Option<(ModelPackageSummary, String, i64)>, PollError> {
         let out = self
             .client
             .list_model_packages()
             .model_package_group_name(&self.group)
-            .model_approval_status(ModelApprovalStatus::Approved)
+            .set_model_approval_status(status)
             .sort_by(ModelPackageSortBy::CreationTime)
             .sort_order(SortOrder::Descending)
             .max_results(1)
             .send()
             .await
             .map_err(|e| failed("ListModelPackages", e))?;
-        let Some(latest) = out.model_package_summary_list().first() else {
+        Ok(out.model_package_summary_list().first().map(|p| {
+            let arn = p.model_package_arn().unwrap_or_default().to_owned();
+            let version = p
+                .model_package_version()
+                .map_or_else(|| version_of(&arn), i64::from);
+            (p.clone(), arn, version)
+        }))
+    }
+
+    pub async fn latest_approved(&mut self) -> Result<Option<ModelPackage>, PollError> {
+        let Some((latest, arn, version)) = self.newest(Some(ModelApprovalStatus::Approved)).await?
+        else {
             return Ok(None);
         };
-        let arn = latest.model_package_arn().unwrap_or_default().to_owned();
-        let version = latest
-            .model_package_version()
-            .map_or_else(|| version_of(&arn), i64::from);
         let created_at = latest.creation_time().map(timestamp);
         // Described every poll: its approval time is what can change.
         let described = self.describe(&arn).await?;
@@ -119,23 +130,9 @@ impl Poller {
         &mut self,
         approved: Option<&ModelPackage>,
     ) -> Result<Option<(ModelPackage, HashMap<String, String>)>, PollError> {
-        let out = self
-            .client
-            .list_model_packages()
-            .model_package_group_name(&self.group)
-            .sort_by(ModelPackageSortBy::CreationTime)
-            .sort_order(SortOrder::Descending)
-            .max_results(1)
-            .send()
-            .await
-            .map_err(|e| failed("ListModelPackages", e))?;
-        let Some(newest) = out.model_package_summary_list().first() else {
+        let Some((newest, arn, version)) = self.newest(None).await? else {
             return Ok(None);
         };
-        let arn = newest.model_package_arn().unwrap_or_default().to_owned();
-        let version = newest
-            .model_package_version()
-            .map_or_else(|| version_of(&arn), i64::from);
         let pending =
             newest.model_approval_status() == Some(&ModelApprovalStatus::PendingManualApproval);
         if !pending || approved.is_some_and(|a| a.version >= version) {
