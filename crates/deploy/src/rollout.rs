@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use aws_sdk_sagemaker::{
     error::ProvideErrorMetadata,
+    operation::describe_endpoint::DescribeEndpointOutput,
     types::{
         ContainerDefinition, EndpointStatus, ProductionVariant, ProductionVariantInstanceType,
     },
@@ -109,35 +110,57 @@ impl Deployer {
         Ok(config_name)
     }
 
-    pub(crate) async fn wait_settled(
+    /// Describes `endpoint` every `poll` until `done` says so of its status (`None`: there is
+    /// no such endpoint), or the timeout passes.
+    async fn wait_until(
         &self,
         endpoint: &str,
-    ) -> Result<aws_sdk_sagemaker::operation::describe_endpoint::DescribeEndpointOutput, DeployError>
-    {
+        done: impl Fn(Option<&EndpointStatus>) -> bool,
+    ) -> Result<Option<DescribeEndpointOutput>, DeployError> {
         let deadline = Instant::now() + self.timeout;
         loop {
-            let out = self
+            let out = match self
                 .client
                 .describe_endpoint()
                 .endpoint_name(endpoint)
                 .send()
                 .await
-                .map_err(|e| aws("DescribeEndpoint", e))?;
-            let status = out
-                .endpoint_status()
-                .cloned()
-                .unwrap_or_else(|| EndpointStatus::from("none"));
-            if !in_transition(&status) {
+            {
+                Ok(out) => Some(out),
+                Err(e) if e.code() == Some("ValidationException") => None,
+                Err(e) => return Err(aws("DescribeEndpoint", e)),
+            };
+            let status = out.as_ref().map(|o| {
+                o.endpoint_status()
+                    .cloned()
+                    .unwrap_or_else(|| EndpointStatus::from("none"))
+            });
+            if done(status.as_ref()) {
                 return Ok(out);
             }
             if Instant::now() >= deadline {
                 return Err(DeployError::Timeout(
                     self.timeout,
-                    status.as_str().to_owned(),
+                    status.map_or_else(|| "gone".to_owned(), |s| s.as_str().to_owned()),
                 ));
             }
             tokio::time::sleep(self.poll).await;
         }
+    }
+
+    /// Waits until `endpoint` is in no transition; its description then.
+    pub(crate) async fn wait_settled(
+        &self,
+        endpoint: &str,
+    ) -> Result<DescribeEndpointOutput, DeployError> {
+        self.wait_until(endpoint, |s| s.is_none_or(|s| !in_transition(s)))
+            .await?
+            .ok_or_else(|| DeployError::Failed(format!("the endpoint {endpoint} does not exist")))
+    }
+
+    /// Waits until `endpoint` is gone (after DeleteEndpoint).
+    pub(crate) async fn wait_gone(&self, endpoint: &str) -> Result<(), DeployError> {
+        self.wait_until(endpoint, |s| s.is_none()).await.map(|_| ())
     }
 }
 

@@ -15,7 +15,7 @@
 
 use std::time::Instant;
 
-use aws_sdk_sagemaker::{error::ProvideErrorMetadata, types::ContainerDefinition};
+use aws_sdk_sagemaker::types::ContainerDefinition;
 use model_registry::status::shadowed;
 use proto::registry::v1::Status;
 use serde_json::{Value, json};
@@ -107,23 +107,7 @@ impl Deployer {
             .send()
             .await
             .map_err(|e| aws("DeleteEndpoint", e))?;
-        let deadline = Instant::now() + self.timeout;
-        loop {
-            match self
-                .client
-                .describe_endpoint()
-                .endpoint_name(&self.shadow_endpoint)
-                .send()
-                .await
-            {
-                Err(e) if e.code() == Some("ValidationException") => break,
-                Err(e) => return Err(aws("DescribeEndpoint", e)),
-                Ok(_) if Instant::now() >= deadline => {
-                    return Err(DeployError::Timeout(self.timeout, "Deleting".into()));
-                }
-                Ok(_) => tokio::time::sleep(self.poll).await,
-            }
-        }
+        self.wait_gone(&self.shadow_endpoint).await?;
         self.retire(state, "").await;
         Ok(())
     }
