@@ -85,10 +85,10 @@ pub struct Mirror {
 fn target(status: &Status) -> Option<Target> {
     model_registry::status::shadowed(status)?;
     let candidate = status.candidate.as_ref()?;
-    let live = registry_follower::live_features(status);
+    let live = registry_follower::live_schema(status);
     if let Some(live) = live
         && !candidate.features.is_empty()
-        && candidate.features != live
+        && candidate.features != *live
     {
         metrics::counter!("predictor_shadow_skipped_total", "reason" => "schema").increment(1);
         return None;

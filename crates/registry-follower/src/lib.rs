@@ -101,11 +101,7 @@ async fn follow(
 }
 
 /// The schema every variant with traffic agrees on, if any.
-pub fn live_features(status: &Status) -> Option<Vec<String>> {
-    live_schema(status).cloned()
-}
-
-fn live_schema(status: &Status) -> Option<&Vec<String>> {
+pub fn live_schema(status: &Status) -> Option<&Vec<String>> {
     let mut serving = status
         .endpoint
         .as_ref()?
@@ -143,20 +139,20 @@ mod schema_tests {
     #[test]
     fn the_live_schema_is_what_every_serving_variant_agrees_on() {
         assert_eq!(
-            live_features(&status(&[(&["a", "b"], 1.0)])).unwrap(),
-            ["a", "b"]
+            live_schema(&status(&[(&["a", "b"], 1.0)])).unwrap(),
+            &["a", "b"]
         );
         assert_eq!(
-            live_features(&status(&[(&["a", "b"], 0.5), (&["a", "b"], 0.5)])).unwrap(),
-            ["a", "b"]
+            live_schema(&status(&[(&["a", "b"], 0.5), (&["a", "b"], 0.5)])).unwrap(),
+            &["a", "b"]
         );
         assert_eq!(
-            live_features(&status(&[(&["a", "b"], 1.0), (&["a", "b", "c"], 0.0)])).unwrap(),
-            ["a", "b"],
+            live_schema(&status(&[(&["a", "b"], 1.0), (&["a", "b", "c"], 0.0)])).unwrap(),
+            &["a", "b"],
             "a variant without traffic does not count"
         );
-        assert!(live_features(&status(&[(&["a"], 0.5), (&["a", "b"], 0.5)])).is_none());
-        assert!(live_features(&status(&[(&[], 1.0)])).is_none(), "no schema");
-        assert!(live_features(&Status::default()).is_none());
+        assert!(live_schema(&status(&[(&["a"], 0.5), (&["a", "b"], 0.5)])).is_none());
+        assert!(live_schema(&status(&[(&[], 1.0)])).is_none(), "no schema");
+        assert!(live_schema(&Status::default()).is_none());
     }
 }
