@@ -55,12 +55,13 @@ pub struct Report {
 
 impl Tracker {
     pub fn new(
-        columns: Vec<Column>,
+        mut columns: Vec<Column>,
         width: usize,
         window: Duration,
         slots: usize,
         min_rows: u64,
     ) -> Self {
+        columns.sort_by_key(|c| c.index);
         let slots = slots.max(1);
         let slot_ms = (window.as_millis() as u64 / slots as u64).max(1);
         let empty = |c: &Column| vec![0; c.baseline.bins()];
@@ -87,8 +88,7 @@ impl Tracker {
 
     /// Counts one row (the model's CSV: an empty field is a missing value) seen at `now_ms`.
     pub fn observe(&mut self, now_ms: u64, csv_row: &str) {
-        let fields: Vec<&str> = csv_row.split(',').collect();
-        if fields.len() != self.width {
+        if csv_row.bytes().filter(|b| *b == b',').count() + 1 != self.width {
             self.skipped += 1;
             return;
         }
@@ -102,8 +102,11 @@ impl Tracker {
             slot.missing.fill(0);
         }
         slot.rows += 1;
+        // Columns are in row order: one pass over the fields, no allocation.
+        let mut fields = csv_row.split(',').enumerate();
         for (i, column) in self.columns.iter().enumerate() {
-            match fields[column.index].trim().parse::<f64>() {
+            let field = fields.find(|(k, _)| *k == column.index).map_or("", |(_, f)| f);
+            match field.trim().parse::<f64>() {
                 Ok(v) if v.is_finite() => slot.counts[i][column.baseline.bin(v)] += 1,
                 _ => slot.missing[i] += 1,
             }
