@@ -105,7 +105,9 @@ impl Tracker {
         // Columns are in row order: one pass over the fields, no allocation.
         let mut fields = csv_row.split(',').enumerate();
         for (i, column) in self.columns.iter().enumerate() {
-            let field = fields.find(|(k, _)| *k == column.index).map_or("", |(_, f)| f);
+            let field = fields
+                .find(|(k, _)| *k == column.index)
+                .map_or("", |(_, f)| f);
             match field.trim().parse::<f64>() {
                 Ok(v) if v.is_finite() => slot.counts[i][column.baseline.bin(v)] += 1,
                 _ => slot.missing[i] += 1,
