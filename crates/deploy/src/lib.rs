@@ -211,7 +211,7 @@ impl Deployer {
             "failure_reason": endpoint.failure_reason,
             "live": endpoint.variants.iter().map(|v| json!({ "variant": v.name, "weight": v.current_weight, "version": v.model_package_version, "arn": v.model_package_arn })).collect::<Vec<_>>(),
             "in_sync": in_sync(latest.as_ref(), &endpoint),
-            "candidate": self.candidate_view().await?,
+            "candidate": self.candidate_seen_by(&mut poller, latest.as_ref()).await?,
         }))
     }
 

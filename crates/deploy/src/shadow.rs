@@ -16,8 +16,9 @@
 use std::time::Instant;
 
 use aws_sdk_sagemaker::types::ContainerDefinition;
+use model_registry::poll::Poller;
 use model_registry::status::shadowed;
-use proto::registry::v1::Status;
+use proto::registry::v1::{ModelPackage, Status};
 use serde_json::{Value, json};
 use shadow_comparison::Comparison;
 
@@ -195,10 +196,17 @@ impl Deployer {
     pub async fn candidate_view(&self) -> Result<Value, DeployError> {
         let mut poller = self.poller();
         let latest = poller.latest_approved().await.map_err(Self::poll_error)?;
-        let Some((candidate, metadata)) = poller
-            .candidate(latest.as_ref())
-            .await
-            .map_err(Self::poll_error)?
+        self.candidate_seen_by(&mut poller, latest.as_ref()).await
+    }
+
+    /// `candidate_view` with the latest Approved package already read by `poller`.
+    pub(crate) async fn candidate_seen_by(
+        &self,
+        poller: &mut Poller,
+        latest: Option<&ModelPackage>,
+    ) -> Result<Value, DeployError> {
+        let Some((candidate, metadata)) =
+            poller.candidate(latest).await.map_err(Self::poll_error)?
         else {
             return Ok(Value::Null);
         };
