@@ -47,9 +47,10 @@ pub struct AccessConfig {
     /// running. Set it (or GATEWAY_API_KEYS) and every prediction needs a key.
     #[arg(long, env = "GATEWAY_API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,
-    /// The same JSON inline (e.g. injected from Secrets Manager); read at start.
+    /// The same JSON inline (e.g. injected from Secrets Manager); read at start. Set but
+    /// empty is an error (unset it for an open API).
     #[arg(long, env = "GATEWAY_API_KEYS", hide_env_values = true)]
-    pub api_keys: Option<String>,
+    pub api_keys: Option<secret::Secret>,
     /// How often the keys file is read again.
     #[arg(long, env = "GATEWAY_API_KEYS_RELOAD_MS", default_value_t = 2000)]
     pub api_keys_reload_ms: u64,
@@ -65,6 +66,13 @@ pub struct AccessConfig {
     /// The burst per client address without a key (default: one second's worth).
     #[arg(long, env = "GATEWAY_ANON_BURST")]
     pub anon_burst: Option<u32>,
+    /// Requests per second per client address that bring no valid key (answered 401); beyond
+    /// it they are answered 429 without the key being looked at. 0: unlimited.
+    #[arg(long, env = "GATEWAY_UNAUTHORIZED_RATE_PER_SEC", default_value_t = 5)]
+    pub unauthorized_rate_per_sec: u32,
+    /// The burst of unauthorized requests per client address.
+    #[arg(long, env = "GATEWAY_UNAUTHORIZED_BURST", default_value_t = 20)]
+    pub unauthorized_burst: u32,
     /// Proxies (CIDRs, comma-separated) whose X-Forwarded-For is believed, e.g. the load
     /// balancer's subnets.
     #[arg(long, env = "GATEWAY_TRUSTED_PROXIES", value_delimiter = ',')]
@@ -110,6 +118,8 @@ pub struct Access {
     /// The keys file's last content, to reload only on change.
     last_file: RwLock<Option<Vec<u8>>>,
     anonymous: Option<(Limit, AddressBuckets)>,
+    /// Per client address, for requests without a valid key: guessing keys is slow.
+    unauthorized: Option<(Limit, AddressBuckets)>,
 }
 
 /// Why keys could not be loaded.
@@ -143,10 +153,13 @@ impl Access {
             let limit = Limit::new(rate, config.anon_burst.unwrap_or(rate))?;
             Some((limit, RateLimiter::keyed(limit.quota()).with_middleware()))
         });
+        let unauthorized = Limit::new(config.unauthorized_rate_per_sec, config.unauthorized_burst)
+            .map(|limit| (limit, RateLimiter::keyed(limit.quota()).with_middleware()));
         let mut access = Access {
             keys: None,
             last_file: RwLock::new(None),
             anonymous,
+            unauthorized,
             config,
         };
         let initial = match (&access.config.api_keys_file, &access.config.api_keys) {
@@ -156,10 +169,13 @@ impl Access {
                 *access.last_file.write().expect("keys lock") = Some(bytes);
                 Some(keys)
             }
-            (None, Some(inline)) if !inline.trim().is_empty() => {
-                Some(access.parse(inline.as_bytes(), &Keys::new())?)
+            (None, Some(inline)) if inline.is_blank() => {
+                return Err(KeysError::Invalid(
+                    "GATEWAY_API_KEYS is set but empty: give the keys document, or unset it for an open API".into(),
+                ));
             }
-            _ => None,
+            (None, Some(inline)) => Some(access.parse(inline.expose().as_bytes(), &Keys::new())?),
+            (None, None) => None,
         };
         match &initial {
             Some(keys) => tracing::info!(keys = keys.len(), "API keys required for predictions"),
@@ -216,13 +232,24 @@ impl Access {
         Ok(keys)
     }
 
-    /// Reads the keys file again if it changed; the keys in force stay on any failure.
+    /// Reads the keys file again if it changed. A file that is gone revokes every key (every
+    /// prediction is then 401 until it is back: deleting the file is how all keys are
+    /// revoked at once); one that cannot be read or parsed leaves the keys in force.
     pub fn reload(&self) {
         let (Some(path), Some(keys)) = (&self.config.api_keys_file, &self.keys) else {
             return;
         };
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let had = std::mem::take(&mut *keys.write().expect("keys lock")).len();
+                *self.last_file.write().expect("keys lock") = None;
+                if had > 0 {
+                    tracing::error!(path = %path.display(), revoked = had, "the API keys file is gone: every key is revoked until it is back");
+                }
+                metrics::counter!("gateway_api_keys_reload_errors_total").increment(1);
+                return;
+            }
             Err(e) => {
                 tracing::error!(path = %path.display(), error = %e, "cannot read the API keys file; the keys in force stay");
                 metrics::counter!("gateway_api_keys_reload_errors_total").increment(1);
@@ -257,7 +284,7 @@ impl Access {
             }
             let me = Arc::clone(&self);
             let _ = tokio::task::spawn_blocking(move || me.reload()).await;
-            if let Some((_, buckets)) = &self.anonymous {
+            for (_, buckets) in [&self.anonymous, &self.unauthorized].into_iter().flatten() {
                 buckets.retain_recent();
                 buckets.shrink_to_fit();
             }
@@ -320,7 +347,9 @@ impl Access {
             .map(str::trim)
             .filter(|k| !k.is_empty());
         let Some(given) = given else {
-            return Err(unauthorized(
+            return Err(self.unauthorized(
+                headers,
+                peer,
                 "an API key is required: Authorization: Bearer <key> or X-Api-Key: <key>",
             ));
         };
@@ -330,7 +359,7 @@ impl Access {
             .get(&hash_key(given))
             .cloned();
         let Some(client) = client else {
-            return Err(unauthorized("the API key is not valid"));
+            return Err(self.unauthorized(headers, peer, "the API key is not valid"));
         };
         let headers = check(
             &client.name,
@@ -346,12 +375,27 @@ impl Access {
     }
 }
 
-fn unauthorized(detail: &str) -> Box<Problem> {
-    metrics::counter!("gateway_client_requests_total", "client" => "unknown", "outcome" => "unauthorized").increment(1);
-    Box::new(Problem {
-        headers: vec![("www-authenticate", "Bearer".into())],
-        ..Problem::new(StatusCode::UNAUTHORIZED, detail)
-    })
+impl Access {
+    /// A 401, or a 429 once the address has made too many requests without a valid key.
+    fn unauthorized(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<IpAddr>,
+        detail: &str,
+    ) -> Box<Problem> {
+        if let (Some((limit, buckets)), Some(address)) =
+            (&self.unauthorized, self.address(headers, peer))
+            && let verdict @ Err(_) = buckets.check_key(&address).map(|_| 0)
+            && let Err(limited) = check("unauthorized", *limit, verdict)
+        {
+            return limited;
+        }
+        metrics::counter!("gateway_client_requests_total", "client" => "unknown", "outcome" => "unauthorized").increment(1);
+        Box::new(Problem {
+            headers: vec![("www-authenticate", "Bearer".into())],
+            ..Problem::new(StatusCode::UNAUTHORIZED, detail)
+        })
+    }
 }
 
 /// The middleware in front of the prediction API: admits the caller (adding [`Caller`] to the

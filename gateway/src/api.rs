@@ -69,8 +69,9 @@ pub struct RegistryView {
     pub latest_approved_arn: Option<String>,
     pub endpoint_status: String,
     pub live: Vec<LiveVariant>,
-    /// The watcher's last poll error, if its last poll failed.
-    pub last_error: Option<String>,
+    /// Whether the watcher's last poll failed (what it failed with is in its log and metrics:
+    /// a public page does not show AWS's error text).
+    pub last_poll_failed: bool,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -283,7 +284,7 @@ pub async fn model(State(app): State<Arc<App>>) -> Json<ModelFeatures> {
                         .then_some(v.model_package_version),
                 })
                 .collect(),
-            last_error: (!s.last_error.is_empty()).then_some(s.last_error),
+            last_poll_failed: !s.last_error.is_empty(),
         }
     });
     let schema = app.schema();

@@ -47,13 +47,22 @@ pub fn parse(
     Ok(rows)
 }
 
+/// XGBoost reads features as 32-bit floats: a finite f64 beyond their range is an infinity
+/// to the model (and makes a linear model's score one), so it is refused here, by field.
+fn in_model_range(x: f64) -> bool {
+    x.is_finite() && x.abs() <= f64::from(f32::MAX)
+}
+
+const RANGE: &str =
+    "must be a finite number within the 32-bit float range the model reads (about ±3.4e38)";
+
 fn number(field: impl Fn() -> String, v: &Value) -> Result<f64, Problem> {
     match v {
         Value::Null => Ok(f64::NAN),
         Value::Number(n) => n
             .as_f64()
-            .filter(|x| x.is_finite())
-            .ok_or_else(|| Problem::bad_input(field(), "must be a finite number")),
+            .filter(|x| in_model_range(*x))
+            .ok_or_else(|| Problem::bad_input(field(), RANGE)),
         _ => Err(Problem::bad_input(
             field(),
             "must be a number (or null for a missing value)",
@@ -152,11 +161,11 @@ fn parse_csv(body: &[u8], features: &[String]) -> Result<Vec<Vec<f64>>, Problem>
                     }
                     f.parse::<f64>()
                         .ok()
-                        .filter(|v| v.is_finite())
+                        .filter(|v| in_model_range(*v))
                         .ok_or_else(|| {
                             Problem::bad_input(
                                 format!("line {}, column {} ({})", n + 1, j + 1, features[j]),
-                                format!("{f:?} is not a finite number"),
+                                format!("{f:?}: {RANGE}"),
                             )
                         })
                 })

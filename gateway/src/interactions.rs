@@ -16,9 +16,11 @@
 //! own interactions before it is answered. A coalesced call the logger refuses as invalid is
 //! sent again request by request, so only the request with the bad interaction is refused.
 //!
-//! In both modes, what the logger refuses as invalid (it can never succeed) is counted
-//! (`gateway_interactions_rejected_total`) and logged with the reason, never retried; calls
-//! carry at most `proto::MAX_INTERACTIONS_PER_LOG` interactions, the logger's own limit.
+//! In both modes, an interaction the logger refuses for itself (invalid, or larger than its
+//! message limit: it can never be stored) is counted (`gateway_interactions_rejected_total`)
+//! and logged with the reason, never retried; the others of its call are sent again without
+//! it (`log_client`). Calls carry at most `proto::MAX_INTERACTIONS_PER_LOG` interactions and
+//! `proto::MAX_LOG_CALL_BYTES`, the logger's own limits.
 
 use std::{
     collections::VecDeque,
@@ -30,7 +32,7 @@ use std::{
 };
 
 use coalesce::{Coalescer, Limits, Weight};
-use log_client::{LogClient, LogFailure};
+use log_client::{LogClient, LogFailure, Refused};
 use proto::interaction::v1::{Interaction, interaction_logger_client::InteractionLoggerClient};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -59,17 +61,8 @@ pub enum NotRecorded {
     Refused(String),
 }
 
-/// Whether a failed `Log` call can ever succeed as it is: the logger refused the request
-/// itself (a bad interaction), rather than being down, slow or full.
-fn refused(status: &tonic::Status) -> bool {
-    matches!(
-        status.code(),
-        tonic::Code::InvalidArgument | tonic::Code::OutOfRange | tonic::Code::FailedPrecondition
-    )
-}
-
 /// Shares `Log` calls: a request's interactions and id in, its own outcome out.
-type LogCoalescer = Coalescer<(Vec<Interaction>, String), Result<(), LogFailure>>;
+type LogCoalescer = Coalescer<(Vec<Interaction>, String), Result<Refused, LogFailure>>;
 
 pub struct Recorder {
     client: LogClient,
@@ -84,10 +77,6 @@ pub struct Recorder {
     /// The last call failed and the retry has not got through since.
     logger_down: AtomicBool,
 }
-
-/// Most bytes of interactions one coalesced `Log` call carries (gRPC's default message
-/// limit is 4 MB).
-const MAX_LOG_CALL_BYTES: usize = 3 << 20;
 
 impl Recorder {
     /// `lanes`: `Log` calls in flight at once while coalescing; `None` turns coalescing off.
@@ -105,7 +94,7 @@ impl Recorder {
             Coalescer::start(
                 Limits {
                     rows: proto::MAX_INTERACTIONS_PER_LOG,
-                    bytes: MAX_LOG_CALL_BYTES,
+                    bytes: proto::MAX_LOG_CALL_BYTES,
                     lanes,
                 },
                 "gateway_log_call_requests",
@@ -133,7 +122,7 @@ impl Recorder {
         &self,
         interactions: Vec<Interaction>,
         request_id: &str,
-    ) -> Result<(), LogFailure> {
+    ) -> Result<Refused, LogFailure> {
         let Some(coalescer) = &self.coalescer else {
             return self.client.log(interactions, request_id).await;
         };
@@ -175,8 +164,9 @@ impl Recorder {
             return Ok(());
         }
         match self.log(interactions, request_id).await {
-            Ok(()) => {}
-            Err((status, rest)) if refused(&status) => self.drop_refused(&status, rest),
+            Ok(refused) => {
+                self.drop_refused(refused);
+            }
             Err((status, rest)) => {
                 self.mark_down(&status, "buffering interactions until it answers again");
                 self.buffer(rest);
@@ -185,18 +175,21 @@ impl Recorder {
         Ok(())
     }
 
-    /// Interactions the logger refused as invalid can never be stored: counted and logged
-    /// with the reason, never retried (they would block everything behind them).
-    fn drop_refused(&self, status: &tonic::Status, interactions: Vec<Interaction>) {
-        metrics::counter!("gateway_interactions_rejected_total")
-            .increment(interactions.len() as u64);
-        tracing::error!(
-            count = interactions.len(),
-            code = ?status.code(),
-            reason = status.message(),
-            ids = ?interactions.iter().map(|i| i.interaction_id.as_str()).collect::<Vec<_>>(),
-            "the logger refused interactions as invalid; they are not stored"
-        );
+    /// Interactions the logger refused for themselves can never be stored: counted and logged
+    /// with the reason, never retried (they would block everything behind them). Returns the
+    /// first reason, if any was refused.
+    fn drop_refused(&self, refused: Refused) -> Option<String> {
+        let first = refused.first().map(|(s, _)| s.message().to_owned());
+        for (status, interaction) in refused {
+            metrics::counter!("gateway_interactions_rejected_total").increment(1);
+            tracing::error!(
+                code = ?status.code(),
+                reason = status.message(),
+                interaction_id = %interaction.interaction_id,
+                "the logger refused an interaction for itself; it is not stored"
+            );
+        }
+        first
     }
 
     async fn record_strict(
@@ -215,16 +208,15 @@ impl Recorder {
         }
         let count = interactions.len() as u64;
         match self.log(interactions, request_id).await {
-            Ok(()) => {
+            Ok(refused) => {
                 if self.logger_down.swap(false, Ordering::AcqRel) {
                     tracing::info!("logger answering again");
                     metrics::gauge!("gateway_logger_up").set(1.0);
                 }
-                Ok(())
-            }
-            Err((status, rest)) if refused(&status) => {
-                self.drop_refused(&status, rest);
-                Err(NotRecorded::Refused(status.message().to_owned()))
+                match self.drop_refused(refused) {
+                    None => Ok(()),
+                    Some(reason) => Err(NotRecorded::Refused(reason)),
+                }
             }
             Err((status, _)) => {
                 // the next probe is one interval from this failure
@@ -276,6 +268,9 @@ impl Recorder {
                 buffer.drain(..n).collect()
             };
             if batch.is_empty() {
+                // The buffer's room goes back once it is empty: memory after an outage is
+                // what it was before it.
+                self.buffer.lock().expect("buffer lock").shrink_to_fit();
                 // Everything that waited is delivered, and whatever failed since is queued
                 // behind it: the direct path may take over again.
                 if self.logger_down.swap(false, Ordering::AcqRel) {
@@ -290,34 +285,12 @@ impl Recorder {
             }
             let count = batch.len();
             match self.client.log(batch, "retry").await {
-                Ok(()) => {
+                Ok(refused) => {
                     backoff = Duration::from_millis(100);
-                    metrics::counter!("gateway_interactions_retried_total").increment(count as u64);
-                    metrics::gauge!("gateway_interactions_buffered").set(self.buffered() as f64);
-                }
-                Err((status, rest)) if refused(&status) => {
-                    // Something in this batch is bad: deliver the rest one by one, so that
-                    // only what is refused itself is dropped.
-                    let mut rest = rest.into_iter();
-                    while let Some(interaction) = rest.next() {
-                        match self.client.log(vec![interaction], "retry").await {
-                            Ok(()) => {
-                                metrics::counter!("gateway_interactions_retried_total")
-                                    .increment(1);
-                            }
-                            Err((status, one)) if refused(&status) => {
-                                self.drop_refused(&status, one)
-                            }
-                            Err((_, one)) => {
-                                // down again: this one and the rest back to the front, in order
-                                let mut buffer = self.buffer.lock().expect("buffer lock");
-                                for i in one.into_iter().chain(rest).rev() {
-                                    buffer.push_front(i);
-                                }
-                                break;
-                            }
-                        }
-                    }
+                    let delivered = count - refused.len();
+                    self.drop_refused(refused);
+                    metrics::counter!("gateway_interactions_retried_total")
+                        .increment(delivered as u64);
                     metrics::gauge!("gateway_interactions_buffered").set(self.buffered() as f64);
                 }
                 Err((status, rest)) => {

@@ -70,6 +70,10 @@ pub struct Config {
     /// Deadline for a prediction, passed on to the predictor.
     #[arg(long, env = "GATEWAY_TIMEOUT_MS", default_value_t = 3000)]
     pub timeout_ms: u64,
+    /// How long a request's body may take to arrive (a slow upload gets 408 instead of
+    /// holding an in-flight slot); separate from the prediction's deadline.
+    #[arg(long, env = "GATEWAY_BODY_TIMEOUT_MS", default_value_t = 2000)]
+    pub body_timeout_ms: u64,
     /// Requests handled at once; beyond it the gateway sheds load with 503.
     #[arg(long, env = "GATEWAY_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
@@ -218,6 +222,13 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(DefaultBodyLimit::max(app.config.max_body_bytes))
         .layer(middleware::from_fn(problem_for_rejections))
         .layer(middleware::from_fn_with_state(
+            (
+                app.config.max_body_bytes,
+                Duration::from_millis(app.config.body_timeout_ms.max(1)),
+            ),
+            read_body,
+        ))
+        .layer(middleware::from_fn_with_state(
             app.config.max_body_bytes,
             refuse_oversized,
         ))
@@ -234,6 +245,7 @@ pub fn router(app: Arc<App>) -> Router {
         "ok (open: no API keys configured)"
     };
     let cors = web::cors(&app.config.cors_origins);
+    let trusted = Arc::<[ipnet::IpNet]>::from(app.config.access.trusted_proxies.clone());
     Router::new()
         .route("/", get(web::page))
         .route("/static/app.js", get(web::script))
@@ -251,7 +263,10 @@ pub fn router(app: Arc<App>) -> Router {
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(TraceLayer::new_for_http())
                 .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(middleware::from_fn(web::security_headers))
+                .layer(middleware::from_fn_with_state(
+                    trusted,
+                    web::security_headers,
+                ))
                 .option_layer(cors),
         )
 }
@@ -273,6 +288,42 @@ async fn refuse_oversized(State(limit): State<usize>, request: Request, next: Ne
         }
         .into_response(),
         _ => next.run(request).await,
+    }
+}
+
+/// Reads the whole body within its own timeout (408 when it does not arrive in time) and
+/// the size limit (413), before the handler runs: a slow upload cannot hold an in-flight
+/// slot for longer than the body timeout.
+async fn read_body(
+    State((limit, timeout)): State<(usize, Duration)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Ok(Err(_)) => Problem {
+            field: Some("body".into()),
+            ..Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is over the limit of {limit} bytes"),
+            )
+        }
+        .into_response(),
+        Err(_) => {
+            metrics::counter!("gateway_body_timeouts_total").increment(1);
+            Problem {
+                field: Some("body".into()),
+                ..Problem::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("the request body did not arrive within {timeout:?}"),
+                )
+            }
+            .into_response()
+        }
     }
 }
 
@@ -318,11 +369,14 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
             "the predictor is not serving",
         )
         .into_response(),
-        Err(s) => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the predictor is unreachable: {}", s.message()),
-        )
-        .into_response(),
+        Err(s) => {
+            tracing::warn!(code = ?s.code(), message = s.message(), "readiness: the predictor is unreachable");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the predictor is unreachable",
+            )
+            .into_response()
+        }
     }
 }
 

@@ -71,11 +71,23 @@ impl Problem {
             Code::DeadlineExceeded | Code::Cancelled => StatusCode::GATEWAY_TIMEOUT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        let detail = if http == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(code = ?status.code(), message = status.message(), "upstream failure");
-            "internal error".to_owned()
-        } else {
-            status.message().to_owned()
+        // Only the services' own verdicts on the request itself reach the caller; what an
+        // upstream said about being down, slow or failing (hosts, accounts, role names) stays
+        // in the log.
+        let detail = match status.code() {
+            Code::InvalidArgument
+            | Code::OutOfRange
+            | Code::FailedPrecondition
+            | Code::Unauthenticated
+            | Code::PermissionDenied => status.message().to_owned(),
+            code => {
+                if http == StatusCode::INTERNAL_SERVER_ERROR {
+                    tracing::error!(?code, message = status.message(), "upstream failure");
+                } else {
+                    tracing::warn!(?code, message = status.message(), "upstream unavailable");
+                }
+                generic(http).to_owned()
+            }
         };
         let mut problem = Problem::new(http, detail);
         if let Some(bad) = status.get_details_bad_request() {
@@ -88,6 +100,17 @@ impl Problem {
             problem.retry_after = Some(1);
         }
         problem
+    }
+}
+
+/// What the caller is told for a status whose upstream cause is not theirs to see.
+fn generic(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::TOO_MANY_REQUESTS => "the model endpoint is throttling; retry shortly",
+        StatusCode::SERVICE_UNAVAILABLE => "the prediction service is unavailable; retry shortly",
+        StatusCode::GATEWAY_TIMEOUT => "the prediction did not finish in time",
+        StatusCode::NOT_FOUND => "not found",
+        _ => "internal error",
     }
 }
 
@@ -141,5 +164,14 @@ mod tests {
         assert_eq!(internal.detail, "internal error");
         let throttled = Problem::from_status(&tonic::Status::resource_exhausted("slow down"));
         assert_eq!(throttled.retry_after, Some(1));
+        let down = Problem::from_status(&tonic::Status::unavailable(
+            "cannot reach the endpoint: arn:aws:sagemaker:us-east-1:123456789012:endpoint/x",
+        ));
+        assert!(!down.detail.contains("123456789012"), "{}", down.detail);
+        let bad = Problem::from_status(&tonic::Status::invalid_argument("rows[0] is short"));
+        assert_eq!(
+            bad.detail, "rows[0] is short",
+            "the caller's own mistake is told"
+        );
     }
 }

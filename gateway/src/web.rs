@@ -36,9 +36,32 @@ pub(crate) async fn style() -> Response {
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      connect-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
-pub(crate) async fn security_headers(request: Request, next: Next) -> Response {
+/// Behind HTTPS (a trusted proxy says `X-Forwarded-Proto: https`), browsers are told to use
+/// nothing else for two years.
+const STRICT_TRANSPORT_SECURITY: &str = "max-age=63072000; includeSubDomains";
+
+pub(crate) async fn security_headers(
+    axum::extract::State(trusted): axum::extract::State<std::sync::Arc<[ipnet::IpNet]>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let behind_https = peer.is_some_and(|p| trusted.iter().any(|n| n.contains(&p)))
+        && request
+            .headers()
+            .get("x-forwarded-proto")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
+    if behind_https {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            header::HeaderValue::from_static(STRICT_TRANSPORT_SECURITY),
+        );
+    }
     for (name, value) in [
         (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),

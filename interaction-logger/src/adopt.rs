@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     ownership::{self, Claim},
     shipper::Shipper,
-    spool::Spool,
+    spool::{Spool, blocking, error_chain},
     store::FeatureStore,
 };
 
@@ -29,28 +29,42 @@ pub struct Adopter {
 
 impl Adopter {
     /// Looks for orphans until `stop`; an adoption under way ends early on `drain` (what it
-    /// did not ship stays in that spool for the next claimant).
+    /// did not ship stays in that spool for the next claimant). Listing, claiming, opening and
+    /// removing spools are file-system work: they run on the blocking pool.
     pub async fn run(self, stop: CancellationToken, drain: CancellationToken) {
         loop {
-            ownership::prune_retired(&self.root);
-            match ownership::spools(&self.root, &self.id) {
-                Ok(spools) => {
+            let (root, id) = (self.root.clone(), self.id.clone());
+            let found = tokio::task::spawn_blocking(move || {
+                ownership::prune_retired(&root);
+                ownership::spools(&root, &id)
+            })
+            .await;
+            match found {
+                Ok(Ok(spools)) => {
                     for dir in spools {
                         if stop.is_cancelled() {
                             return;
                         }
-                        match Claim::try_adopt(&dir, &self.id) {
-                            Ok(Some(claim)) => self.adopt(claim, &drain).await,
-                            Ok(None) => {} // its writer is alive (maybe only slow)
-                            Err(e) => {
+                        let id = self.id.clone();
+                        let claimed = tokio::task::spawn_blocking(move || {
+                            let claim = Claim::try_adopt(&dir, &id);
+                            (dir, claim)
+                        })
+                        .await;
+                        match claimed {
+                            Ok((_, Ok(Some(claim)))) => self.adopt(claim, &drain).await,
+                            Ok((_, Ok(None))) => {} // its writer is alive (maybe only slow)
+                            Ok((dir, Err(e))) => {
                                 tracing::warn!(spool = %dir.display(), error = %e, "cannot claim a spool")
                             }
+                            Err(e) => tracing::warn!(error = %e, "the claim task failed"),
                         }
                     }
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::warn!(root = %self.root.display(), error = %e, "cannot list the spool root")
                 }
+                Err(e) => tracing::warn!(error = %e, "the listing task failed"),
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.interval) => {}
@@ -60,11 +74,14 @@ impl Adopter {
     }
 
     async fn adopt(&self, claim: Claim, drain: &CancellationToken) {
-        let spool = match Spool::open_adopted(&claim.dir) {
+        // An unreadable orphan is moved into the root's quarantine (loudly) and the folder is
+        // then an empty spool, removed below: adopters do not retry it forever.
+        let (dir, quarantine) = (claim.dir.clone(), self.root.join(ownership::QUARANTINE));
+        let spool = match blocking(move || Spool::open_adopted(&dir, &quarantine)).await {
             Ok(s) => Arc::new(s),
             Err(e) => {
-                tracing::error!(spool = %claim.dir.display(), error = %e, "cannot open an orphaned spool; leaving it");
-                let _ = claim.release();
+                tracing::error!(spool = %claim.dir.display(), error = %error_chain(&e), "cannot open an orphaned spool; leaving it");
+                release(claim).await;
                 return;
             }
         };
@@ -82,44 +99,50 @@ impl Adopter {
         let done = CancellationToken::new();
         done.cancel();
         Arc::clone(&shipper).run(done, drain.clone()).await;
-        if spool.depth() > 0 {
+        drop(shipper);
+        if spool.depth() > 0 || !*spool.healthy().borrow() {
             tracing::warn!(spool = %claim.dir.display(), left = spool.depth(), "stopped before the adopted spool was empty; it waits for the next claimant");
-            drop((shipper, spool));
-            let _ = claim.release();
+            drop(spool);
+            release(claim).await;
             return;
         }
-        let moved = match spool.take_dead_letters().await {
-            Ok(letters) => {
-                let n = letters.len();
-                match self.own.import_dead_letters(letters.clone()).await {
-                    Ok(()) => n,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot keep the adopted dead letters; leaving them in that spool");
-                        // put them back where they were
-                        let _ = spool.import_dead_letters(letters).await;
-                        drop((shipper, spool));
-                        let _ = claim.release();
-                        return;
-                    }
-                }
-            }
+        // Its dead letters are imported here before the orphan goes: a logger killed between
+        // the two leaves them in both, and the next adopter's import skips what is known.
+        let reader = Arc::clone(&spool);
+        let letters = match blocking(move || reader.read_all_dead_letters()).await {
+            Ok(letters) => letters,
             Err(e) => {
-                tracing::error!(error = %e, "cannot read the adopted dead letters");
-                drop((shipper, spool));
-                let _ = claim.release();
+                tracing::error!(error = %error_chain(&e), "cannot read the adopted dead letters; leaving them in that spool");
+                drop(spool);
+                release(claim).await;
+                return;
+            }
+        };
+        let kept = match self.own.import_dead_letters(letters).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %error_chain(&e), "cannot keep the adopted dead letters; leaving them in that spool");
+                drop(spool);
+                release(claim).await;
                 return;
             }
         };
         // Close the database before its files go.
-        drop((shipper, spool));
-        let dir = claim.dir.clone();
-        match claim.retire(&self.root) {
-            Ok(()) => {
-                tracing::info!(spool = %dir.display(), shipped = pending, dead_letters_kept = moved, "adopted spool shipped and removed")
+        drop(spool);
+        let (dir, root) = (claim.dir.clone(), self.root.clone());
+        match tokio::task::spawn_blocking(move || claim.retire(&root)).await {
+            Ok(Ok(())) => {
+                tracing::info!(spool = %dir.display(), shipped = pending, dead_letters_kept = kept, "adopted spool shipped and removed")
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::warn!(spool = %dir.display(), error = %e, "adopted spool shipped, but not removed")
             }
+            Err(e) => tracing::warn!(error = %e, "the removal task failed"),
         }
     }
+}
+
+/// Releases an adopted spool for its next claimant (recorded in its history: file I/O).
+async fn release(claim: Claim) {
+    let _ = tokio::task::spawn_blocking(move || claim.release()).await;
 }

@@ -74,6 +74,27 @@ fn live_variant(status: &Status) -> Option<&proto::registry::v1::Variant> {
 }
 
 impl Drift {
+    /// Follows the watcher for the live model's baseline when `REGISTRY_WATCHER_URL` is set
+    /// (and reports the window in the metrics); `None` otherwise.
+    pub fn follow(
+        config: &Config,
+        tls: &grpc_tls::Tls,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<Option<Drift>> {
+        let Some(url) = config.registry_watcher_url.as_deref() else {
+            tracing::info!("no REGISTRY_WATCHER_URL: live inputs are not checked for drift");
+            return Ok(None);
+        };
+        let follower =
+            registry_follower::Follower::start(tls.endpoint(url)?, shutdown.child_token());
+        let drift = Drift::new(config, follower);
+        telemetry::add_section({
+            let drift = drift.clone();
+            move || drift.metrics()
+        });
+        Ok(Some(drift))
+    }
+
     pub fn new(config: &Config, registry: registry_follower::Follower) -> Self {
         Drift {
             registry,

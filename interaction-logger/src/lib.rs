@@ -6,6 +6,7 @@
 //! shared by several loggers (`LOGGER_SPOOL_ROOT`, e.g. on EFS), each writes its own spool
 //! under it and ships the spools of loggers that are gone (`ownership`, `adopt`).
 
+pub mod admin;
 pub mod adopt;
 pub mod drift;
 pub mod ownership;
@@ -15,13 +16,12 @@ pub mod shipper;
 pub mod spool;
 pub mod store;
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
-
-use axum::{
-    Json,
-    extract::State,
-    routing::{get, post},
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
 };
+
 use proto::interaction::v1::interaction_logger_server::InteractionLoggerServer;
 use tokio::{net::TcpListener, sync::Notify};
 use tokio_util::sync::CancellationToken;
@@ -60,6 +60,22 @@ pub struct Config {
     /// Most unshipped bytes kept.
     #[arg(long, env = "LOGGER_SPOOL_MAX_BYTES", default_value_t = 1 << 30)]
     pub max_bytes: u64,
+    /// Most dead letters kept; beyond it a refused record stays in the spool (counted in
+    /// `logger_dead_letters_overflow_total`) until room is made.
+    #[arg(
+        long,
+        env = "LOGGER_DEAD_LETTER_MAX_RECORDS",
+        default_value_t = 100_000
+    )]
+    pub dead_letter_max_records: u64,
+    /// Most bytes of dead letters kept.
+    #[arg(long, env = "LOGGER_DEAD_LETTER_MAX_BYTES", default_value_t = 256 << 20)]
+    pub dead_letter_max_bytes: u64,
+    /// How long the spool may stay unwritable (a full disk, a failing device) while it is
+    /// reopened with backoff; after that the logger exits non-zero for its supervisor to
+    /// restart it.
+    #[arg(long, env = "LOGGER_SPOOL_RECOVER_SECS", default_value_t = 300)]
+    pub spool_recover_secs: u64,
     /// Feature Store calls in flight at once.
     #[arg(long, env = "LOGGER_SHIP_CONCURRENCY", default_value_t = 32)]
     pub ship_concurrency: usize,
@@ -75,7 +91,7 @@ pub struct Config {
     /// The token the admin port's dead-letter routes require (`Authorization: Bearer ...`);
     /// unset, they are refused. Give it as a secret.
     #[arg(long, env = "LOGGER_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<secret::Secret>,
     #[command(flatten)]
     pub drift: drift::Config,
     #[command(flatten)]
@@ -86,8 +102,13 @@ pub struct Config {
     pub aws: aws_client::AwsClient,
 }
 
+/// With mutual TLS, who may call `Log`: the gateway (every prediction's interactions) and
+/// the predictor (a shadowed candidate's records). `GRPC_TLS_ALLOW` replaces it.
+pub const CALLERS: &[(&str, &[&str])] = &[("Log", &["gateway", "predictor"])];
+
 /// Serves gRPC on `grpc` and the admin HTTP endpoints on `admin` until `shutdown`, then
-/// drains the spool within the grace period.
+/// drains the spool within the grace period. An error when the spool could not be claimed or
+/// opened, or stayed unwritable past `LOGGER_SPOOL_RECOVER_SECS`.
 pub async fn run(
     grpc: TcpListener,
     admin: TcpListener,
@@ -98,72 +119,15 @@ pub async fn run(
         .logger_id
         .clone()
         .unwrap_or_else(|| format!("logger-{}", uuid::Uuid::now_v7().simple()));
-    let spool_dir = match &config.spool_root {
-        Some(root) => root.join(&id),
-        None => config.spool_dir.clone(),
-    };
-    let claim = ownership::Claim::try_own(&spool_dir, &id)
-        .map_err(|e| anyhow::anyhow!("cannot claim the spool {}: {e}", spool_dir.display()))?
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "the spool {} is held by another running logger",
-                spool_dir.display()
-            )
-        })?;
-    let spool = Arc::new(spool::Spool::open(
-        &spool_dir,
-        config.max_records,
-        config.max_bytes,
-    )?);
-    let aws = config.aws.load().await;
+    let (claim, spool) = claim_spool(&config, &id)?;
     let wake = Arc::new(Notify::new());
     let store = Arc::new(store::FeatureStore::new(
-        aws_sdk_sagemakerfeaturestoreruntime::Client::new(&aws),
+        aws_sdk_sagemakerfeaturestoreruntime::Client::new(&config.aws.load().await),
         config.feature_group.clone(),
         config.ship_batch_write,
     ));
-    let shipper = Arc::new(shipper::Shipper {
-        spool: Arc::clone(&spool),
-        store: Arc::clone(&store),
-        concurrency: config.ship_concurrency.max(1),
-        wake: Arc::clone(&wake),
-        linger: Duration::from_millis(config.ship_linger_ms),
-    });
-    let (stop_shipping, drain) = (CancellationToken::new(), CancellationToken::new());
-    let shipping = tokio::spawn(Arc::clone(&shipper).run(stop_shipping.clone(), drain.clone()));
-    let gauges = tokio::spawn(publish_gauges(Arc::clone(&spool), drain.clone()));
-    let adopting = config.spool_root.clone().map(|root| {
-        tokio::spawn(
-            adopt::Adopter {
-                root,
-                id: id.clone(),
-                interval: Duration::from_millis(config.adopt_interval_ms.max(10)),
-                own: Arc::clone(&spool),
-                store,
-                concurrency: config.ship_concurrency.max(1),
-            }
-            .run(stop_shipping.clone(), drain.clone()),
-        )
-    });
-
-    let drift = match config.drift.registry_watcher_url.as_deref() {
-        Some(url) => {
-            let follower = registry_follower::Follower::start(
-                config.tls.endpoint(url)?,
-                shutdown.child_token(),
-            );
-            let drift = drift::Drift::new(&config.drift, follower);
-            telemetry::add_section({
-                let drift = drift.clone();
-                move || drift.metrics()
-            });
-            Some(drift)
-        }
-        None => {
-            tracing::info!("no REGISTRY_WATCHER_URL: live inputs are not checked for drift");
-            None
-        }
-    };
+    let background = Background::start(&config, &id, &spool, &store, &wake, &shutdown);
+    let drift = drift::Drift::follow(&config.drift, &config.tls, &shutdown)?;
 
     let readiness = telemetry::Readiness::default();
     let health = grpc_serve::Health::new::<InteractionLoggerServer<service::LoggerService>>(
@@ -171,132 +135,232 @@ pub async fn run(
         true,
     )
     .await;
-    // Dead letters are recorded interactions, and a replay changes state: both need the token.
-    let token: Option<Arc<str>> = config
+    let health_follows_spool = tokio::spawn(follow_spool_health(
+        Arc::clone(&spool),
+        health.clone(),
+        shutdown.clone(),
+    ));
+    let token = config
         .admin_token
-        .as_deref()
-        .filter(|t| !t.is_empty())
-        .map(Arc::from);
-    if token.is_none() {
-        tracing::info!("no LOGGER_ADMIN_TOKEN: the dead-letter routes are refused");
-    }
-    let drift_view = drift.clone();
-    let admin_routes = telemetry::admin_router(readiness)
-        .route(
-            "/drift",
-            get(move || {
-                let view = drift_view.as_ref().map_or_else(
-                    || serde_json::json!({ "tracking": false }),
-                    drift::Drift::json,
-                );
-                std::future::ready(Json(view))
-            }),
-        )
-        .merge(
-            axum::Router::new()
-                .route("/dead-letters", get(list_dead_letters))
-                .route("/dead-letters/replay", post(replay_dead_letters))
-                .with_state((Arc::clone(&spool), Arc::clone(&wake)))
-                .route_layer(axum::middleware::from_fn_with_state(
-                    token,
-                    telemetry::require_admin_token,
-                )),
-        );
+        .as_ref()
+        .filter(|t| !t.is_blank())
+        .map(|t| Arc::from(t.expose()));
     let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(telemetry::serve_admin(
         admin,
-        admin_routes,
+        admin::router(
+            readiness,
+            Arc::clone(&spool),
+            Arc::clone(&wake),
+            drift.clone(),
+            token,
+        ),
         admin_stop.clone(),
     ));
 
-    tracing::info!(addr = %grpc.local_addr()?, feature_group = %config.feature_group, spool = %spool_dir.display(), id = %id, pending = spool.depth(), transport = config.tls.describe(), "interaction-logger serving");
+    tracing::info!(addr = %grpc.local_addr()?, feature_group = %config.feature_group, spool = %claim.dir.display(), id = %id, pending = spool.depth(), transport = config.tls.describe(), "interaction-logger serving");
     // No grace here: once Log calls stop coming, the grace period goes to shipping the spool.
+    let service = service::LoggerService {
+        spool: Arc::clone(&spool),
+        wake,
+        drift,
+    };
     grpc_serve::serve(
         grpc,
-        InteractionLoggerServer::new(service::LoggerService {
-            spool: Arc::clone(&spool),
-            wake,
-            drift,
-        }),
+        InteractionLoggerServer::new(service),
         &config.tls,
+        CALLERS,
         health,
-        shutdown,
+        shutdown.clone(),
         None,
     )
     .await?;
 
-    // No more Log calls: ship what is spooled, within the grace period.
-    let grace = config.grace.duration();
-    tracing::info!(pending = spool.depth(), ?grace, "draining the spool");
-    stop_shipping.cancel();
-    if tokio::time::timeout(grace, shipping).await.is_err() {
-        tracing::warn!(
-            pending = spool.depth(),
-            "grace period over; the rest stays in the spool for the next start"
-        );
-    }
-    drain.cancel();
+    let unrecovered = background.drain(&spool, config.grace.duration()).await;
     admin_stop.cancel();
-    let _ = tokio::join!(gauges, admin_task);
-    if let Some(adopting) = adopting {
-        let _ = adopting.await;
+    let _ = tokio::join!(admin_task, health_follows_spool);
+    give_up_spool(claim, spool, config.spool_root.as_deref());
+    unrecovered
+        .map_err(|e| anyhow::anyhow!("the spool stayed unwritable: {}", spool::error_chain(&e)))
+}
+
+/// Claims this logger's spool (its own folder, or `{root}/{id}`) and opens it.
+fn claim_spool(config: &Config, id: &str) -> anyhow::Result<(ownership::Claim, Arc<spool::Spool>)> {
+    let (dir, quarantine) = match &config.spool_root {
+        Some(root) => (root.join(id), root.join(ownership::QUARANTINE)),
+        None => (
+            config.spool_dir.clone(),
+            config.spool_dir.join(ownership::QUARANTINE),
+        ),
+    };
+    let claim = ownership::Claim::try_own(&dir, id)
+        .map_err(|e| anyhow::anyhow!("cannot claim the spool {}: {e}", dir.display()))?
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the spool {} is held by another running logger",
+                dir.display()
+            )
+        })?;
+    let limits = spool::Limits {
+        max_records: config.max_records,
+        max_bytes: config.max_bytes,
+        dead_max_records: config.dead_letter_max_records,
+        dead_max_bytes: config.dead_letter_max_bytes,
+    };
+    let spool = spool::Spool::open(&dir, &quarantine, limits).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the spool {}: {}",
+            dir.display(),
+            spool::error_chain(&e)
+        )
+    })?;
+    Ok((claim, Arc::new(spool)))
+}
+
+/// The logger's background work: shipping, the spool gauges, the spool's recovery from
+/// storage faults, and (under a shared root) adopting the spools of loggers that are gone.
+struct Background {
+    stop_shipping: CancellationToken,
+    drain: CancellationToken,
+    shipping: tokio::task::JoinHandle<()>,
+    gauges: tokio::task::JoinHandle<()>,
+    recovery: tokio::task::JoinHandle<Result<(), spool::SpoolError>>,
+    adopting: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Background {
+    fn start(
+        config: &Config,
+        id: &str,
+        spool: &Arc<spool::Spool>,
+        store: &Arc<store::FeatureStore>,
+        wake: &Arc<Notify>,
+        shutdown: &CancellationToken,
+    ) -> Self {
+        let (stop_shipping, drain) = (CancellationToken::new(), CancellationToken::new());
+        let shipper = Arc::new(shipper::Shipper {
+            spool: Arc::clone(spool),
+            store: Arc::clone(store),
+            concurrency: config.ship_concurrency.max(1),
+            wake: Arc::clone(wake),
+            linger: Duration::from_millis(config.ship_linger_ms),
+        });
+        // A spool that cannot be reopened in time ends the process (exit non-zero).
+        let recovery = tokio::spawn({
+            let (spool, shutdown, until) = (Arc::clone(spool), shutdown.clone(), drain.clone());
+            let give_up = Duration::from_secs(config.spool_recover_secs);
+            async move {
+                let result = spool.recover(until, give_up).await;
+                if result.is_err() {
+                    shutdown.cancel();
+                }
+                result
+            }
+        });
+        let adopting = config.spool_root.clone().map(|root| {
+            tokio::spawn(
+                adopt::Adopter {
+                    root,
+                    id: id.to_owned(),
+                    interval: Duration::from_millis(config.adopt_interval_ms.max(10)),
+                    own: Arc::clone(spool),
+                    store: Arc::clone(store),
+                    concurrency: config.ship_concurrency.max(1),
+                }
+                .run(stop_shipping.clone(), drain.clone()),
+            )
+        });
+        Background {
+            shipping: tokio::spawn(shipper.run(stop_shipping.clone(), drain.clone())),
+            gauges: tokio::spawn(publish_gauges(Arc::clone(spool), drain.clone())),
+            recovery,
+            adopting,
+            stop_shipping,
+            drain,
+        }
     }
+
+    /// After the last Log call: ships what is spooled within `grace`, then stops everything.
+    /// Returns the recovery's verdict (an error: the spool stayed unwritable).
+    async fn drain(self, spool: &spool::Spool, grace: Duration) -> Result<(), spool::SpoolError> {
+        tracing::info!(pending = spool.depth(), ?grace, "draining the spool");
+        self.stop_shipping.cancel();
+        if tokio::time::timeout(grace, self.shipping).await.is_err() {
+            tracing::warn!(
+                pending = spool.depth(),
+                "grace period over; the rest stays in the spool for the next start"
+            );
+        }
+        self.drain.cancel();
+        let _ = self.gauges.await;
+        if let Some(adopting) = self.adopting {
+            let _ = adopting.await;
+        }
+        self.recovery.await.unwrap_or(Ok(()))
+    }
+}
+
+/// The service's health follows the spool's: NOT_SERVING while its storage is faulted.
+async fn follow_spool_health(
+    spool: Arc<spool::Spool>,
+    health: grpc_serve::Health,
+    shutdown: CancellationToken,
+) {
+    let mut healthy = spool.healthy();
+    loop {
+        tokio::select! {
+            changed = healthy.changed() => if changed.is_err() { return },
+            _ = shutdown.cancelled() => return,
+        }
+        let now = *healthy.borrow_and_update();
+        if !shutdown.is_cancelled() {
+            health.set(now).await;
+        }
+    }
+}
+
+/// Gives the spool up: under a shared root an empty one is removed (a new start makes a new
+/// one); one with something left, or one whose storage failed (its contents are not known),
+/// is released for its next claimant: this logger, or any other.
+fn give_up_spool(claim: ownership::Claim, spool: Arc<spool::Spool>, root: Option<&Path>) {
     let pending = spool.depth();
-    let empty = pending == 0 && spool.dead_letter_count() == 0;
-    drop((shipper, spool));
-    // Under a shared root an empty spool is removed (a new start makes a new one); a spool
-    // with something left is released for its next claimant: this logger, or any other.
-    let given_up = match &config.spool_root {
+    let readable = *spool.healthy().borrow();
+    let empty = readable && pending == 0 && spool.dead_letter_count() == 0;
+    let dir = claim.dir.clone();
+    drop(spool);
+    let given_up = match root {
         Some(root) if empty => claim.retire(root),
         _ => claim.release(),
     };
     if let Err(e) = given_up {
-        tracing::warn!(spool = %spool_dir.display(), error = %e, "could not record the spool's release");
+        tracing::warn!(spool = %dir.display(), error = %e, "could not record the spool's release");
     }
-    tracing::info!(pending, "interaction-logger stopped");
-    Ok(())
+    tracing::info!(pending, readable, "interaction-logger stopped");
 }
 
+/// The spool gauges read from disk, every second. A gauge that cannot be read is left as it
+/// was and the failure counted (`logger_spool_gauge_errors_total`): never a 0 that would
+/// silence the unshipped-age alarm.
 async fn publish_gauges(spool: Arc<spool::Spool>, stop: CancellationToken) {
     loop {
-        let age = spool
-            .oldest_event_time()
-            .ok()
-            .flatten()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
-            .map_or(0.0, |t| {
-                (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
-                    .num_milliseconds()
-                    .max(0) as f64
-                    / 1000.0
-            });
-        metrics::gauge!("logger_oldest_unshipped_age_seconds").set(age);
-        metrics::gauge!("logger_dead_letters").set(spool.dead_letter_count() as f64);
+        let reader = Arc::clone(&spool);
+        match tokio::task::spawn_blocking(move || reader.oldest_event_time()).await {
+            Ok(Ok(oldest)) => {
+                let age = oldest
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+                    .map_or(0.0, |t| {
+                        (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+                            .num_milliseconds()
+                            .max(0) as f64
+                            / 1000.0
+                    });
+                metrics::gauge!("logger_oldest_unshipped_age_seconds").set(age);
+            }
+            _ => metrics::counter!("logger_spool_gauge_errors_total").increment(1),
+        }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = stop.cancelled() => return,
         }
     }
-}
-
-type AdminState = (Arc<spool::Spool>, Arc<Notify>);
-
-async fn list_dead_letters(
-    State((spool, _)): State<AdminState>,
-) -> Result<Json<Vec<spool::DeadLetter>>, (axum::http::StatusCode, String)> {
-    spool
-        .dead_letters()
-        .map(Json)
-        .map_err(|e| (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
-}
-
-async fn replay_dead_letters(
-    State((spool, wake)): State<AdminState>,
-) -> Result<Json<serde_json::Value>, (axum::http::StatusCode, String)> {
-    let n = spool
-        .replay_dead_letters()
-        .await
-        .map_err(|e| (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    wake.notify_one();
-    Ok(Json(serde_json::json!({ "replayed": n })))
 }

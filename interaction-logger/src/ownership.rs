@@ -22,6 +22,9 @@ const LOCK: &str = "owner.lock";
 pub const WRITERS: &str = "writers.log";
 /// Where the writer histories of removed spools go, under the spool root.
 pub const RETIRED: &str = "retired";
+/// Where unreadable spool files are moved (under the spool root, or the spool folder without
+/// one): kept for inspection, never shipped or removed by the logger.
+pub const QUARANTINE: &str = "quarantine";
 /// Retired histories older than this are pruned.
 const RETIRED_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -137,7 +140,12 @@ pub fn spools(root: &Path, own: &str) -> io::Result<Vec<PathBuf>> {
         let entry = entry?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name == own || name == RETIRED || name.starts_with('.') || !entry.file_type()?.is_dir() {
+        if name == own
+            || name == RETIRED
+            || name == QUARANTINE
+            || name.starts_with('.')
+            || !entry.file_type()?.is_dir()
+        {
             continue;
         }
         out.push(entry.path());

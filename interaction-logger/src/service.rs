@@ -32,16 +32,21 @@ fn invalid(field: String, reason: &str) -> Status {
     )
 }
 
+/// The Log call's one error table. A storage fault is UNAVAILABLE, which every caller
+/// retries (the gateway buffers or answers 503): nothing it holds is lost, and nothing is
+/// acknowledged that is not on disk. The cause is logged where the fault is noticed.
 impl From<SpoolError> for Status {
     fn from(e: SpoolError) -> Self {
         match e {
             SpoolError::Full(detail) => Status::resource_exhausted(format!(
                 "the interaction spool is full ({detail}); retry later"
             )),
-            SpoolError::Storage(cause) => {
-                tracing::error!(%cause, "spool write failed");
-                Status::internal("internal error")
-            }
+            SpoolError::Recovering
+            | SpoolError::Storage { .. }
+            | SpoolError::Io { .. }
+            | SpoolError::Stopped => Status::unavailable(
+                "the interaction spool cannot be written now (its storage failed and is being reopened); retry",
+            ),
         }
     }
 }
@@ -110,7 +115,12 @@ impl InteractionLogger for LoggerService {
                 }))
             }
             Err(e) => {
-                metrics::counter!("logger_refused_total", "reason" => if matches!(e, SpoolError::Full(_)) { "full" } else { "storage" }).increment(count);
+                let reason = if matches!(e, SpoolError::Full(_)) {
+                    "full"
+                } else {
+                    "storage"
+                };
+                metrics::counter!("logger_refused_total", "reason" => reason).increment(count);
                 Err(e.into())
             }
         }

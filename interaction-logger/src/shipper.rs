@@ -16,7 +16,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    spool::Spool,
+    spool::{Pending, Spool, SpoolError, blocking, error_chain},
     store::{BatchOutcome, FeatureStore, Outcome},
 };
 
@@ -49,20 +49,36 @@ impl Shipper {
     pub async fn run(self: Arc<Self>, stop: CancellationToken, drain: CancellationToken) {
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let mut cursor: Option<u64> = None;
+        let mut generation = self.spool.generation();
         let mut lingered = false;
         loop {
             if drain.is_cancelled() {
                 return;
             }
-            let batch = match self.spool.pending_after(cursor, BATCH) {
+            // After a reopen (or room made in the dead letters) start over from the oldest
+            // entry: whatever a failed removal left, or a full dead-letter store held back,
+            // ships now (a repeat of one in flight is harmless).
+            if self.spool.generation() != generation {
+                generation = self.spool.generation();
+                cursor = None;
+            }
+            let spool = Arc::clone(&self.spool);
+            let batch = match blocking(move || spool.pending_after(cursor, BATCH)).await {
                 Ok(b) => b,
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot read the spool");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    tracing::debug!(error = %error_chain(&e), "cannot read the spool now");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        _ = drain.cancelled() => return,
+                    }
                     continue;
                 }
             };
-            if batch.is_empty() {
+            let Pending {
+                entries: batch,
+                undecodable,
+            } = batch;
+            if batch.is_empty() && undecodable.is_empty() {
                 if stop.is_cancelled() && self.spool.depth() == 0 {
                     // Everything acknowledged has shipped; wait for in-flight ships to end.
                     let _ = permits.acquire_many(self.concurrency as u32).await;
@@ -77,7 +93,11 @@ impl Shipper {
                 }
                 continue;
             }
-            if batch.len() < BATCH && !lingered && !self.linger.is_zero() && !stop.is_cancelled() {
+            if batch.len() + undecodable.len() < BATCH
+                && !lingered
+                && !self.linger.is_zero()
+                && !stop.is_cancelled()
+            {
                 lingered = true;
                 tokio::select! {
                     _ = tokio::time::sleep(self.linger) => {}
@@ -87,7 +107,13 @@ impl Shipper {
                 continue;
             }
             lingered = false;
-            cursor = batch.last().map(|(key, _)| *key);
+            cursor = cursor.max(batch.last().map(|(key, _)| *key));
+            // An entry that does not decode cannot ship: dead-lettered with the reason, while
+            // everything behind it ships.
+            for bad in undecodable {
+                cursor = cursor.max(Some(bad.key));
+                self.dead_letter(bad.key, "", bad.reason).await;
+            }
             let per_call = if self.store.batch_write_enabled() {
                 BATCH_WRITE_MAX
             } else {
@@ -126,7 +152,10 @@ impl Shipper {
                     for ((key, interaction), outcome) in chunk.into_iter().zip(outcomes) {
                         match outcome {
                             Outcome::Shipped => shipped.push(key),
-                            Outcome::Invalid(why) => self.dead_letter(key, &interaction, why).await,
+                            Outcome::Invalid(why) => {
+                                self.dead_letter(key, &interaction.interaction_id, why)
+                                    .await
+                            }
                             Outcome::Retry(why) => {
                                 reason = why;
                                 retry.push((key, interaction));
@@ -174,7 +203,9 @@ impl Shipper {
             match self.store.put(&interaction).await {
                 Outcome::Shipped => return self.shipped(vec![key]).await,
                 Outcome::Invalid(reason) => {
-                    return self.dead_letter(key, &interaction, reason).await;
+                    return self
+                        .dead_letter(key, &interaction.interaction_id, reason)
+                        .await;
                 }
                 Outcome::Retry(reason) => {
                     metrics::counter!("logger_retried_total").increment(1);
@@ -195,16 +226,27 @@ impl Shipper {
         }
         let n = keys.len() as u64;
         if let Err(e) = self.spool.remove_many(keys).await {
-            tracing::error!(error = %e, "shipped, but could not remove from the spool; they will ship again");
+            tracing::error!(error = %error_chain(&e), "shipped, but could not remove from the spool; they will ship again");
         }
         metrics::counter!("logger_shipped_total").increment(n);
     }
 
-    async fn dead_letter(&self, key: u64, interaction: &Interaction, reason: String) {
-        tracing::warn!(interaction_id = %interaction.interaction_id, %reason, "feature store refused the record: dead-lettered");
-        if let Err(e) = self.spool.dead_letter(key, reason).await {
-            tracing::error!(error = %e, key, "could not dead-letter");
+    /// A record that can never be stored goes to the dead letters with the reason. When they
+    /// are full it stays pending (counted, logged, alarmed on): it is tried again once room is
+    /// made (`DELETE /dead-letters`) or at the next start.
+    async fn dead_letter(&self, key: u64, interaction_id: &str, reason: String) {
+        match self.spool.dead_letter(key, reason.clone()).await {
+            Ok(()) => {
+                tracing::warn!(interaction_id, %reason, "feature store refused the record: dead-lettered");
+                metrics::counter!("logger_dead_lettered_total").increment(1);
+            }
+            Err(SpoolError::Full(full)) => {
+                tracing::error!(interaction_id, %reason, %full, "the dead letters are full: the refused record stays in the spool");
+                metrics::counter!("logger_dead_letters_overflow_total").increment(1);
+            }
+            Err(e) => {
+                tracing::error!(error = %error_chain(&e), key, "could not dead-letter; it stays in the spool");
+            }
         }
-        metrics::counter!("logger_dead_lettered_total").increment(1);
     }
 }

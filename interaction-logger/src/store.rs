@@ -22,6 +22,13 @@ const UNSUPPORTED: &[&str] = &[
     "UnknownOperationException",
 ];
 
+/// What the Feature Store says (a `ValidationError`) when the feature group does not exist:
+/// not a fault of the record — the group may be being created again — so the record is
+/// retried with backoff, never dead-lettered.
+fn group_missing(message: &str) -> bool {
+    message.contains("can't find a FeatureGroup") || message.contains("Resource Not Found")
+}
+
 /// The feature group the interactions go to, and how to write to it; shared by this
 /// logger's shipper and the shippers of the spools it adopts.
 pub struct FeatureStore {
@@ -95,7 +102,12 @@ impl FeatureStore {
                 if ctx.raw().status().as_u16() == 400
                     && ctx.err().code() == Some("ValidationError") =>
             {
-                Outcome::Invalid(ctx.err().message().unwrap_or("ValidationError").to_owned())
+                let message = ctx.err().message().unwrap_or("ValidationError");
+                if group_missing(message) {
+                    Outcome::Retry(message.to_owned())
+                } else {
+                    Outcome::Invalid(message.to_owned())
+                }
             }
             Err(e) => Outcome::Retry(
                 aws_sdk_sagemakerfeaturestoreruntime::error::DisplayErrorContext(&e).to_string(),
@@ -133,7 +145,7 @@ impl FeatureStore {
                     let message = e.error_message().unwrap_or(code);
                     (
                         e.entry().and_then(entry_id),
-                        if code == "ValidationError" {
+                        if code == "ValidationError" && !group_missing(message) {
                             Outcome::Invalid(message.to_owned())
                         } else {
                             Outcome::Retry(format!("{code}: {message}"))
@@ -160,7 +172,10 @@ impl FeatureStore {
                 );
                 if status == 404 || err.code().is_some_and(|c| UNSUPPORTED.contains(&c)) {
                     BatchOutcome::Unsupported(reason)
-                } else if status == 400 && err.code() == Some("ValidationError") {
+                } else if status == 400
+                    && err.code() == Some("ValidationError")
+                    && !group_missing(err.message().unwrap_or_default())
+                {
                     BatchOutcome::Refused(reason)
                 } else {
                     BatchOutcome::Retry(reason)

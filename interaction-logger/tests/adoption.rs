@@ -282,3 +282,44 @@ async fn a_paused_logger_keeps_its_spool_and_ships_it_when_it_resumes() {
     assert_one_writer_at_a_time(&root, &HashMap::new());
     sagemaker_stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_orphan_is_moved_to_the_quarantine_and_removed_not_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sml_url, sagemaker_stop) = common::start_sagemaker(dir.path()).await;
+    let root = dir.path().join("spools");
+    let orphan = root.join("logger-gone");
+    std::fs::create_dir_all(&orphan).unwrap();
+    std::fs::write(orphan.join("spool.redb"), vec![0x5a; 50_000]).unwrap();
+    std::fs::write(orphan.join("owner.lock"), b"").unwrap();
+    std::fs::write(orphan.join("writers.log"), b"").unwrap();
+    let logger = LoggerProcess::start(&root, "alive", sml_url.trim_start_matches("http://"));
+    let quarantine = root.join("quarantine");
+    for _ in 0..100 {
+        if !orphan.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !orphan.exists(),
+        "the unreadable orphan is removed once its file is moved aside"
+    );
+    let moved: Vec<String> = std::fs::read_dir(&quarantine)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert!(
+        moved[0].starts_with("logger-gone.spool.redb.corrupt-"),
+        "{moved:?}"
+    );
+    assert_eq!(
+        std::fs::read(quarantine.join(&moved[0])).unwrap(),
+        vec![0x5a; 50_000],
+        "kept as it was, for inspection"
+    );
+    assert_eq!(logger.metric("logger_spools_quarantined_total").await, 1.0);
+    logger.stop();
+    sagemaker_stop.cancel();
+}

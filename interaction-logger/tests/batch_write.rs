@@ -187,8 +187,11 @@ async fn an_entry_refused_as_invalid_is_dead_lettered_and_its_neighbours_arrive(
         "the ten went in one call: {}",
         m.now
     );
-    let letters: serde_json::Value =
-        serde_json::from_str(&http(&logger.admin, "GET", "/dead-letters").await).unwrap();
+    let letters: serde_json::Value = serde_json::from_str::<serde_json::Value>(
+        &http(&logger.admin, "GET", "/dead-letters").await,
+    )
+    .unwrap()["dead_letters"]
+        .take();
     assert_eq!(letters.as_array().unwrap().len(), 1, "{letters}");
     assert_eq!(letters[0]["interaction_id"], "mix-4");
     assert!(

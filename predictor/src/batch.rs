@@ -99,8 +99,10 @@ async fn invoke_one(invoker: &Invoker, rows: Rows) -> Outcome {
             rows.deadline,
         )
         .await?;
+    let scores = parse(&answer.body, rows.rows)?;
+    rows::check_finite(&scores)?;
     Ok(Scored {
-        scores: parse(&answer.body, rows.rows)?,
+        scores,
         variant: answer.variant,
         inference_id: rows.request_id,
     })
@@ -158,8 +160,11 @@ async fn invoke_riders(invoker: &Arc<Invoker>, mut riders: Vec<Rows>) -> Vec<Out
             riders
                 .iter()
                 .map(|r| {
+                    // a score that is not a number fails only the request of its row
+                    let scores: Vec<Vec<f64>> = scores.by_ref().take(r.rows).collect();
+                    rows::check_finite(&scores)?;
                     Ok(Scored {
-                        scores: scores.by_ref().take(r.rows).collect(),
+                        scores,
                         variant: variant.clone(),
                         inference_id: batch_id.clone(),
                     })

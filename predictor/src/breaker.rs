@@ -20,10 +20,28 @@ pub struct Breaker {
     cooldown: Duration,
 }
 
-/// Permission to call; report how it went with [`Breaker::record`].
+/// Permission to call; report how it went with [`Breaker::record`]. A probe's permit that
+/// is dropped unreported (its caller went away: a deadline, a cancelled request) gives the
+/// probe back, so the circuit never stays half-open with nobody probing.
 #[derive(Debug)]
-pub struct Permit {
+pub struct Permit<'a> {
+    breaker: &'a Breaker,
     probe: bool,
+    reported: bool,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if self.probe && !self.reported {
+            let mut state = self.breaker.state.lock().expect("breaker lock");
+            if *state == State::HalfOpen {
+                *state = State::Open {
+                    until: Instant::now(),
+                };
+                metrics::gauge!("predictor_circuit_open").set(1.0);
+            }
+        }
+    }
 }
 
 impl Breaker {
@@ -36,15 +54,20 @@ impl Breaker {
     }
 
     /// A permit, or how long until the circuit lets a probe through.
-    pub fn allow(&self) -> Result<Permit, Duration> {
+    pub fn allow(&self) -> Result<Permit<'_>, Duration> {
         let mut state = self.state.lock().expect("breaker lock");
         let now = Instant::now();
+        let permit = |probe| Permit {
+            breaker: self,
+            probe,
+            reported: false,
+        };
         match *state {
-            State::Closed { .. } => Ok(Permit { probe: false }),
+            State::Closed { .. } => Ok(permit(false)),
             State::Open { until } if now >= until => {
                 *state = State::HalfOpen;
                 metrics::gauge!("predictor_circuit_open").set(0.5);
-                Ok(Permit { probe: true })
+                Ok(permit(true))
             }
             State::Open { until } => Err(until - now),
             // One probe at a time; everyone else fails fast until it reports.
@@ -53,7 +76,8 @@ impl Breaker {
     }
 
     /// `ok` = the endpoint answered (even with a model error); `false` = it looked down.
-    pub fn record(&self, permit: Permit, ok: bool) {
+    pub fn record(&self, mut permit: Permit<'_>, ok: bool) {
+        permit.reported = true;
         let mut state = self.state.lock().expect("breaker lock");
         let next = match (*state, ok) {
             (_, true) => State::Closed { failures: 0 },
@@ -79,7 +103,8 @@ impl Breaker {
         *state = next;
     }
 
-    pub fn is_open(&self) -> bool {
+    #[cfg(test)]
+    fn is_open(&self) -> bool {
         !matches!(
             *self.state.lock().expect("breaker lock"),
             State::Closed { .. }
@@ -119,5 +144,28 @@ mod tests {
         b.record(probe, true);
         assert!(!b.is_open());
         assert!(b.allow().is_ok());
+    }
+
+    /// A probe whose caller goes away (its future dropped mid-call) gives the probe back: the
+    /// next caller probes, instead of every caller failing fast forever.
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_probe_lets_the_next_caller_probe() {
+        let b = Breaker::new(1, Duration::from_secs(5));
+        let p = b.allow().unwrap();
+        b.record(p, false);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let call = async {
+            let _probe = b.allow().expect("a probe after the cooldown");
+            tokio::time::sleep(Duration::from_secs(60)).await; // the endpoint hangs
+        };
+        // the caller's deadline passes and its future is dropped, permit and all
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), call)
+                .await
+                .is_err()
+        );
+        let next = b.allow().expect("the next caller probes");
+        b.record(next, true);
+        assert!(!b.is_open(), "and its success closes the circuit");
     }
 }

@@ -10,6 +10,9 @@ pub enum Error {
     /// The model refused the payload (ModelError with a 4xx from the container).
     #[error("the model rejected the input: {0}")]
     ModelRejected(String),
+    /// The model answered, but not with numbers for `row` (of the request's rows).
+    #[error("{reason}")]
+    ModelOutput { row: usize, reason: String },
     #[error("throttled: {0}")]
     Throttled(String),
     #[error("the endpoint is unavailable: {0}")]
@@ -34,7 +37,7 @@ impl Error {
     pub fn code(&self) -> Code {
         match self {
             Error::Invalid { .. } => Code::InvalidArgument,
-            Error::ModelRejected(_) => Code::FailedPrecondition,
+            Error::ModelRejected(_) | Error::ModelOutput { .. } => Code::FailedPrecondition,
             Error::Throttled(_) => Code::ResourceExhausted,
             Error::Unavailable(_) | Error::CircuitOpen(_) => Code::Unavailable,
             Error::Deadline => Code::DeadlineExceeded,
@@ -50,6 +53,11 @@ impl From<Error> for Status {
                 Code::InvalidArgument,
                 e.to_string(),
                 ErrorDetails::with_bad_request_violation(field.clone(), reason.clone()),
+            ),
+            Error::ModelOutput { row, reason } => Status::with_error_details(
+                Code::FailedPrecondition,
+                reason.clone(),
+                ErrorDetails::with_bad_request_violation(format!("rows[{row}]"), reason.clone()),
             ),
             // Internal causes are logged where they happen; clients get an opaque message.
             Error::Internal(_) => Status::internal("internal error"),

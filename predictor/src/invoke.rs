@@ -56,10 +56,6 @@ impl Invoker {
         &self.endpoint
     }
 
-    pub fn circuit_open(&self) -> bool {
-        self.breaker.is_open()
-    }
-
     pub async fn invoke(
         &self,
         csv: String,

@@ -65,6 +65,10 @@ pub struct Config {
     pub aws: aws_client::AwsClient,
 }
 
+/// With mutual TLS, who may call `Predict`: the gateway, the front door every prediction
+/// comes through (and is recorded by). `GRPC_TLS_ALLOW` replaces it.
+pub const CALLERS: &[(&str, &[&str])] = &[("Predict", &["gateway"])];
+
 /// Serves gRPC on `grpc` and the admin HTTP endpoints on `admin` until `shutdown`.
 pub async fn run(
     grpc: TcpListener,
@@ -143,6 +147,7 @@ pub async fn run(
         grpc,
         PredictorServer::new(service),
         &config.tls,
+        CALLERS,
         health,
         shutdown,
         Some(grace),

@@ -39,6 +39,17 @@ pub fn encode(
                     "must be finite (NaN means missing)",
                 ));
             }
+            // XGBoost compares features as 32-bit floats: a larger value would be infinite
+            // to the model (and a linear model's score with it).
+            if v.abs() > f64::from(f32::MAX) {
+                return Err(Error::invalid(
+                    format!("rows[{i}].values[{j}]"),
+                    format!(
+                        "{v} is outside the range the model reads (32-bit floats, up to {:e})",
+                        f32::MAX
+                    ),
+                ));
+            }
             push_number(&mut line, *v);
         }
         lines.push(line);
@@ -57,6 +68,28 @@ pub fn push_number(out: &mut String, v: f64) {
         let _ = write!(out, "{v:e}");
     } else {
         let _ = write!(out, "{v}");
+    }
+}
+
+/// The model's scores must be numbers: a NaN or an infinity (a linear model that overflowed,
+/// a broken `base_score`) is the model failing on that row, never an answer.
+pub fn check_finite(scores: &[Vec<f64>]) -> Result<(), Error> {
+    match scores
+        .iter()
+        .position(|row| row.iter().any(|s| !s.is_finite()))
+    {
+        None => Ok(()),
+        Some(row) => Err(Error::ModelOutput {
+            row,
+            reason: format!(
+                "the model returned a non-finite score ({}) for row {row}",
+                scores[row]
+                    .iter()
+                    .map(f64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        }),
     }
 }
 
@@ -109,6 +142,17 @@ mod tests {
             encode(&[row(&[1.5, f64::NAN, -2.0])], 2, Some(3)).unwrap(),
             ["1.5,,-2"]
         );
+        let e = encode(&[row(&[1.0]), row(&[1e300])], 2, None).unwrap_err();
+        assert!(e.to_string().contains("rows[1].values[0]"), "{e}");
+        assert!(encode(&[row(&[f64::from(f32::MAX)])], 2, None).is_ok());
+    }
+
+    #[test]
+    fn a_non_finite_score_names_its_row() {
+        assert!(check_finite(&[vec![0.1], vec![0.9]]).is_ok());
+        let e = check_finite(&[vec![0.1], vec![f64::NAN], vec![f64::INFINITY]]).unwrap_err();
+        assert!(matches!(e, Error::ModelOutput { row: 1, .. }), "{e:?}");
+        assert!(e.to_string().contains("row 1"), "{e}");
     }
 
     #[test]
@@ -126,7 +170,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn encoded_values_parse_back_exactly(values in proptest::collection::vec(any::<f64>().prop_filter("finite or nan", |v| !v.is_infinite()), 1..12)) {
+        fn encoded_values_parse_back_exactly(values in proptest::collection::vec(any::<f64>().prop_filter("NaN, or within the f32 range the model reads", |v| v.is_nan() || v.abs() <= f64::from(f32::MAX)), 1..12)) {
             let line = &encode(&[row(&values)], 1, None).unwrap()[0];
             let fields: Vec<&str> = line.split(',').collect();
             prop_assert_eq!(fields.len(), values.len());

@@ -24,6 +24,10 @@ pub mod registry {
 /// the gateway sends no more.
 pub const MAX_INTERACTIONS_PER_LOG: usize = 1000;
 
+/// The most bytes of interactions one `Log` call carries: under gRPC's default 4 MiB message
+/// limit (which the logger keeps), with room for the envelope.
+pub const MAX_LOG_CALL_BYTES: usize = 3 << 20;
+
 /// Encoded `FileDescriptorSet` of every contract, for `tonic-reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/mlops_descriptor.bin"));

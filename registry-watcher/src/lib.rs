@@ -186,6 +186,18 @@ async fn poll_loop(
     }
 }
 
+/// With mutual TLS, who may call what: the status is read by the services that follow it;
+/// the shadow comparison is fed by the predictors alone (the internet-facing gateway must not
+/// be able to forge an approver's evidence). `GRPC_TLS_ALLOW` replaces it per method.
+pub const CALLERS: &[(&str, &[&str])] = &[
+    ("GetStatus", &["gateway", "predictor", "interaction-logger"]),
+    (
+        "WatchStatus",
+        &["gateway", "predictor", "interaction-logger"],
+    ),
+    ("ReportShadow", &["predictor"]),
+];
+
 /// Serves gRPC on `grpc` and the admin HTTP endpoints on `admin` until `shutdown`.
 pub async fn run(
     grpc: TcpListener,
@@ -256,6 +268,7 @@ pub async fn run(
             evidence,
         }),
         &config.tls,
+        CALLERS,
         health,
         shutdown.clone(),
         Some(config.grace.duration()),

@@ -120,8 +120,8 @@ def grants(template, params, role):
     r = Resolver(template, params)
     props = template["Resources"][role]["Properties"]
     out = set()
-    for policy in props.get("Policies", []):
-        for st in r.value(policy["PolicyDocument"])["Statement"]:
+    for policy in r.value(props.get("Policies", [])):
+        for st in policy["PolicyDocument"]["Statement"]:
             assert st["Effect"] == "Allow", (role, st)
             assert "NotAction" not in st and "NotResource" not in st, (role, st)
             cond = json.dumps(st.get("Condition"), sort_keys=True) if "Condition" in st else None

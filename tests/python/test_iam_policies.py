@@ -23,6 +23,7 @@ PARAMS = {
     "ModelPackageGroup": "churn-pkg",
     "FeatureGroupKmsKeyArn": "",
     "CertificateArn": f"arn:aws:acm:{REGION}:{ACCOUNT}:certificate/0000",
+    "S3PrefixListId": "pl-63a5400a",
 }
 
 
@@ -98,7 +99,12 @@ def test_only_the_logger_reaches_the_spool_file_system_and_only_through_its_acce
 
 
 def test_the_watcher_reads_what_it_polls_and_writes_only_the_groups_packages(template):
-    assert plain(grants(template, PARAMS, "WatcherTaskRole")) == {
+    granted = grants(template, PARAMS, "WatcherTaskRole")
+    # It may store metadata, never an approval status: a request carrying one is not granted.
+    update, = [cond for action, _, cond in granted if action == "sagemaker:UpdateModelPackage"]
+    assert json.loads(update) == {"Null": {"sagemaker:ModelApprovalStatus": "true"}}, update
+    assert all(cond is None for action, _, cond in granted if action != "sagemaker:UpdateModelPackage")
+    assert plain(granted) == {
         ("sagemaker:ListModelPackages", "*"),  # this action has no resource-level permissions
         ("sagemaker:DescribeModelPackage", f"{SM}:model-package/churn-pkg/*"),
         # The shadow comparison, stored with the candidate's package.
@@ -183,6 +189,84 @@ def test_security_groups_let_in_only_the_callers(template):
     private_routes = [v for v in res.values() if v["Type"] == "AWS::EC2::Route"
                       and v["Properties"]["RouteTableId"] == {"Ref": "PrivateRouteTable"}]
     assert not private_routes, "the private subnets must have no route out (no NAT path)"
+
+
+SERVICE_GROUPS = ("GatewaySecurityGroup", "PredictorSecurityGroup", "LoggerSecurityGroup", "WatcherSecurityGroup")
+
+
+def test_tasks_reach_only_the_endpoints_s3_and_their_peers(template):
+    """No task may open a connection anywhere but the VPC interface endpoints (443), S3's
+    prefix list (443, image layers) and the services it calls: never 0.0.0.0/0."""
+    res = template["Resources"]
+    for group in SERVICE_GROUPS:
+        inline = res[group]["Properties"]["SecurityGroupEgress"]
+        assert inline == [{"IpProtocol": "icmp", "FromPort": -1, "ToPort": -1, "CidrIp": "127.0.0.1/32",
+                           "Description": "no egress but the rules below"}], (group, inline)
+    out = {}
+    for k, v in res.items():
+        if v["Type"] != "AWS::EC2::SecurityGroupEgress":
+            continue
+        p = v["Properties"]
+        assert "CidrIp" not in p and "CidrIpv6" not in p, k
+        to = p.get("DestinationSecurityGroupId", {}).get("Ref") or p["DestinationPrefixListId"]["Ref"]
+        out.setdefault(p["GroupId"]["Ref"], set()).add((p["FromPort"], to))
+    aws = {(443, "EndpointSecurityGroup"), (443, "S3PrefixListId")}
+    assert out == {
+        "AlbSecurityGroup": {(8080, "GatewaySecurityGroup")},
+        "GatewaySecurityGroup": aws | {(50051, "PredictorSecurityGroup"), (50052, "LoggerSecurityGroup"),
+                                       (50053, "WatcherSecurityGroup")},
+        "PredictorSecurityGroup": aws | {(50053, "WatcherSecurityGroup"), (50052, "LoggerSecurityGroup")},
+        "LoggerSecurityGroup": aws | {(50053, "WatcherSecurityGroup"), (2049, "SpoolFsSecurityGroup")},
+        "WatcherSecurityGroup": aws,
+    }, out
+    for k, v in res.items():
+        for rule in v.get("Properties", {}).get("SecurityGroupEgress", []) if v["Type"] == "AWS::EC2::SecurityGroup" else []:
+            assert rule.get("CidrIp") != "0.0.0.0/0", k
+
+
+def test_ecs_exec_is_off_by_default_and_grants_only_its_channels_when_on(template):
+    """The documented admin path (the logger's dead letters, the watcher's pages on loopback):
+    ECS Exec into those two tasks, with its endpoint and exactly its channel grants."""
+    channels = {("ssmmessages:CreateControlChannel", "*"), ("ssmmessages:CreateDataChannel", "*"),
+                ("ssmmessages:OpenControlChannel", "*"), ("ssmmessages:OpenDataChannel", "*")}
+    res = template["Resources"]
+    for on, params in ((False, PARAMS), (True, dict(PARAMS, AdminExecAccess="true"))):
+        resolve = Resolver(template, params)
+        for role in roles(template):
+            got = {(a, r) for a, r in plain(grants(template, params, role)) if a.startswith("ssmmessages:")}
+            expected = channels if on and role in ("LoggerTaskRole", "WatcherTaskRole") else set()
+            assert got == expected, (role, on, got)
+        for service in ("LoggerService", "WatcherService"):
+            assert resolve.value(res[service]["Properties"]["EnableExecuteCommand"]) is on
+        for service in ("GatewayService", "PredictorService"):
+            assert "EnableExecuteCommand" not in res[service]["Properties"], service
+        assert resolve.condition(res["SsmMessagesEndpoint"]["Condition"]) is on
+
+
+def test_every_task_stops_only_after_its_drain(template):
+    """ECS waits StopTimeout after SIGTERM, then kills: it must cover each service's drain
+    (SHUTDOWN_GRACE_SECS, 20 unless set; the gateway drains its requests, then its retry
+    buffer, each within the grace), with room for the last metrics."""
+    res = template["Resources"]
+    for task, drains in (("GatewayTask", 2), ("PredictorTask", 1), ("LoggerTask", 1), ("WatcherTask", 1)):
+        container, = res[task]["Properties"]["ContainerDefinitions"]
+        env = {e["Name"]: e["Value"] for e in Resolver(template, PARAMS).value(container.get("Environment", []))}
+        grace = int(env.get("SHUTDOWN_GRACE_SECS", 20))
+        assert container["StopTimeout"] >= drains * grace + 5, (task, container["StopTimeout"], grace)
+
+
+def test_alarms_watch_what_the_gateway_drops_and_a_logger_that_cannot_write(template):
+    res = template["Resources"]
+    alarmed = {(v["Properties"].get("MetricName"), v["Properties"].get("ComparisonOperator"))
+               for v in res.values() if v["Type"] == "AWS::CloudWatch::Alarm"}
+    for metric, op in (("gateway_interactions_dropped_total", "GreaterThanThreshold"),
+                       ("gateway_interactions_rejected_total", "GreaterThanThreshold"),
+                       ("gateway_logger_up", "LessThanThreshold"),
+                       ("gateway_interactions_buffered", "GreaterThanThreshold"),
+                       ("logger_spool_healthy", "LessThanThreshold"),
+                       ("logger_dead_letters_overflow_total", "GreaterThanThreshold"),
+                       ("logger_dead_lettered_total", "GreaterThanThreshold")):
+        assert (metric, op) in alarmed, metric
 
 
 SECRET = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:mlops-api-keys-AbCdEf"

@@ -227,6 +227,24 @@ def test_the_pipelines_gate_shows_the_comparison_while_it_waits(stack):
     assert [v["version"] for v in cli(stack, "status")["live"]] == [5]
 
 
+def test_a_candidate_that_cannot_load_does_not_block_the_next_ones_shadow(stack):
+    """v6's artifact does not exist: its shadow endpoint fails (SageMaker would leave it
+    Failed, refusing updates). v7, registered next, is shadowed anyway: the failed endpoint is
+    deleted and created again, and v7 is compared on live traffic."""
+    sm, _ = package(stack, 5)
+    features = "age,tenure_months,monthly_charges,support_calls,num_products,late_payments,satisfaction,has_contract"
+    cli(stack, "register", "--model-data-url", "s3://nowhere/missing/model.tar.gz", "--features", features)
+    wait("v6's shadow endpoint failed", lambda: exists(sm.describe_endpoint, EndpointName=SHADOW)
+         and sm.describe_endpoint(EndpointName=SHADOW)["EndpointStatus"] == "Failed")
+    train_candidate(stack, rounds=3)
+    mirrored = shadowed(stack, 7)
+    assert mirrored, "v7 is shadowed and compared"
+    assert sm.describe_endpoint(EndpointName=SHADOW)["EndpointStatus"] == "InService"
+    cli(stack, "reject", "7", "--reason", "cleaning up")
+    cli(stack, "reject", "6", "--reason", "its artifact is missing")
+    wait("the shadow removed", lambda: not exists(sm.describe_endpoint, EndpointName=SHADOW))
+
+
 @pytest.mark.parametrize("fault", ["delay:2500", "error"])
 def test_a_slow_or_failing_candidate_leaves_live_answers_alone(tmp_path_factory, fault):
     env = {"SAGEMAKER_LOCAL_ENDPOINT_FAULTS": f"{SHADOW}={fault}", "PREDICTOR_SHADOW_TIMEOUT_MS": "10000",

@@ -68,3 +68,43 @@ def test_a_client_with_a_certificate_the_ca_signed_is_served(stack, certs):
         certificate_chain=(certs / "gateway.crt").read_bytes())
     answer = call_predictor(stack, credentials)
     assert answer.predictions[0].scores[0] == pytest.approx(EXPECTED[2], abs=1e-6)
+
+
+def creds_of(certs, service):
+    return grpc.ssl_channel_credentials(
+        root_certificates=(certs / "ca.crt").read_bytes(),
+        private_key=(certs / f"{service}.key").read_bytes(),
+        certificate_chain=(certs / f"{service}.crt").read_bytes())
+
+
+def report_shadow(stack, credentials):
+    """ReportShadow with a made-up candidate, built from the watcher's reflection."""
+    from google.protobuf import message_factory
+    from google.protobuf.descriptor_pool import DescriptorPool
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+    with grpc.secure_channel(stack.watcher.addrs["grpc"], credentials) as channel:
+        pool = DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
+        cls = lambda name: message_factory.GetMessageClass(pool.FindMessageTypeByName(name))  # noqa: E731
+        call = channel.unary_unary("/mlops.registry.v1.RegistryWatcher/ReportShadow",
+                                   request_serializer=lambda m: m.SerializeToString(),
+                                   response_deserializer=cls("mlops.registry.v1.ReportShadowResponse").FromString)
+        request = cls("mlops.registry.v1.ReportShadowRequest")(candidate_package_arn="arn:forged")
+        request.outcomes.add(live=[0.1], candidate=[0.9], live_latency_ms=1.0)
+        return call(request, timeout=5)
+
+
+def test_each_method_admits_only_its_callers_identities(stack, certs):
+    """With mutual TLS a certificate the CA signed is not enough: the internet-facing
+    gateway's may not feed the shadow comparison (only a predictor's may), nor may the
+    watcher's call the predictor."""
+    with pytest.raises(grpc.RpcError) as refused:
+        report_shadow(stack, creds_of(certs, "gateway"))
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED, refused.value
+    assert "gateway may not call" in refused.value.details()
+    # The predictor's certificate reaches the method itself (which refuses a made-up candidate).
+    with pytest.raises(grpc.RpcError) as reached:
+        report_shadow(stack, creds_of(certs, "predictor"))
+    assert reached.value.code() == grpc.StatusCode.FAILED_PRECONDITION, reached.value
+    with pytest.raises(grpc.RpcError) as other:
+        call_predictor(stack, creds_of(certs, "registry-watcher"))
+    assert other.value.code() == grpc.StatusCode.PERMISSION_DENIED, other.value

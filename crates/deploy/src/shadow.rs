@@ -50,6 +50,16 @@ impl Deployer {
                 .await
                 .map_err(Self::poll_error)?;
         }
+        // A Failed endpoint cannot be updated (SageMaker refuses): it is deleted, and created
+        // again for the candidate of now. A candidate whose model cannot load fails again,
+        // said in the reason; the next candidate gets a working shadow.
+        if let Some(state) = &current
+            && state.status == "Failed"
+        {
+            tracing::warn!(endpoint = %self.shadow_endpoint, reason = %state.failure_reason, "the shadow endpoint is Failed: deleting it");
+            self.remove_shadow(state).await?;
+            current = None;
+        }
         let wanted = candidate.filter(|_| enabled);
         match (wanted, current) {
             (Some(c), current) => {

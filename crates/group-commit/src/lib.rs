@@ -47,25 +47,33 @@ impl<C: Send + 'static, E: From<redb::Error> + Clone + Send + 'static> GroupComm
                         }
                     }
                     metrics::histogram!(metric).record(batch.len() as f64);
-                    let mut results = Vec::with_capacity(batch.len());
-                    let mut replies = Vec::with_capacity(batch.len());
-                    let committed = db.begin_write().map_err(redb::Error::from).and_then(|txn| {
-                        for (job, reply) in batch {
-                            results.push(job(&txn, &mut ctx));
-                            replies.push(reply);
-                        }
-                        txn.commit().map_err(redb::Error::from)
-                    });
+                    let (jobs, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                    // A job that panics aborts the transaction: every job of it is answered
+                    // with the error, and the writer goes on with the next batch.
+                    let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let txn = db.begin_write().map_err(redb::Error::from)?;
+                        let results: Vec<_> =
+                            jobs.into_iter().map(|job| job(&txn, &mut ctx)).collect();
+                        txn.commit().map_err(redb::Error::from)?;
+                        Ok::<_, redb::Error>(results)
+                    }));
                     match committed {
-                        Ok(()) => {
+                        Ok(Ok(results)) => {
                             for (reply, result) in replies.into_iter().zip(results) {
                                 let _ = reply.send(result);
                             }
                         }
-                        Err(e) => {
+                        // The transaction could not begin or commit: every job gets the error
+                        // (never a dropped reply, which would read as a stopped writer).
+                        Ok(Err(e)) => {
                             let e = E::from(e);
                             for reply in replies {
                                 let _ = reply.send(Err(e.clone()));
+                            }
+                        }
+                        Err(_) => {
+                            for reply in replies {
+                                let _ = reply.send(Err(stopped()));
                             }
                         }
                     }
@@ -173,5 +181,85 @@ mod tests {
         let read = db.begin_read().unwrap();
         let table = read.open_table(T).unwrap();
         assert_eq!(redb::ReadableTableMetadata::len(&table).unwrap(), 495);
+    }
+
+    /// Storage that works until it is told to fail (a full disk, a failing fsync).
+    #[derive(Debug, Default)]
+    struct Flaky {
+        inner: redb::backends::InMemoryBackend,
+        broken: std::sync::atomic::AtomicBool,
+    }
+
+    impl Flaky {
+        fn check(&self) -> std::io::Result<()> {
+            if self.broken.load(std::sync::atomic::Ordering::SeqCst) {
+                Err(std::io::Error::other("no space left on device"))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    /// The database's handle on the storage the test breaks.
+    #[derive(Debug)]
+    struct Shared(Arc<Flaky>);
+    impl redb::StorageBackend for Shared {
+        fn len(&self) -> std::io::Result<u64> {
+            self.0.inner.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+            self.0.inner.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.0.check()?;
+            self.0.inner.set_len(len)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.0.check()?;
+            self.0.inner.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.0.check()?;
+            self.0.inner.write(offset, data)
+        }
+    }
+
+    /// A failed commit, and every transaction after it (redb refuses them until the database
+    /// is reopened), answers each job with the storage error: never a dropped reply, which
+    /// callers took for a writer that had stopped for good.
+    #[tokio::test]
+    async fn a_storage_fault_answers_every_job_with_the_error() {
+        let flaky = Arc::new(Flaky::default());
+        let db = Arc::new(
+            redb::Database::builder()
+                .create_with_backend(Shared(Arc::clone(&flaky)))
+                .unwrap(),
+        );
+        let writer =
+            GroupCommit::<u64, E>::start("w", db, 0, 64, || E("stopped".into()), "test_batch")
+                .unwrap();
+        let job = || -> Job<u64, E> {
+            Box::new(|txn, seq| {
+                txn.open_table(T)
+                    .map_err(redb::Error::from)?
+                    .insert(*seq, 1)
+                    .map_err(redb::Error::from)?;
+                *seq += 1;
+                Ok(())
+            })
+        };
+        writer.run(job()).await.unwrap();
+        flaky
+            .broken
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let failed = writer.run(job()).await.unwrap_err();
+        assert!(failed.0.contains("no space left"), "{failed:?}");
+        flaky
+            .broken
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..3 {
+            let after = writer.run(job()).await.unwrap_err();
+            assert_ne!(after.0, "stopped", "the writer answers, with the error");
+        }
     }
 }

@@ -54,11 +54,14 @@ impl Health {
 
 /// Serves `service` on `listener` until `shutdown`, then until the calls in flight finish:
 /// within `grace` after the signal (`Ok(false)`: some did not), or however long they take
-/// (`grace` None: the caller bounds what follows itself).
+/// (`grace` None: the caller bounds what follows itself). With mutual TLS each of the
+/// service's methods admits only the callers `policy` names (see `grpc_tls::Callers`); health
+/// and reflection admit any certificate the CA signed.
 pub async fn serve<S>(
     listener: TcpListener,
     service: S,
     tls: &grpc_tls::Tls,
+    policy: &[(&str, &[&str])],
     health: Health,
     shutdown: CancellationToken,
     grace: Option<Duration>,
@@ -78,6 +81,10 @@ where
     let health_service =
         HealthServer::new(HealthService::from_health_reporter(health.reporter.clone()));
     let stop = shutdown.clone();
+    let service = Authorized {
+        inner: service,
+        callers: tls.callers(policy)?.map(std::sync::Arc::new),
+    };
     let serving = tls
         .server_builder()?
         .add_service(health_service)
@@ -97,5 +104,65 @@ where
             Some(served) => served.map(|()| true).map_err(Into::into),
             None => Ok(false),
         },
+    }
+}
+
+/// A service whose methods check the caller's certificate against the policy first: a
+/// caller it does not name gets PERMISSION_DENIED (counted, logged) and the method never runs.
+#[derive(Clone)]
+struct Authorized<S> {
+    inner: S,
+    callers: Option<std::sync::Arc<grpc_tls::Callers>>,
+}
+
+impl<S: NamedService> NamedService for Authorized<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> Service<http::Request<Body>> for Authorized<S>
+where
+    S: Service<http::Request<Body>, Error = Infallible> + Clone + Send + 'static,
+    S::Response: axum::response::IntoResponse,
+    S::Future: Send + 'static,
+{
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        if let Some(callers) = &self.callers {
+            let caller =
+                request
+                    .extensions()
+                    .get::<tonic::transport::server::TlsConnectInfo<
+                        tonic::transport::server::TcpConnectInfo,
+                    >>()
+                    .and_then(|info| info.peer_certs())
+                    .and_then(|certs| certs.first().and_then(|leaf| grpc_tls::identity(leaf)));
+            let path = request.uri().path().to_owned();
+            let admitted = caller.as_deref().is_some_and(|c| callers.admits(&path, c));
+            if !admitted {
+                let who = caller.unwrap_or_else(|| "a caller without an identity".into());
+                tracing::warn!(caller = %who, method = %path, "refused: this caller may not call this method (GRPC_TLS_ALLOW)");
+                metrics::counter!("grpc_callers_refused_total", "method" => path.rsplit('/').next().unwrap_or_default().to_owned()).increment(1);
+                let status = tonic::Status::permission_denied(format!("{who} may not call {path}"));
+                return Box::pin(async move { Ok(status.into_http::<axum::body::Body>()) });
+            }
+        }
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            use axum::response::IntoResponse;
+            let Ok(response) = call.await;
+            Ok(response.into_response())
+        })
     }
 }

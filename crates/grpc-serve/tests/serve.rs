@@ -69,6 +69,7 @@ async fn health_follows_the_service_and_shutdown_gives_in_flight_calls_the_grace
                 listener,
                 RegistryWatcherServer::new(Endless),
                 &tls,
+                &[],
                 health,
                 shutdown,
                 Some(Duration::from_millis(300)),

@@ -13,6 +13,10 @@
 //! Each file may instead be given by its content, `GRPC_TLS_CERT_PEM`, `GRPC_TLS_KEY_PEM`,
 //! `GRPC_TLS_CA_PEM` (what ECS injects from Secrets Manager).
 
+mod callers;
+
+pub use callers::{Callers, identity};
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -46,7 +50,7 @@ pub struct Tls {
         hide_env_values = true,
         conflicts_with = "key"
     )]
-    pub key_pem: Option<String>,
+    pub key_pem: Option<secret::Secret>,
     /// GRPC_TLS_CA's content instead of its path.
     #[arg(
         long = "tls-ca-pem",
@@ -59,6 +63,10 @@ pub struct Tls {
     /// GRPC_TLS_CA.
     #[arg(long = "tls-require-client-cert", env = "GRPC_TLS_REQUIRE_CLIENT_CERT", default_value_t = false, action = clap::ArgAction::Set)]
     pub require_client_cert: bool,
+    /// With mutual TLS: who may call which method, replacing the service's own policy per
+    /// method (`Method=cn,cn;Method=cn`; a caller is its certificate's subject CN).
+    #[arg(long = "tls-allow", env = "GRPC_TLS_ALLOW")]
+    pub allow: Option<String>,
 }
 
 fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
@@ -82,7 +90,11 @@ impl Tls {
     fn identity(&self) -> anyhow::Result<Option<Identity>> {
         match (
             pem(&self.cert, &self.cert_pem, "GRPC_TLS_CERT")?,
-            pem(&self.key, &self.key_pem, "GRPC_TLS_KEY")?,
+            pem(
+                &self.key,
+                &self.key_pem.as_ref().map(|k| k.expose().to_owned()),
+                "GRPC_TLS_KEY",
+            )?,
         ) {
             (None, None) => Ok(None),
             (Some(cert), Some(key)) => Ok(Some(Identity::from_pem(cert, key))),
@@ -120,6 +132,17 @@ impl Tls {
                 .context("the gRPC server's TLS settings")?,
             None => builder,
         })
+    }
+
+    /// The callers policy this server enforces: `policy` with `GRPC_TLS_ALLOW` applied, or
+    /// `None` when clients have no certificates to tell them apart (no mutual TLS).
+    pub fn callers(&self, policy: &[(&str, &[&str])]) -> anyhow::Result<Option<Callers>> {
+        if !self.require_client_cert {
+            return Ok(None);
+        }
+        Callers::new(policy)
+            .overridden(self.allow.as_deref())
+            .map(Some)
     }
 
     /// What the server's start-up log says about it.

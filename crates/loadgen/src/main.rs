@@ -2,6 +2,12 @@
 //! closed-loop workers (`--concurrency`) or open-loop at a fixed rate (`--rate`, latency
 //! measured from each request's scheduled start, so a stall is not hidden). Prints one JSON
 //! object: requests, errors, rps, p50/p90/p99/max in milliseconds.
+//!
+//! `loadgen http --answers FILE` also writes every answer's interaction ids and probabilities,
+//! and `loadgen verify --answers FILE` checks afterwards that the feature store holds each one
+//! with the prediction the client got (the soak's "every acknowledged interaction arrived").
+
+mod answers;
 
 use std::{
     sync::{Arc, Mutex},
@@ -27,6 +33,11 @@ struct Args {
     /// Open loop: requests per second.
     #[arg(long, global = true)]
     rate: Option<f64>,
+    /// Open loop: most requests in flight at once; a request due while that many are out
+    /// waits (its latency still counts from when it was due), so a stall of the target shows
+    /// as latency, not as an ever larger pile of open requests. Unset: no bound.
+    #[arg(long, global = true)]
+    max_in_flight: Option<usize>,
 }
 
 #[derive(Subcommand, Clone)]
@@ -42,6 +53,9 @@ enum Target {
         /// Another request header, `name: value` (repeatable), e.g. an API key.
         #[arg(long = "header")]
         headers: Vec<String>,
+        /// Append `interaction_id,probability` of every row of every 200 answer to this file.
+        #[arg(long)]
+        answers: Option<std::path::PathBuf>,
     },
     /// InvokeEndpoint through aws-sdk-rust (endpoint and credentials from the AWS environment).
     Invoke {
@@ -54,6 +68,15 @@ enum Target {
     Log {
         #[arg(long)]
         url: String,
+    },
+    /// Checks that every answer written by `http --answers` is in the feature group, with the
+    /// prediction the client got (BatchGetRecord; endpoint and credentials from the AWS
+    /// environment). Prints one JSON object; exits non-zero when any is missing or differs.
+    Verify {
+        #[arg(long)]
+        answers: std::path::PathBuf,
+        #[arg(long, default_value = "my-mlops-user-interactions-v1")]
+        feature_group: String,
     },
 }
 
@@ -68,7 +91,9 @@ async fn make_call(target: Target) -> anyhow::Result<Call> {
             body,
             content_type,
             headers,
+            answers,
         } => {
+            let answers = answers.map(answers::Writer::create).transpose()?;
             let headers: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)> = headers
                 .iter()
                 .map(|h| {
@@ -92,14 +117,20 @@ async fn make_call(target: Target) -> anyhow::Result<Call> {
                 let request = request
                     .body(Full::new(body.clone()))
                     .expect("valid request");
-                let client = client.clone();
+                let (client, answers) = (client.clone(), answers.clone());
                 Box::pin(async move {
-                    match client.request(request).await {
-                        Ok(r) => {
-                            let ok = r.status().is_success();
-                            ok && r.into_body().collect().await.is_ok()
+                    let Ok(r) = client.request(request).await else {
+                        return false;
+                    };
+                    let ok = r.status().is_success();
+                    match r.into_body().collect().await {
+                        Ok(body) if ok => {
+                            if let Some(answers) = &answers {
+                                answers.record(&body.to_bytes());
+                            }
+                            true
                         }
-                        Err(_) => false,
+                        _ => false,
                     }
                 })
             })
@@ -120,6 +151,7 @@ async fn make_call(target: Target) -> anyhow::Result<Call> {
                 Box::pin(async move { call.await.is_ok() })
             })
         }
+        Target::Verify { .. } => anyhow::bail!("verify is not a load target"),
         Target::Log { url } => {
             let channel = tonic::transport::Endpoint::from_shared(url)?
                 .connect()
@@ -153,6 +185,13 @@ async fn make_call(target: Target) -> anyhow::Result<Call> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Target::Verify {
+        answers,
+        feature_group,
+    } = &args.target
+    {
+        return answers::verify(answers, feature_group).await;
+    }
     let call = make_call(args.target.clone()).await?;
     // Warm up connections.
     for _ in 0..args.concurrency.min(64) {
@@ -177,6 +216,10 @@ async fn main() -> anyhow::Result<()> {
     match args.rate {
         Some(rate) => {
             let period = Duration::from_secs_f64(1.0 / rate);
+            let slots = Arc::new(tokio::sync::Semaphore::new(
+                args.max_in_flight
+                    .unwrap_or(tokio::sync::Semaphore::MAX_PERMITS),
+            ));
             let mut tasks = tokio::task::JoinSet::new();
             let mut n = 0u64;
             loop {
@@ -185,9 +228,14 @@ async fn main() -> anyhow::Result<()> {
                     break;
                 }
                 tokio::time::sleep_until(scheduled.into()).await;
+                let slot = Arc::clone(&slots)
+                    .acquire_owned()
+                    .await
+                    .expect("never closed");
                 let (call, record) = (Arc::clone(&call), record.clone());
                 tasks.spawn(async move {
                     let ok = call().await;
+                    drop(slot);
                     record(scheduled, ok);
                 });
                 n += 1;

@@ -52,8 +52,8 @@ fn baselines(features: &[&str]) -> Vec<(String, String)> {
 }
 
 pub fn bootstrap(state: &AppState) -> Result<(), AwsError> {
-    let path =
-        artifact::resolve(&state.settings.data_dir, MODEL_DATA_URL).map_err(AwsError::internal)?;
+    let path = artifact::resolve_s3(&state.settings.data_dir, MODEL_DATA_URL)
+        .map_err(AwsError::internal)?;
     if !path.exists() {
         artifact::write_tar_gz(&path, MODEL_JSON)
             .map_err(|e| AwsError::internal(format!("{}: {e}", path.display())))?;

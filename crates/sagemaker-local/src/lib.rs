@@ -58,6 +58,11 @@ pub struct Settings {
     /// Faults injected into an endpoint's invocations (`name=delay:MS`, `name=error`): how a
     /// slow or failing model is tested.
     pub endpoint_faults: Vec<EndpointFault>,
+    /// Folders `file://` model artifacts may be read from (none: only `s3://`, under the
+    /// data dir).
+    pub file_roots: Vec<PathBuf>,
+    /// How large a model artifact may be, and what it may decompress to.
+    pub artifact_caps: runtime::artifact::Caps,
 }
 
 /// A fault injected into every invocation of one endpoint.
@@ -112,6 +117,8 @@ impl Settings {
             offline_flush_interval: Duration::from_secs(5),
             denied_operations: Vec::new(),
             endpoint_faults: Vec::new(),
+            file_roots: Vec::new(),
+            artifact_caps: runtime::artifact::Caps::DEFAULT,
         }
     }
 

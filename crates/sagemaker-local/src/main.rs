@@ -31,7 +31,7 @@ struct Args {
     access_key_id: String,
     /// The secret access key requests must be signed with.
     #[arg(long, env = "SAGEMAKER_LOCAL_SECRET_ACCESS_KEY", default_value = sagemaker_local::DEFAULT_SECRET_ACCESS_KEY, hide_default_value = true)]
-    secret_access_key: String,
+    secret_access_key: secret::Secret,
     /// Milliseconds an endpoint stays Creating/Updating before it switches.
     #[arg(
         long,
@@ -51,6 +51,16 @@ struct Args {
     /// ModelError): how callers are tested against a slow or failing model.
     #[arg(long, env = "SAGEMAKER_LOCAL_ENDPOINT_FAULTS", value_delimiter = ',')]
     endpoint_faults: Vec<sagemaker_local::EndpointFault>,
+    /// Folders `file://` model artifacts may be read from, comma-separated (absolute paths).
+    /// None by default: artifacts are `s3://` URLs, read from the data dir's `s3/` folder.
+    #[arg(long, env = "SAGEMAKER_LOCAL_FILE_ROOTS", value_delimiter = ',')]
+    file_roots: Vec<PathBuf>,
+    /// The largest model artifact read, in MiB (as stored).
+    #[arg(long, env = "SAGEMAKER_LOCAL_MAX_ARTIFACT_MB", default_value_t = sagemaker_local::runtime::artifact::Caps::DEFAULT.artifact_bytes >> 20)]
+    max_artifact_mb: u64,
+    /// The most a model artifact may decompress to, in MiB.
+    #[arg(long, env = "SAGEMAKER_LOCAL_MAX_MODEL_MB", default_value_t = sagemaker_local::runtime::artifact::Caps::DEFAULT.model_bytes >> 20)]
+    max_model_mb: u64,
     /// Create the demo world (registry, endpoint, feature groups) if it is missing.
     #[arg(long, env = "SAGEMAKER_LOCAL_DEMO")]
     demo: bool,
@@ -72,12 +82,17 @@ async fn main() -> anyhow::Result<()> {
         account_id: args.account_id,
         credentials: Credentials {
             access_key_id: args.access_key_id,
-            secret_access_key: args.secret_access_key,
+            secret_access_key: args.secret_access_key.expose().to_owned(),
         },
         endpoint_delay: Duration::from_millis(args.endpoint_delay_ms),
         offline_flush_interval: Duration::from_millis(args.offline_flush_ms),
         denied_operations: args.deny_operations,
         endpoint_faults: args.endpoint_faults,
+        file_roots: args.file_roots,
+        artifact_caps: sagemaker_local::runtime::artifact::Caps {
+            artifact_bytes: args.max_artifact_mb << 20,
+            model_bytes: args.max_model_mb << 20,
+        },
     };
     let state = AppState::open(settings)?;
     if args.demo {

@@ -22,6 +22,8 @@ use crate::error::AwsError;
 
 /// The largest body accepted: InvokeEndpoint's 6 MiB payload limit plus headroom.
 pub const MAX_BODY_BYTES: usize = 6_291_456 + 64 * 1024;
+/// The signing name of all three SageMaker APIs (the credential scope's service).
+const SERVICE: &str = "sagemaker";
 /// Requests whose X-Amz-Date is further than this from the server's clock are refused.
 const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
 
@@ -55,35 +57,69 @@ pub async fn verify(
     next: Next,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-        Ok(b) => b,
-        Err(_) => {
-            return AwsError::validation_error(format!(
-                "Request payload exceeds the maximum of {MAX_BODY_BYTES} bytes."
-            ))
-            .with_status(StatusCode::PAYLOAD_TOO_LARGE)
-            .into_response();
-        }
+    let refused = |e: AwsError| {
+        metrics::counter!("sagemaker_local_auth_failures_total", "code" => e.code).increment(1);
+        e.into_response()
     };
+    // Everything that can be checked without the body is checked before any of it is read:
+    // the key, the date and scope, the signed headers, the clock; and the signature itself
+    // when the client declares the payload's hash (x-amz-content-sha256).
     let path_and_query = parts
         .uri
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
     let host = parts.uri.authority().map(|a| a.as_str().to_owned());
-    if let Err(e) = check(
-        &creds,
-        &parts.method,
+    let signed = match Signed::parse(&creds, SERVICE, &parts.headers, SystemTime::now()) {
+        Ok(s) => s,
+        Err(e) => return refused(e),
+    };
+    let request = CanonicalRequest {
+        method: &parts.method,
         path_and_query,
-        host.as_deref(),
-        &parts.headers,
-        &body,
-        SystemTime::now(),
-    ) {
-        metrics::counter!("sagemaker_local_auth_failures_total", "code" => e.code).increment(1);
-        return e.into_response();
+        authority: host.as_deref(),
+        headers: &parts.headers,
+    };
+    let declared = parts
+        .headers
+        .get("x-amz-content-sha256")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Some(hash) = &declared
+        && let Err(e) = signed.verify(&creds, &request, hash)
+    {
+        return refused(e);
+    }
+    if parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .is_some_and(|n| n > MAX_BODY_BYTES)
+    {
+        return refused(too_large());
+    }
+    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => return refused(too_large()),
+    };
+    let body_hash = hex::encode(Sha256::digest(&body));
+    let checked = match declared.as_deref() {
+        Some("UNSIGNED-PAYLOAD") => Ok(()),
+        Some(hash) if hash != body_hash => Err(signature_mismatch()),
+        Some(_) => Ok(()),
+        None => signed.verify(&creds, &request, &body_hash),
+    };
+    if let Err(e) = checked {
+        return refused(e);
     }
     next.run(Request::from_parts(parts, Body::from(body))).await
+}
+
+fn too_large() -> AwsError {
+    AwsError::validation_error(format!(
+        "Request payload exceeds the maximum of {MAX_BODY_BYTES} bytes."
+    ))
+    .with_status(StatusCode::PAYLOAD_TOO_LARGE)
 }
 
 fn forbidden(code: &'static str, message: impl Into<String>) -> AwsError {
@@ -128,123 +164,197 @@ fn parse_authorization(value: &str) -> Option<Authorization<'_>> {
         signed_headers: signed?.split(';').collect(),
         signature: signature?,
     };
-    (scope.next()? == "aws4_request").then_some(auth)
+    (scope.next()? == "aws4_request" && scope.next().is_none()).then_some(auth)
 }
 
-/// Verifies one request; `now` is a parameter so tests can pin the clock.
+/// What the request is, as the signature covers it (all but the payload's hash).
+pub struct CanonicalRequest<'a> {
+    pub method: &'a Method,
+    pub path_and_query: &'a str,
+    pub authority: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+}
+
+/// A request's signature, checked for everything but the canonical request itself.
+struct Signed<'a> {
+    auth: Authorization<'a>,
+    amz_date: &'a str,
+    signed_at: SystemTime,
+}
+
+impl<'a> Signed<'a> {
+    /// The Authorization header, the key, the date and scope, the signed headers, the clock.
+    fn parse(
+        creds: &Credentials,
+        service: &str,
+        headers: &'a HeaderMap,
+        now: SystemTime,
+    ) -> Result<Self, AwsError> {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let Some(raw) = header("authorization") else {
+            return Err(forbidden(
+                "MissingAuthenticationTokenException",
+                "Missing Authentication Token",
+            ));
+        };
+        let incomplete = || {
+            forbidden(
+                "IncompleteSignatureException",
+                format!(
+                    "Authorization header requires 'Credential', 'Signature' and 'SignedHeaders' parameters. Authorization={raw}"
+                ),
+            )
+        };
+        let auth = parse_authorization(raw).ok_or_else(incomplete)?;
+        if auth.access_key != creds.access_key_id {
+            return Err(forbidden(
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+            ));
+        }
+        let amz_date = header("x-amz-date").ok_or_else(|| {
+            forbidden(
+                "IncompleteSignatureException",
+                "Authorization requires an X-Amz-Date header.",
+            )
+        })?;
+        let signed_at = NaiveDateTime::parse_from_str(amz_date, "%Y%m%dT%H%M%SZ")
+            .map(|t| SystemTime::from(Utc.from_utc_datetime(&t)))
+            .map_err(|_| {
+                forbidden(
+                    "IncompleteSignatureException",
+                    format!("Invalid X-Amz-Date {amz_date}"),
+                )
+            })?;
+        // The scope is the signing day, a region and this service: exactly.
+        let scope_ok = auth.date.len() == 8
+            && amz_date.get(..8) == Some(auth.date)
+            && !auth.region.is_empty()
+            && auth.service == service;
+        if !scope_ok {
+            return Err(forbidden(
+                "InvalidSignatureException",
+                format!(
+                    "Credential should be scoped to a valid date, region and service: {}/{}/{}",
+                    auth.date, auth.region, auth.service
+                ),
+            ));
+        }
+        // The host and the date must be covered by the signature, or they could be replayed
+        // against another host or time.
+        for required in ["host", "x-amz-date"] {
+            if !auth.signed_headers.contains(&required) {
+                return Err(forbidden(
+                    "InvalidSignatureException",
+                    format!("'{required}' must be a signed header"),
+                ));
+            }
+        }
+        let skew = now
+            .duration_since(signed_at)
+            .or_else(|e| Ok::<_, ()>(e.duration()))
+            .unwrap_or_default();
+        if skew > MAX_SKEW {
+            return Err(forbidden(
+                "InvalidSignatureException",
+                format!(
+                    "Signature expired: {amz_date} is now earlier or later than the server time by more than 15 minutes."
+                ),
+            ));
+        }
+        Ok(Signed {
+            auth,
+            amz_date,
+            signed_at,
+        })
+    }
+
+    /// The signature over `request` with `payload_hash`.
+    fn verify(
+        &self,
+        creds: &Credentials,
+        request: &CanonicalRequest<'_>,
+        payload_hash: &str,
+    ) -> Result<(), AwsError> {
+        let auth = &self.auth;
+        let (path, query) = request
+            .path_and_query
+            .split_once('?')
+            .unwrap_or((request.path_and_query, ""));
+        let mut canonical = String::with_capacity(512);
+        canonical.push_str(request.method.as_str());
+        canonical.push('\n');
+        canonical.push_str(&utf8_percent_encode(path, STRICT_PATH).to_string());
+        canonical.push('\n');
+        canonical.push_str(&canonical_query(query));
+        canonical.push('\n');
+        for name in &auth.signed_headers {
+            let mut values: Vec<String> = request
+                .headers
+                .get_all(*name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+                .collect();
+            if values.is_empty() && *name == "host" {
+                values.extend(request.authority.map(str::to_owned));
+            }
+            canonical.push_str(name);
+            canonical.push(':');
+            canonical.push_str(&values.join(","));
+            canonical.push('\n');
+        }
+        canonical.push('\n');
+        canonical.push_str(&auth.signed_headers.join(";"));
+        canonical.push('\n');
+        canonical.push_str(payload_hash);
+
+        let scope = format!(
+            "{}/{}/{}/aws4_request",
+            auth.date, auth.region, auth.service
+        );
+        let string_to_sign = format!(
+            "AWS4-HMAC-SHA256\n{}\n{scope}\n{}",
+            self.amz_date,
+            hex::encode(Sha256::digest(canonical.as_bytes()))
+        );
+        let key = aws_sigv4::sign::v4::generate_signing_key(
+            &creds.secret_access_key,
+            self.signed_at,
+            auth.region,
+            auth.service,
+        );
+        let expected = aws_sigv4::sign::v4::calculate_signature(key, string_to_sign.as_bytes());
+        if constant_time_eq(expected.as_bytes(), auth.signature.as_bytes()) {
+            Ok(())
+        } else {
+            tracing::debug!(%canonical, "signature mismatch");
+            Err(signature_mismatch())
+        }
+    }
+}
+
+/// Verifies one whole request signed for `service`; `now` is a parameter so tests can pin
+/// the clock.
 pub fn check(
     creds: &Credentials,
-    method: &Method,
-    path_and_query: &str,
-    authority: Option<&str>,
-    headers: &HeaderMap,
+    service: &str,
+    request: &CanonicalRequest<'_>,
     body: &[u8],
     now: SystemTime,
 ) -> Result<(), AwsError> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let Some(raw) = header("authorization") else {
-        return Err(forbidden(
-            "MissingAuthenticationTokenException",
-            "Missing Authentication Token",
-        ));
-    };
-    let auth = parse_authorization(raw).ok_or_else(|| {
-        forbidden("IncompleteSignatureException", format!("Authorization header requires 'Credential', 'Signature' and 'SignedHeaders' parameters. Authorization={raw}"))
-    })?;
-    if auth.access_key != creds.access_key_id {
-        return Err(forbidden(
-            "UnrecognizedClientException",
-            "The security token included in the request is invalid.",
-        ));
-    }
-    let amz_date = header("x-amz-date").ok_or_else(|| {
-        forbidden(
-            "IncompleteSignatureException",
-            "Authorization requires an X-Amz-Date header.",
-        )
-    })?;
-    let signed_at = NaiveDateTime::parse_from_str(amz_date, "%Y%m%dT%H%M%SZ")
-        .map(|t| SystemTime::from(Utc.from_utc_datetime(&t)))
-        .map_err(|_| {
-            forbidden(
-                "IncompleteSignatureException",
-                format!("Invalid X-Amz-Date {amz_date}"),
-            )
-        })?;
-    if !amz_date.starts_with(auth.date) {
-        return Err(signature_mismatch());
-    }
-    let skew = now
-        .duration_since(signed_at)
-        .or_else(|e| Ok::<_, ()>(e.duration()))
-        .unwrap_or_default();
-    if skew > MAX_SKEW {
-        return Err(forbidden(
-            "InvalidSignatureException",
-            format!(
-                "Signature expired: {amz_date} is now earlier or later than the server time by more than 15 minutes."
-            ),
-        ));
-    }
-
+    let signed = Signed::parse(creds, service, request.headers, now)?;
     let body_hash = hex::encode(Sha256::digest(body));
-    let payload_hash = match header("x-amz-content-sha256") {
+    let payload_hash = match request
+        .headers
+        .get("x-amz-content-sha256")
+        .and_then(|v| v.to_str().ok())
+    {
         Some("UNSIGNED-PAYLOAD") => "UNSIGNED-PAYLOAD".to_owned(),
         Some(declared) if declared != body_hash => return Err(signature_mismatch()),
         _ => body_hash,
     };
-
-    let (path, query) = path_and_query
-        .split_once('?')
-        .unwrap_or((path_and_query, ""));
-    let mut canonical = String::with_capacity(512);
-    canonical.push_str(method.as_str());
-    canonical.push('\n');
-    canonical.push_str(&utf8_percent_encode(path, STRICT_PATH).to_string());
-    canonical.push('\n');
-    canonical.push_str(&canonical_query(query));
-    canonical.push('\n');
-    for name in &auth.signed_headers {
-        let mut values: Vec<String> = headers
-            .get_all(*name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
-            .collect();
-        if values.is_empty() && *name == "host" {
-            values.extend(authority.map(str::to_owned));
-        }
-        canonical.push_str(name);
-        canonical.push(':');
-        canonical.push_str(&values.join(","));
-        canonical.push('\n');
-    }
-    canonical.push('\n');
-    canonical.push_str(&auth.signed_headers.join(";"));
-    canonical.push('\n');
-    canonical.push_str(&payload_hash);
-
-    let scope = format!(
-        "{}/{}/{}/aws4_request",
-        auth.date, auth.region, auth.service
-    );
-    let string_to_sign = format!(
-        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-        hex::encode(Sha256::digest(canonical.as_bytes()))
-    );
-    let key = aws_sigv4::sign::v4::generate_signing_key(
-        &creds.secret_access_key,
-        signed_at,
-        auth.region,
-        auth.service,
-    );
-    let expected = aws_sigv4::sign::v4::calculate_signature(key, string_to_sign.as_bytes());
-    if constant_time_eq(expected.as_bytes(), auth.signature.as_bytes()) {
-        Ok(())
-    } else {
-        tracing::debug!(%canonical, "signature mismatch");
-        Err(signature_mismatch())
-    }
+    signed.verify(creds, request, &payload_hash)
 }
 
 /// Pairs decoded then strictly re-encoded and sorted, so either SDK's encoding matches.
@@ -277,9 +387,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    /// The worked example of AWS's SigV4 documentation (GET iam ListUsers).
-    #[test]
-    fn verifies_the_aws_documentation_example() {
+    fn example() -> (Credentials, HeaderMap, SystemTime) {
         let creds = Credentials {
             access_key_id: "AKIDEXAMPLE".into(),
             secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
@@ -302,39 +410,108 @@ mod tests {
                 .unwrap(),
         );
         let at = SystemTime::from(Utc.with_ymd_and_hms(2015, 8, 30, 12, 40, 0).unwrap());
-        let path = "/?Action=ListUsers&Version=2010-05-08";
-        check(&creds, &Method::GET, path, None, &headers, b"", at).expect("valid signature");
+        (creds, headers, at)
+    }
 
+    const PATH: &str = "/?Action=ListUsers&Version=2010-05-08";
+
+    fn checked(
+        creds: &Credentials,
+        path: &str,
+        headers: &HeaderMap,
+        at: SystemTime,
+    ) -> Result<(), AwsError> {
+        let request = CanonicalRequest {
+            method: &Method::GET,
+            path_and_query: path,
+            authority: None,
+            headers,
+        };
+        check(creds, "iam", &request, b"", at)
+    }
+
+    /// The worked example of AWS's SigV4 documentation (GET iam ListUsers).
+    #[test]
+    fn verifies_the_aws_documentation_example() {
+        let (creds, mut headers, at) = example();
+        checked(&creds, PATH, &headers, at).expect("valid signature");
         let wrong = Credentials {
             secret_access_key: "nope".into(),
             ..creds.clone()
         };
+        let code = |r: Result<(), AwsError>| r.unwrap_err().code;
         assert_eq!(
-            check(&wrong, &Method::GET, path, None, &headers, b"", at)
-                .unwrap_err()
-                .code,
+            code(checked(&wrong, PATH, &headers, at)),
             "InvalidSignatureException"
         );
         let tampered = "/?Action=ListUsers&Version=2010-05-09";
         assert_eq!(
-            check(&creds, &Method::GET, tampered, None, &headers, b"", at)
-                .unwrap_err()
-                .code,
+            code(checked(&creds, tampered, &headers, at)),
             "InvalidSignatureException"
         );
         let late = at + Duration::from_secs(3600);
         assert_eq!(
-            check(&creds, &Method::GET, path, None, &headers, b"", late)
-                .unwrap_err()
-                .code,
+            code(checked(&creds, PATH, &headers, late)),
             "InvalidSignatureException"
         );
         headers.remove("authorization");
         assert_eq!(
-            check(&creds, &Method::GET, path, None, &headers, b"", at)
-                .unwrap_err()
-                .code,
+            code(checked(&creds, PATH, &headers, at)),
             "MissingAuthenticationTokenException"
         );
+    }
+
+    /// A scope without a date, for another day or service, or a signature that leaves the
+    /// host or the date unsigned, is refused before any signature is computed.
+    #[test]
+    fn scope_and_signed_headers_are_enforced() {
+        let (creds, headers, at) = example();
+        let with_auth = |auth: &str| {
+            let mut h = headers.clone();
+            h.insert("authorization", auth.parse().unwrap());
+            h
+        };
+        let sig = "Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7";
+        for (what, auth) in [
+            (
+                "empty scope date",
+                format!(
+                    "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE//us-east-1/iam/aws4_request, SignedHeaders=content-type;host;x-amz-date, {sig}"
+                ),
+            ),
+            (
+                "another day",
+                format!(
+                    "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150831/us-east-1/iam/aws4_request, SignedHeaders=content-type;host;x-amz-date, {sig}"
+                ),
+            ),
+            (
+                "another service",
+                format!(
+                    "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/s3/aws4_request, SignedHeaders=content-type;host;x-amz-date, {sig}"
+                ),
+            ),
+            (
+                "no region",
+                format!(
+                    "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830//iam/aws4_request, SignedHeaders=content-type;host;x-amz-date, {sig}"
+                ),
+            ),
+            (
+                "host unsigned",
+                format!(
+                    "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/iam/aws4_request, SignedHeaders=content-type;x-amz-date, {sig}"
+                ),
+            ),
+            (
+                "date unsigned",
+                format!(
+                    "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/iam/aws4_request, SignedHeaders=content-type;host, {sig}"
+                ),
+            ),
+        ] {
+            let e = checked(&creds, PATH, &with_auth(&auth), at).unwrap_err();
+            assert_eq!(e.code, "InvalidSignatureException", "{what}: {e:?}");
+        }
     }
 }

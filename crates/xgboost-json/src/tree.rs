@@ -113,6 +113,7 @@ impl Forest {
                 "tree {t}: base_weights do not hold {n} leaf vectors"
             )));
         }
+        check_is_tree(t, &tree.left_children, &tree.right_children)?;
         let offset = self.nodes.len() as u32;
         for i in 0..n {
             let (l, r) = (tree.left_children[i], tree.right_children[i]);
@@ -204,5 +205,50 @@ impl Forest {
             node = &self.nodes[next as usize];
         }
         node
+    }
+}
+
+/// Every node is reached from the root once at most: no cycle (which would make a walk loop
+/// forever) and no node shared by two parents. Children out of range are reported too.
+fn check_is_tree(t: usize, left: &[i32], right: &[i32]) -> Result<(), Error> {
+    let n = left.len();
+    let mut seen = vec![false; n];
+    let mut stack = vec![0usize];
+    while let Some(i) = stack.pop() {
+        if std::mem::replace(&mut seen[i], true) {
+            return Err(Error::Invalid(format!(
+                "tree {t}: node {i} is reached twice (a cycle, or a node with two parents): not a tree"
+            )));
+        }
+        if left[i] < 0 {
+            continue; // a leaf (the walk stops at a negative left child)
+        }
+        for child in [left[i], right[i]] {
+            let c = usize::try_from(child).unwrap_or(usize::MAX);
+            if c >= n {
+                return Err(Error::Invalid(format!(
+                    "tree {t}: node {i} has a child {c} beyond its {n} nodes"
+                )));
+            }
+            stack.push(c);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod shape_tests {
+    use super::check_is_tree;
+
+    #[test]
+    fn cycles_and_shared_nodes_are_not_trees() {
+        assert!(check_is_tree(0, &[1, -1, -1], &[2, -1, -1]).is_ok());
+        let cycle = check_is_tree(0, &[1, 0, -1], &[2, 2, -1]).unwrap_err();
+        assert!(cycle.to_string().contains("reached twice"), "{cycle}");
+        assert!(
+            check_is_tree(0, &[1, 3, -1, -1], &[2, 3, 3, -1]).is_err(),
+            "shared node"
+        );
+        assert!(check_is_tree(0, &[5], &[1]).is_err(), "out of range");
     }
 }

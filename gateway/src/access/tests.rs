@@ -172,7 +172,84 @@ fn the_keys_file_is_reloaded_and_a_bad_file_keeps_the_keys_in_force() {
     std::fs::remove_file(&path).unwrap();
     a.reload();
     assert!(a.keys_required());
+    // A file that is gone revokes every key (until it is back).
+    let a = Access::new(AccessConfig {
+        api_keys_file: Some(path.clone()),
+        ..config()
+    });
+    assert!(
+        a.is_err(),
+        "a keys file that is missing at start is an error"
+    );
+    std::fs::write(&path, keys_json(&[("b", KEY_B, 5, 5)])).unwrap();
+    let a = Access::new(AccessConfig {
+        api_keys_file: Some(path.clone()),
+        ..config()
+    })
+    .unwrap();
+    a.admit(&with_key(KEY_B), None).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    a.reload();
+    assert_eq!(
+        a.admit(&with_key(KEY_B), None).unwrap_err().status,
+        401,
+        "revoked"
+    );
+    std::fs::write(&path, keys_json(&[("b", KEY_B, 5, 5)])).unwrap();
+    a.reload();
+    a.admit(&with_key(KEY_B), None).expect("back with the file");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn keys_set_but_empty_are_an_error_not_an_open_api() {
+    for blank in ["", "  "] {
+        let e = Access::new(AccessConfig {
+            api_keys: Some(blank.into()),
+            ..config()
+        })
+        .err()
+        .expect("refused");
+        assert!(e.to_string().contains("set but empty"), "{e}");
+    }
+}
+
+#[test]
+fn requests_without_a_valid_key_are_limited_per_address() {
+    let a = Access::new(AccessConfig {
+        api_keys: Some(keys_json(&[("a", KEY_A, 100, 100)]).as_str().into()),
+        unauthorized_rate_per_sec: 1,
+        unauthorized_burst: 3,
+        ..config()
+    })
+    .unwrap();
+    let guesser: IpAddr = "198.51.100.7".parse().unwrap();
+    let statuses: Vec<u16> = (0..5)
+        .map(|_| {
+            a.admit(&with_key("guess"), Some(guesser))
+                .unwrap_err()
+                .status
+        })
+        .collect();
+    assert_eq!(statuses, [401, 401, 401, 429, 429]);
+    let other: IpAddr = "198.51.100.8".parse().unwrap();
+    assert_eq!(
+        a.admit(&HeaderMap::new(), Some(other)).unwrap_err().status,
+        401,
+        "per address"
+    );
+    a.admit(&with_key(KEY_A), Some(guesser))
+        .expect("a valid key is still admitted");
+}
+
+#[test]
+fn the_configuration_prints_without_its_secrets() {
+    let c = AccessConfig {
+        api_keys: Some("{\"keys\": [\"hunter2\"]}".into()),
+        ..config()
+    };
+    let printed = format!("{c:?}");
+    assert!(!printed.contains("hunter2"), "{printed}");
 }
 
 #[test]

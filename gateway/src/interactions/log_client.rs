@@ -1,42 +1,96 @@
 //! The `Log` call to the interaction logger, alone or on behalf of several requests.
+//!
+//! Calls carry at most `proto::MAX_INTERACTIONS_PER_LOG` interactions and
+//! `proto::MAX_LOG_CALL_BYTES` of them. Only a refusal that means "this interaction can never
+//! be stored" drops one: a call refused as invalid is sent again one interaction at a time,
+//! and a call the logger found too large (`OUT_OF_RANGE`, over its message limit) in halves,
+//! so that what is refused in the end is one interaction that is itself invalid or too large.
 
-use std::time::Duration;
+use std::{collections::VecDeque, time::Duration};
 
 use proto::interaction::v1::{
     Interaction, LogRequest, interaction_logger_client::InteractionLoggerClient,
 };
-use tonic::transport::Channel;
+use tonic::{Code, transport::Channel};
 
-use super::refused;
-
-/// The `Log` call itself: at most `MAX_INTERACTIONS_PER_LOG` per call, within the timeout.
+/// The `Log` call itself, within the timeout.
 #[derive(Clone)]
 pub(super) struct LogClient {
     pub(super) client: InteractionLoggerClient<Channel>,
     pub(super) timeout: Duration,
 }
 
-/// A failed `Log`: the status and the interactions it did not take.
+/// A failed `Log`: the status and the interactions it did not take (they may be retried).
 pub(super) type LogFailure = (tonic::Status, Vec<Interaction>);
 
+/// Interactions the logger refused as ones that can never be stored, each with its status.
+pub(super) type Refused = Vec<(tonic::Status, Interaction)>;
+
+/// Whether the logger refused the call's content itself (rather than being down, slow or
+/// full): sending the same again cannot succeed, sending less may.
+fn content_refused(status: &tonic::Status) -> bool {
+    matches!(status.code(), Code::InvalidArgument | Code::OutOfRange)
+}
+
+/// `interactions` in calls within both per-call limits, in order.
+fn calls(interactions: Vec<Interaction>) -> VecDeque<Vec<Interaction>> {
+    let mut out = VecDeque::new();
+    let (mut call, mut bytes) = (Vec::new(), 0);
+    for i in interactions {
+        let size = prost::Message::encoded_len(&i);
+        if !call.is_empty()
+            && (call.len() == proto::MAX_INTERACTIONS_PER_LOG
+                || bytes + size > proto::MAX_LOG_CALL_BYTES)
+        {
+            out.push_back(std::mem::take(&mut call));
+            bytes = 0;
+        }
+        bytes += size;
+        call.push(i);
+    }
+    if !call.is_empty() {
+        out.push_back(call);
+    }
+    out
+}
+
 impl LogClient {
-    /// One `Log` call per `MAX_INTERACTIONS_PER_LOG` interactions, in order; stops at the
-    /// first failure and returns it with the interactions not yet taken.
+    /// Logs `interactions` in calls within the limits, in order. Stops at the first failure
+    /// that is not the content's and returns it with every interaction not yet taken; the
+    /// ones refused for themselves are returned on success.
     pub(super) async fn log(
         &self,
         interactions: Vec<Interaction>,
         request_id: &str,
-    ) -> Result<(), LogFailure> {
-        let mut rest = interactions;
-        while !rest.is_empty() {
-            let tail = rest.split_off(rest.len().min(proto::MAX_INTERACTIONS_PER_LOG));
-            if let Err(status) = self.call(rest.clone(), request_id).await {
-                rest.extend(tail);
-                return Err((status, rest));
+    ) -> Result<Refused, LogFailure> {
+        let mut queue = calls(interactions);
+        let mut refused = Refused::new();
+        while let Some(call) = queue.pop_front() {
+            match self.call(call.clone(), request_id).await {
+                Ok(()) => {}
+                Err(status) if content_refused(&status) && call.len() > 1 => {
+                    let parts: Vec<Vec<Interaction>> = if status.code() == Code::OutOfRange {
+                        let mut first = call;
+                        let second = first.split_off(first.len() / 2);
+                        vec![first, second]
+                    } else {
+                        call.into_iter().map(|i| vec![i]).collect()
+                    };
+                    for part in parts.into_iter().rev() {
+                        queue.push_front(part);
+                    }
+                }
+                Err(status) if content_refused(&status) => {
+                    refused.extend(call.into_iter().map(|i| (status.clone(), i)));
+                }
+                Err(status) => {
+                    let mut rest = call;
+                    rest.extend(queue.into_iter().flatten());
+                    return Err((status, rest));
+                }
             }
-            rest = tail;
         }
-        Ok(())
+        Ok(refused)
     }
 
     async fn call(
@@ -58,11 +112,12 @@ impl LogClient {
     }
 
     /// The interactions of several requests in one call; each request gets its own outcome.
-    /// Refused as invalid: each request again by itself, so only the bad one is refused.
+    /// A call whose content is refused: each request again by itself, so only the bad one
+    /// is refused.
     pub(super) async fn log_together(
         &self,
         mut requests: Vec<(Vec<Interaction>, String)>,
-    ) -> Vec<Result<(), LogFailure>> {
+    ) -> Vec<Result<Refused, LogFailure>> {
         if requests.len() == 1 {
             let (interactions, request_id) = requests.pop().expect("one");
             return vec![self.log(interactions, &request_id).await];
@@ -72,8 +127,8 @@ impl LogClient {
             .flat_map(|(i, _)| i.iter().cloned())
             .collect();
         match self.call(all, "coalesced").await {
-            Ok(()) => requests.iter().map(|_| Ok(())).collect(),
-            Err(status) if refused(&status) => {
+            Ok(()) => requests.iter().map(|_| Ok(Refused::new())).collect(),
+            Err(status) if content_refused(&status) => {
                 let apart = requests
                     .iter()
                     .map(|(interactions, id)| self.log(interactions.clone(), id));
@@ -84,5 +139,32 @@ impl LogClient {
                 .map(|(interactions, _)| Err((status.clone(), interactions)))
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_keep_to_both_limits_in_order() {
+        let big = |n: usize| Interaction {
+            interaction_id: format!("i{n}"),
+            features_csv: "9".repeat(proto::MAX_LOG_CALL_BYTES / 4),
+            ..Default::default()
+        };
+        let split: Vec<usize> = calls((0..10).map(big).collect())
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(split, [3, 3, 3, 1], "by bytes");
+        let small = (0..2500)
+            .map(|n| Interaction {
+                interaction_id: format!("i{n}"),
+                ..Default::default()
+            })
+            .collect();
+        let split: Vec<usize> = calls(small).iter().map(Vec::len).collect();
+        assert_eq!(split, [1000, 1000, 500], "by count");
     }
 }

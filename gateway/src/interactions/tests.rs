@@ -17,6 +17,9 @@ struct LoggerState {
     taken: Mutex<Vec<String>>,
     /// How long each call takes.
     delay_ms: std::sync::atomic::AtomicU64,
+    /// Calls larger than this (encoded) are refused OUT_OF_RANGE, as a server refuses a
+    /// message over its limit (0: no limit).
+    max_call_bytes: AtomicUsize,
 }
 
 #[tonic::async_trait]
@@ -32,6 +35,13 @@ impl InteractionLogger for Logger {
         }
         if self.0.down.load(Ordering::SeqCst) {
             return Err(tonic::Status::unavailable("down for the test"));
+        }
+        let limit = self.0.max_call_bytes.load(Ordering::SeqCst);
+        let size = prost::Message::encoded_len(request.get_ref());
+        if limit > 0 && size > limit {
+            return Err(tonic::Status::out_of_range(format!(
+                "decoded message length too large: {size} > {limit}"
+            )));
         }
         let ids: Vec<String> = request
             .into_inner()
@@ -303,4 +313,54 @@ async fn a_refused_interaction_in_a_shared_call_fails_only_its_own_request() {
     let taken = logger.taken.lock().unwrap().clone();
     assert_eq!(taken.len(), 10, "{taken:?}");
     assert!(!taken.iter().any(|i| i.starts_with("bad")));
+}
+
+fn sized(id: &str, bytes: usize) -> Interaction {
+    Interaction {
+        interaction_id: id.into(),
+        features_csv: "9".repeat(bytes),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_call_over_the_loggers_message_limit_is_split_until_it_fits() {
+    let (logger, recorder) = logger_with(LogMode::Strict, None, false).await;
+    logger.max_call_bytes.store(2500, Ordering::SeqCst);
+    let many: Vec<Interaction> = (0..20).map(|n| sized(&format!("i{n}"), 300)).collect();
+    recorder.record(many, "test").await.unwrap();
+    let taken = logger.taken.lock().unwrap().clone();
+    assert_eq!(
+        taken,
+        (0..20).map(|n| format!("i{n}")).collect::<Vec<_>>(),
+        "all, in order"
+    );
+    assert!(
+        logger.calls.load(Ordering::SeqCst) > 2,
+        "split into calls that fit"
+    );
+    // One interaction too large by itself can never be stored: it alone is refused.
+    let with_giant = vec![
+        sized("before", 10),
+        sized("giant", 5000),
+        sized("after", 10),
+    ];
+    assert!(matches!(
+        recorder.record(with_giant, "test").await,
+        Err(NotRecorded::Refused(_))
+    ));
+    let taken = logger.taken.lock().unwrap().clone();
+    assert!(
+        taken.ends_with(&["before".to_owned(), "after".to_owned()]),
+        "{taken:?}"
+    );
+}
+
+#[tokio::test]
+async fn one_bad_interaction_among_a_requests_rows_drops_only_itself() {
+    let (logger, recorder) = logger_with(LogMode::Buffered, None, false).await;
+    let rows = vec![sized("i1", 1), bad().remove(0), sized("i2", 1)];
+    recorder.record(rows, "test").await.unwrap();
+    assert_eq!(*logger.taken.lock().unwrap(), ["i1", "i2"]);
+    assert_eq!(recorder.buffered(), 0, "nothing retried");
 }

@@ -70,11 +70,29 @@ pub async fn start_with(
 ) -> Logger {
     let dir = tempfile::tempdir().unwrap();
     let (sml_url, sagemaker_stop) = start_sagemaker_with(dir.path(), configure).await;
+    let spool = dir.path().join("spool");
+    spawn_logger(dir, sml_url.clone(), sml_url, sagemaker_stop, |c| {
+        c.feature_group = feature_group.into();
+        c.ship_linger_ms = linger_ms;
+        c.spool_dir = spool;
+    })
+    .await
+}
 
+/// A logger whose AWS calls go to `aws_url` (sagemaker-local, or a proxy in front of it at
+/// `store`), its config changed by `configure`; it owns `dir` and stops sagemaker-local with
+/// `sagemaker_stop`.
+pub async fn spawn_logger(
+    dir: tempfile::TempDir,
+    store: String,
+    aws_url: String,
+    sagemaker_stop: CancellationToken,
+    configure: impl FnOnce(&mut interaction_logger::Config),
+) -> Logger {
     // SAFETY: each test binary runs one logger at a time, and sets the environment before
     // that logger starts reading it.
     unsafe {
-        std::env::set_var("AWS_ENDPOINT_URL", &sml_url);
+        std::env::set_var("AWS_ENDPOINT_URL", &aws_url);
         std::env::set_var("AWS_ACCESS_KEY_ID", sagemaker_local::DEFAULT_ACCESS_KEY_ID);
         std::env::set_var(
             "AWS_SECRET_ACCESS_KEY",
@@ -89,25 +107,31 @@ pub async fn start_with(
         grpc.local_addr().unwrap(),
         admin.local_addr().unwrap().to_string(),
     );
-    let config = interaction_logger::Config {
-        feature_group: feature_group.into(),
+    let mut config = interaction_logger::Config {
+        feature_group: "my-mlops-user-interactions-v1".into(),
         spool_dir: dir.path().join("spool"),
         spool_root: None,
         logger_id: None,
         adopt_interval_ms: 5000,
         max_records: 1000,
         max_bytes: 1 << 20,
+        dead_letter_max_records: 1000,
+        dead_letter_max_bytes: 1 << 20,
+        spool_recover_secs: 300,
         ship_concurrency: 4,
         ship_batch_write: true,
         admin_token: Some(ADMIN_TOKEN.into()),
         drift: Default::default(),
         tls: Default::default(),
-        ship_linger_ms: linger_ms,
+        ship_linger_ms: 20,
         grace: shutdown::Grace {
             shutdown_grace_secs: 5,
         },
         aws: aws_client::AwsClient::default(),
     };
+    configure(&mut config);
+    // As the binary's main does first: the recorder is there before anything counts.
+    telemetry::prometheus();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(interaction_logger::run(
         grpc,
@@ -117,7 +141,7 @@ pub async fn start_with(
     ));
     Logger {
         grpc: grpc_addr,
-        store: sml_url,
+        store,
         admin: admin_addr,
         shutdown,
         task,

@@ -49,6 +49,11 @@ pub struct EndpointRecord {
     /// Identifies the transition in flight, so a stale timer never applies.
     pub transition: Option<String>,
     pub transition_started: Option<f64>,
+    /// The config whose models are being loaded, recorded (fsynced) before the load starts
+    /// and cleared when it ends: one still set at start-up is a load that never finished —
+    /// the model may have crashed the server — and is not tried again.
+    #[serde(default)]
+    pub loading: Option<String>,
 }
 
 fn missing_endpoint(state: &AppState, name: &str) -> AwsError {
@@ -95,6 +100,7 @@ pub fn create(state: &AppState, input: EndpointInput) -> Result<Value, AwsError>
             last_modified: now,
             transition: Some(uuid::Uuid::new_v4().to_string()),
             transition_started: Some(now),
+            loading: None,
         };
         txn.put(ENDPOINTS, &record.name, &record)?;
         Ok(record)
@@ -108,11 +114,21 @@ pub fn update(state: &AppState, input: EndpointInput) -> Result<Value, AwsError>
         let mut ep: EndpointRecord = txn
             .get(ENDPOINTS, &input.endpoint_name)?
             .ok_or_else(|| missing_endpoint(state, &input.endpoint_name))?;
-        if ep.status != EndpointStatus::InService {
-            return Err(AwsError::validation_exception(format!(
-                "Cannot update in-progress endpoint \"{}\".",
-                ep.arn
-            )));
+        match ep.status {
+            EndpointStatus::InService => {}
+            // A failed endpoint is deleted and created again, never updated (as on AWS).
+            EndpointStatus::Failed => {
+                return Err(AwsError::validation_exception(format!(
+                    "Cannot update failed endpoint \"{}\".",
+                    ep.arn
+                )));
+            }
+            EndpointStatus::Creating | EndpointStatus::Updating => {
+                return Err(AwsError::validation_exception(format!(
+                    "Cannot update in-progress endpoint \"{}\".",
+                    ep.arn
+                )));
+            }
         }
         if txn
             .get::<EndpointConfigRecord>(ENDPOINT_CONFIGS, &input.endpoint_config_name)?
@@ -254,11 +270,16 @@ pub(crate) fn finish_transition(
     let Some(pending) = ep.pending_config.clone() else {
         return Ok(());
     };
-    let loaded = state
-        .db
-        .get::<EndpointConfigRecord>(ENDPOINT_CONFIGS, &pending)?
-        .ok_or_else(|| format!("endpoint configuration {pending} no longer exists"))
-        .and_then(|config| state.serving.load(state, &config));
+    let loaded = if ep.loading.as_deref() == Some(pending.as_str()) {
+        Err(UNFINISHED_LOAD.to_owned())
+    } else {
+        mark_loading(state, name, Some(&pending))?;
+        state
+            .db
+            .get::<EndpointConfigRecord>(ENDPOINT_CONFIGS, &pending)?
+            .ok_or_else(|| format!("endpoint configuration {pending} no longer exists"))
+            .and_then(|config| state.serving.load(state, &config))
+    };
     // The new models serve only once the transition is committed.
     let install = state.db.write(|txn| {
         let Some(mut ep) = txn.get::<EndpointRecord>(ENDPOINTS, name)? else { return Ok(None) };
@@ -284,6 +305,7 @@ pub(crate) fn finish_transition(
         ep.pending_config = None;
         ep.transition = None;
         ep.transition_started = None;
+        ep.loading = None;
         ep.last_modified = state.now();
         tracing::info!(endpoint = name, from = %was, to = %ep.status, reason = ?ep.failure_reason, "endpoint transition");
         txn.put(ENDPOINTS, name, &ep)?;
@@ -295,20 +317,46 @@ pub(crate) fn finish_transition(
     Ok(())
 }
 
-/// At start-up: load what every endpoint serves, and re-arm transitions in flight.
+/// Why a model is not loaded again at start-up.
+const UNFINISHED_LOAD: &str = "loading this endpoint's models did not finish before sagemaker-local stopped (they may have crashed it), so they are not loaded again; create another endpoint config, or delete the endpoint";
+
+/// Records (fsynced) that `endpoint` is loading `config`'s models, or that it is done.
+fn mark_loading(state: &AppState, endpoint: &str, config: Option<&str>) -> Result<(), AwsError> {
+    state.db.write(|txn| {
+        if let Some(mut ep) = txn.get::<EndpointRecord>(ENDPOINTS, endpoint)? {
+            ep.loading = config.map(str::to_owned);
+            txn.put(ENDPOINTS, endpoint, &ep)?;
+        }
+        Ok::<_, AwsError>(())
+    })
+}
+
+/// At start-up: load what every endpoint serves, and re-arm transitions in flight. A load
+/// that was under way when the server stopped is not tried again: the endpoint fails with the
+/// reason instead (a model that crashes the server would otherwise crash every start).
 pub fn resume_transitions(state: &AppState) -> Result<(), AwsError> {
     for ep in state.db.list::<EndpointRecord>(ENDPOINTS)? {
         if let Some(config_name) = &ep.config_name {
+            if ep.loading.as_deref() == Some(config_name.as_str()) {
+                tracing::error!(endpoint = %ep.name, config = %config_name, "{UNFINISHED_LOAD}");
+                fail(state, &ep.name, UNFINISHED_LOAD)?;
+                continue;
+            }
             match state
                 .db
                 .get::<EndpointConfigRecord>(ENDPOINT_CONFIGS, config_name)?
             {
-                Some(config) => match state.serving.load(state, &config) {
-                    Ok(live) => state.serving.install(&ep.name, live),
-                    Err(e) => {
-                        tracing::error!(endpoint = %ep.name, error = %e, "cannot load the serving models")
+                Some(config) => {
+                    mark_loading(state, &ep.name, Some(config_name))?;
+                    let loaded = state.serving.load(state, &config);
+                    mark_loading(state, &ep.name, None)?;
+                    match loaded {
+                        Ok(live) => state.serving.install(&ep.name, live),
+                        Err(e) => {
+                            tracing::error!(endpoint = %ep.name, error = %e, "cannot load the serving models")
+                        }
                     }
-                },
+                }
                 None => {
                     tracing::error!(endpoint = %ep.name, config = %config_name, "serving config is missing")
                 }
@@ -319,6 +367,63 @@ pub fn resume_transitions(state: &AppState) -> Result<(), AwsError> {
         }
     }
     Ok(())
+}
+
+/// Marks `endpoint` Failed with `reason` (nothing serves from it).
+fn fail(state: &AppState, endpoint: &str, reason: &str) -> Result<(), AwsError> {
+    state.db.write(|txn| {
+        if let Some(mut ep) = txn.get::<EndpointRecord>(ENDPOINTS, endpoint)? {
+            ep.status = EndpointStatus::Failed;
+            ep.failure_reason = Some(reason.to_owned());
+            ep.loading = None;
+            ep.pending_config = None;
+            ep.transition = None;
+            ep.transition_started = None;
+            txn.put(ENDPOINTS, endpoint, &ep)?;
+        }
+        Ok::<_, AwsError>(())
+    })?;
+    state.serving.remove(endpoint);
+    Ok(())
+}
+
+#[cfg(test)]
+mod load_tests {
+    use super::*;
+
+    /// A load that was under way when the server stopped (a model that crashed it) is not
+    /// tried again at the next start: the endpoint is Failed with the reason.
+    #[test]
+    fn an_unfinished_load_is_not_retried_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = AppState::open(crate::Settings::new(dir.path())).unwrap();
+        let record = EndpointRecord {
+            name: "crashed-it".into(),
+            arn: state.arn("endpoint", "crashed-it"),
+            config_name: Some("cfg".into()),
+            pending_config: None,
+            status: EndpointStatus::InService,
+            failure_reason: None,
+            created: 0.0,
+            last_modified: 0.0,
+            transition: None,
+            transition_started: None,
+            loading: Some("cfg".into()),
+        };
+        state
+            .db
+            .write(|txn| txn.put(ENDPOINTS, &record.name, &record))
+            .unwrap();
+        resume_transitions(&state).unwrap();
+        let after = state
+            .db
+            .get::<EndpointRecord>(ENDPOINTS, "crashed-it")
+            .unwrap()
+            .unwrap();
+        assert_eq!(after.status, EndpointStatus::Failed);
+        assert!(after.failure_reason.unwrap().contains("did not finish"));
+        assert!(state.serving.get("crashed-it").is_none());
+    }
 }
 
 #[cfg(test)]

@@ -252,6 +252,13 @@ fn resolve_offline(
         "{uri}/{}/sagemaker/{}/offline-store/{name}-{epoch}/data",
         s.account_id, s.region
     );
+    // The offline store writes only under the data dir's S3 folder: a URI whose bucket or
+    // prefix would lead elsewhere (`s3://b//etc`, `..`) is refused here, not at the first flush.
+    crate::runtime::artifact::resolve_s3(&s.data_dir, &format!("{resolved}/x.parquet")).map_err(
+        |e| {
+            AwsError::validation_exception(format!("OfflineStoreConfig.S3StorageConfig.S3Uri: {e}"))
+        },
+    )?;
     config["S3StorageConfig"]["ResolvedOutputS3Uri"] = json!(resolved);
     let disable_glue = config
         .get("DisableGlueTableCreation")

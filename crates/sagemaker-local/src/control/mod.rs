@@ -59,13 +59,18 @@ pub async fn handle(
         }
     };
     let started = std::time::Instant::now();
-    let op_label = op.clone();
+    // Metric labels come from this list only: a caller cannot mint series with made-up names.
+    let op_label = OPERATIONS
+        .iter()
+        .find(|known| **known == op)
+        .copied()
+        .unwrap_or("unknown");
     // Operations commit to disk (fsync): keep them off the async workers.
     let result = tokio::task::spawn_blocking(move || dispatch(&state, &op, input))
         .await
         .unwrap_or_else(|e| Err(AwsError::internal(format!("operation panicked: {e}"))));
     let code = result.as_ref().err().map_or("ok", |e| e.code);
-    metrics::counter!("sagemaker_local_control_requests_total", "operation" => op_label.clone(), "code" => code).increment(1);
+    metrics::counter!("sagemaker_local_control_requests_total", "operation" => op_label, "code" => code).increment(1);
     metrics::histogram!("sagemaker_local_control_seconds", "operation" => op_label)
         .record(started.elapsed().as_secs_f64());
     match result {
@@ -80,6 +85,29 @@ pub async fn handle(
         Err(e) => e.into_response(),
     }
 }
+
+/// The control-plane operations sagemaker-local answers (what `dispatch` matches).
+pub const OPERATIONS: &[&str] = &[
+    "CreateModelPackageGroup",
+    "DescribeModelPackageGroup",
+    "CreateModelPackage",
+    "UpdateModelPackage",
+    "ListModelPackages",
+    "DescribeModelPackage",
+    "CreateModel",
+    "DescribeModel",
+    "DeleteModel",
+    "CreateEndpointConfig",
+    "DescribeEndpointConfig",
+    "DeleteEndpointConfig",
+    "CreateEndpoint",
+    "UpdateEndpoint",
+    "DescribeEndpoint",
+    "DeleteEndpoint",
+    "CreateFeatureGroup",
+    "DescribeFeatureGroup",
+    "DeleteFeatureGroup",
+];
 
 pub(crate) fn dispatch(state: &AppState, op: &str, input: Value) -> Result<Value, AwsError> {
     fn call<I: DeserializeOwned>(
@@ -182,5 +210,24 @@ mod tests {
             "ep"
         );
         assert_eq!(name_from_arn("plain", "endpoint"), "plain");
+    }
+
+    /// The metric labels' list and the dispatcher agree: every listed operation is answered
+    /// (with its own validation error for an empty input), and nothing else is.
+    #[test]
+    fn the_operation_list_is_what_dispatch_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = AppState::open(crate::Settings::new(dir.path())).unwrap();
+        for op in OPERATIONS {
+            let out = dispatch(&state, op, serde_json::json!({}));
+            assert!(
+                out.as_ref()
+                    .err()
+                    .is_none_or(|e| e.code != "UnknownOperationException"),
+                "{op} is listed but not dispatched"
+            );
+        }
+        let unknown = dispatch(&state, "MadeUpOperation", serde_json::json!({})).unwrap_err();
+        assert_eq!(unknown.code, "UnknownOperationException");
     }
 }

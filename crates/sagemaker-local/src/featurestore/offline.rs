@@ -134,7 +134,7 @@ fn write_file(
         hour.hour()
     );
     let path =
-        artifact::resolve(&state.settings.data_dir, &partition).map_err(OfflineError::Path)?;
+        artifact::resolve_s3(&state.settings.data_dir, &partition).map_err(OfflineError::Path)?;
     let dir = path.parent().expect("partition paths have a parent");
     std::fs::create_dir_all(dir).map_err(|e| OfflineError::Io(dir.to_owned(), e))?;
     let tmp = path.with_extension("parquet.tmp");

@@ -67,10 +67,11 @@ impl Serving {
                 })?;
             let (url, _) = model_data_url(state, &model)
                 .map_err(|e| format!("variant {}: {e}", v.variant_name))?;
-            let path = artifact::resolve(&state.settings.data_dir, &url)
-                .map_err(|e| format!("variant {}: {e}", v.variant_name))?;
+            let path =
+                artifact::resolve(&state.settings.data_dir, &state.settings.file_roots, &url)
+                    .map_err(|e| format!("variant {}: {e}", v.variant_name))?;
             let loaded = self
-                .model(&path)
+                .model(&path, state.settings.artifact_caps)
                 .map_err(|e| format!("variant {}: {e}", v.variant_name))?;
             variants.push(LiveVariant {
                 name: v.variant_name.clone(),
@@ -81,12 +82,12 @@ impl Serving {
         Ok(Arc::new(LiveEndpoint { variants }))
     }
 
-    fn model(&self, path: &std::path::Path) -> Result<Arc<Model>, String> {
+    fn model(&self, path: &std::path::Path, caps: artifact::Caps) -> Result<Arc<Model>, String> {
         let mut cache = self.models.lock().expect("model cache lock");
         if let Some(model) = cache.get(path).and_then(Weak::upgrade) {
             return Ok(model);
         }
-        let json = artifact::read_model_json(path)?;
+        let json = artifact::read_model_json(path, caps)?;
         let model =
             Arc::new(Model::from_json(&json).map_err(|e| format!("{}: {e}", path.display()))?);
         cache.retain(|_, w| w.strong_count() > 0);

@@ -126,8 +126,9 @@ impl App {
     /// The demo model as `model.tar.gz` at `s3://models/{name}/model.tar.gz`.
     pub fn put_demo_model(&self, name: &str) -> String {
         let url = format!("s3://models/{name}/model.tar.gz");
-        let path = sagemaker_local::runtime::artifact::resolve(&self.state.settings.data_dir, &url)
-            .unwrap();
+        let path =
+            sagemaker_local::runtime::artifact::resolve_s3(&self.state.settings.data_dir, &url)
+                .unwrap();
         sagemaker_local::runtime::artifact::write_tar_gz(&path, MODEL_JSON).unwrap();
         url
     }
