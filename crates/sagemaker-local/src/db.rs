@@ -19,8 +19,12 @@ pub const FEATURE_GROUPS: Table = TableDefinition::new("feature_groups");
 pub const RECORDS: Table = TableDefinition::new("records");
 /// Rows waiting to be written to the offline store, keyed by a zero-padded sequence.
 pub const OFFLINE_PENDING: Table = TableDefinition::new("offline_pending");
+/// Application Auto Scaling: `{namespace}\0{resource id}\0{dimension}` -> scalable target.
+pub const SCALABLE_TARGETS: Table = TableDefinition::new("scalable_targets");
+/// `{scalable target key}\0{policy name}` -> scaling policy.
+pub const SCALING_POLICIES: Table = TableDefinition::new("scaling_policies");
 
-const ALL: [Table; 9] = [
+const ALL: [Table; 11] = [
     MODEL_PACKAGE_GROUPS,
     MODEL_PACKAGES,
     CLIENT_TOKENS,
@@ -30,6 +34,8 @@ const ALL: [Table; 9] = [
     FEATURE_GROUPS,
     RECORDS,
     OFFLINE_PENDING,
+    SCALABLE_TARGETS,
+    SCALING_POLICIES,
 ];
 
 /// redb's page cache.

@@ -5,6 +5,7 @@
 //! endpoints and feature groups. Requests must be SigV4-signed; state lives in redb under
 //! the data dir and survives restarts. `docs/aws-protocol.md` holds the wire notes.
 
+pub mod autoscaling;
 pub mod control;
 pub mod db;
 pub mod demo;
@@ -65,42 +66,77 @@ pub struct Settings {
     pub artifact_caps: runtime::artifact::Caps,
 }
 
-/// A fault injected into every invocation of one endpoint.
+/// A fault injected into the invocations of one endpoint, or of one of its variants.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EndpointFault {
     pub endpoint: String,
-    /// `None`: the model fails (ModelError, original status 500).
+    /// `None`: every variant of the endpoint.
+    pub variant: Option<String>,
+    /// Every invocation answers this much later.
     pub delay: Option<Duration>,
+    /// The share of invocations that fail (ModelError, original status 500): 0 to 1.
+    pub error_rate: f64,
+}
+
+impl EndpointFault {
+    /// Whether this invocation fails.
+    pub fn fails_now(&self) -> bool {
+        self.error_rate >= 1.0
+            || (self.error_rate > 0.0 && rand::Rng::random_bool(&mut rand::rng(), self.error_rate))
+    }
 }
 
 impl std::str::FromStr for EndpointFault {
     type Err = String;
 
-    /// `ENDPOINT=delay:MS` or `ENDPOINT=error`.
+    /// `ENDPOINT[/VARIANT]=delay:MS`, `=error` (every invocation) or `=error:PERCENT`.
     fn from_str(s: &str) -> Result<Self, String> {
-        let (endpoint, fault) = s
-            .split_once('=')
-            .ok_or_else(|| format!("{s:?}: expected ENDPOINT=delay:MS or ENDPOINT=error"))?;
-        let delay = match fault {
-            "error" => None,
-            f => Some(Duration::from_millis(
-                f.strip_prefix("delay:")
-                    .and_then(|ms| ms.parse().ok())
-                    .ok_or_else(|| {
-                        format!("{s:?}: expected ENDPOINT=delay:MS or ENDPOINT=error")
-                    })?,
-            )),
+        let bad = || {
+            format!(
+                "{s:?}: expected ENDPOINT[/VARIANT]=delay:MS, ENDPOINT[/VARIANT]=error or ENDPOINT[/VARIANT]=error:PERCENT"
+            )
+        };
+        let (target, fault) = s.split_once('=').ok_or_else(bad)?;
+        let (endpoint, variant) = match target.split_once('/') {
+            Some((e, v)) => (e, Some(v.to_owned())),
+            None => (target, None),
+        };
+        let (delay, error_rate) = match fault {
+            "error" => (None, 1.0),
+            f if f.starts_with("error:") => {
+                let pct: f64 = f["error:".len()..].parse().map_err(|_| bad())?;
+                if !(0.0..=100.0).contains(&pct) {
+                    return Err(bad());
+                }
+                (None, pct / 100.0)
+            }
+            f => (
+                Some(Duration::from_millis(
+                    f.strip_prefix("delay:")
+                        .and_then(|ms| ms.parse().ok())
+                        .ok_or_else(bad)?,
+                )),
+                0.0,
+            ),
         };
         Ok(EndpointFault {
             endpoint: endpoint.to_owned(),
+            variant,
             delay,
+            error_rate,
         })
     }
 }
 
 impl Settings {
-    pub fn fault(&self, endpoint: &str) -> Option<&EndpointFault> {
-        self.endpoint_faults.iter().find(|f| f.endpoint == endpoint)
+    /// The fault injected into `variant` of `endpoint`: its own, else the endpoint's.
+    pub fn fault(&self, endpoint: &str, variant: &str) -> Option<&EndpointFault> {
+        let of = |v: Option<&str>| {
+            self.endpoint_faults
+                .iter()
+                .find(|f| f.endpoint == endpoint && f.variant.as_deref() == v)
+        };
+        of(Some(variant)).or_else(|| of(None))
     }
 
     /// Defaults for a data dir: the documented key pair, fast transitions.

@@ -22,8 +22,9 @@ use crate::error::AwsError;
 
 /// The largest body accepted: InvokeEndpoint's 6 MiB payload limit plus headroom.
 pub const MAX_BODY_BYTES: usize = 6_291_456 + 64 * 1024;
-/// The signing name of all three SageMaker APIs (the credential scope's service).
-const SERVICE: &str = "sagemaker";
+/// The signing names requests may be scoped to: all three SageMaker APIs sign as
+/// `sagemaker`; Application Auto Scaling (Deploy registers variants) as its own.
+const SERVICES: &[&str] = &["sagemaker", "application-autoscaling"];
 /// Requests whose X-Amz-Date is further than this from the server's clock are refused.
 const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
 
@@ -70,7 +71,7 @@ pub async fn verify(
         .map(|p| p.as_str())
         .unwrap_or("/");
     let host = parts.uri.authority().map(|a| a.as_str().to_owned());
-    let signed = match Signed::parse(&creds, SERVICE, &parts.headers, SystemTime::now()) {
+    let signed = match Signed::parse(&creds, SERVICES, &parts.headers, SystemTime::now()) {
         Ok(s) => s,
         Err(e) => return refused(e),
     };
@@ -186,7 +187,7 @@ impl<'a> Signed<'a> {
     /// The Authorization header, the key, the date and scope, the signed headers, the clock.
     fn parse(
         creds: &Credentials,
-        service: &str,
+        services: &[&str],
         headers: &'a HeaderMap,
         now: SystemTime,
     ) -> Result<Self, AwsError> {
@@ -230,7 +231,7 @@ impl<'a> Signed<'a> {
         let scope_ok = auth.date.len() == 8
             && amz_date.get(..8) == Some(auth.date)
             && !auth.region.is_empty()
-            && auth.service == service;
+            && services.contains(&auth.service);
         if !scope_ok {
             return Err(forbidden(
                 "InvalidSignatureException",
@@ -343,7 +344,7 @@ pub fn check(
     body: &[u8],
     now: SystemTime,
 ) -> Result<(), AwsError> {
-    let signed = Signed::parse(creds, service, request.headers, now)?;
+    let signed = Signed::parse(creds, &[service], request.headers, now)?;
     let body_hash = hex::encode(Sha256::digest(body));
     let payload_hash = match request
         .headers

@@ -54,6 +54,11 @@ pub struct EndpointRecord {
     /// the model may have crashed the server — and is not tried again.
     #[serde(default)]
     pub loading: Option<String>,
+    /// Each variant's weight and instance count as they serve (`current_*`) and as asked
+    /// (`desired_*`), from the config's initial values at each switch, changed by
+    /// `UpdateEndpointWeightsAndCapacities`. Empty for a record written before they were kept.
+    #[serde(default)]
+    pub variants: Vec<super::variants::VariantState>,
 }
 
 fn missing_endpoint(state: &AppState, name: &str) -> AwsError {
@@ -101,6 +106,7 @@ pub fn create(state: &AppState, input: EndpointInput) -> Result<Value, AwsError>
             transition: Some(uuid::Uuid::new_v4().to_string()),
             transition_started: Some(now),
             loading: None,
+            variants: Vec::new(),
         };
         txn.put(ENDPOINTS, &record.name, &record)?;
         Ok(record)
@@ -130,11 +136,22 @@ pub fn update(state: &AppState, input: EndpointInput) -> Result<Value, AwsError>
                 )));
             }
         }
-        if txn
-            .get::<EndpointConfigRecord>(ENDPOINT_CONFIGS, &input.endpoint_config_name)?
-            .is_none()
-        {
+        let Some(config) =
+            txn.get::<EndpointConfigRecord>(ENDPOINT_CONFIGS, &input.endpoint_config_name)?
+        else {
             return Err(missing_config(state, &input.endpoint_config_name));
+        };
+        // As SageMaker: a variant registered with Application Auto Scaling cannot be removed
+        // by an update; it is deregistered first.
+        for v in &ep.variants {
+            if !config.variants.iter().any(|c| c.variant_name == v.name)
+                && crate::autoscaling::is_registered(txn, &ep.name, &v.name)?
+            {
+                return Err(AwsError::validation_exception(format!(
+                    "The endpoint {} has a variant {} that is registered as a scalable target with Application Auto Scaling, and the new endpoint configuration {} does not have it. Deregister the variant as a scalable target before you update the endpoint.",
+                    ep.arn, v.name, config.name
+                )));
+            }
         }
         let now = state.now();
         ep.status = EndpointStatus::Updating;
@@ -177,7 +194,12 @@ pub fn describe(state: &AppState, input: EndpointNameInput) -> Result<Value, Aws
     if let Some(name) = &ep.config_name
         && let Some(config) = read.get::<EndpointConfigRecord>(ENDPOINT_CONFIGS, name)?
     {
-        v["ProductionVariants"] = json!(variant_summaries(state, &config, ep.last_modified));
+        v["ProductionVariants"] = json!(super::variants::summaries(
+            state,
+            &config,
+            &ep.variants,
+            ep.last_modified
+        ));
     }
     if ep.status == EndpointStatus::Updating
         && let Some(name) = &ep.pending_config
@@ -188,36 +210,6 @@ pub fn describe(state: &AppState, input: EndpointNameInput) -> Result<Value, Aws
         });
     }
     Ok(v)
-}
-
-fn variant_summaries(state: &AppState, config: &EndpointConfigRecord, at: f64) -> Vec<Value> {
-    config
-        .variants
-        .iter()
-        .map(|v| {
-            let image = state
-                .db
-                .get::<super::ModelRecord>(crate::db::MODELS, &v.model_name)
-                .ok()
-                .flatten()
-                .and_then(|m| m.container()?.get("Image")?.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(image.as_bytes()));
-            let count = v.initial_instance_count.unwrap_or(1);
-            json!({
-                "VariantName": v.variant_name,
-                "DeployedImages": [{
-                    "SpecifiedImage": image,
-                    "ResolvedImage": format!("{}@sha256:{digest}", image.split(':').next().unwrap_or_default()),
-                    "ResolutionTime": at,
-                }],
-                "CurrentWeight": v.initial_variant_weight,
-                "DesiredWeight": v.initial_variant_weight,
-                "CurrentInstanceCount": count,
-                "DesiredInstanceCount": count,
-            })
-        })
-        .collect()
 }
 
 pub fn delete(state: &AppState, input: EndpointNameInput) -> Result<Value, AwsError> {
@@ -232,7 +224,7 @@ pub fn delete(state: &AppState, input: EndpointNameInput) -> Result<Value, AwsEr
 }
 
 /// Runs the endpoint's pending transition after the configured delay.
-fn schedule(state: &AppState, record: &EndpointRecord) {
+pub(crate) fn schedule(state: &AppState, record: &EndpointRecord) {
     let Some(transition) = record.transition.clone() else {
         return;
     };
@@ -256,6 +248,10 @@ fn schedule(state: &AppState, record: &EndpointRecord) {
     });
 }
 
+pub(crate) fn missing(state: &AppState, name: &str) -> AwsError {
+    missing_endpoint(state, name)
+}
+
 pub(crate) fn finish_transition(
     state: &AppState,
     name: &str,
@@ -268,7 +264,7 @@ pub(crate) fn finish_transition(
         return Ok(());
     }
     let Some(pending) = ep.pending_config.clone() else {
-        return Ok(());
+        return super::variants::finish_weights(state, name, transition);
     };
     let loaded = if ep.loading.as_deref() == Some(pending.as_str()) {
         Err(UNFINISHED_LOAD.to_owned())
@@ -291,6 +287,9 @@ pub(crate) fn finish_transition(
             Ok(_) => {
                 ep.config_name = Some(pending.clone());
                 ep.failure_reason = None;
+                if let Some(config) = txn.get::<EndpointConfigRecord>(ENDPOINT_CONFIGS, &pending)? {
+                    ep.variants = super::variants::initial(&config);
+                }
             }
             Err(reason) if ep.config_name.is_none() => {
                 ep.failure_reason = Some(reason.clone());
@@ -351,7 +350,9 @@ pub fn resume_transitions(state: &AppState) -> Result<(), AwsError> {
                     let loaded = state.serving.load(state, &config);
                     mark_loading(state, &ep.name, None)?;
                     match loaded {
-                        Ok(live) => state.serving.install(&ep.name, live),
+                        Ok(live) => state
+                            .serving
+                            .install(&ep.name, super::variants::weighted(&live, &ep.variants)),
                         Err(e) => {
                             tracing::error!(endpoint = %ep.name, error = %e, "cannot load the serving models")
                         }

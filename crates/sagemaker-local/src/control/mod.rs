@@ -6,6 +6,7 @@ pub mod feature_groups;
 pub mod models;
 mod package_groups;
 mod registry;
+pub mod variants;
 
 use std::sync::Arc;
 
@@ -35,6 +36,10 @@ pub async fn handle(
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    // Application Auto Scaling shares the port (its own service; Deploy registers variants).
+    if let Some(op) = target.strip_prefix("AnyScaleFrontendService.") {
+        return crate::autoscaling::handle(state, op.to_owned(), body).await;
+    }
     let Some(op) = target.strip_prefix("SageMaker.").map(str::to_owned) else {
         return AwsError::new(
             axum::http::StatusCode::BAD_REQUEST,
@@ -102,6 +107,7 @@ pub const OPERATIONS: &[&str] = &[
     "DeleteEndpointConfig",
     "CreateEndpoint",
     "UpdateEndpoint",
+    "UpdateEndpointWeightsAndCapacities",
     "DescribeEndpoint",
     "DeleteEndpoint",
     "CreateFeatureGroup",
@@ -134,6 +140,7 @@ pub(crate) fn dispatch(state: &AppState, op: &str, input: Value) -> Result<Value
         "DeleteEndpointConfig" => call(input, |i| models::delete_endpoint_config(state, i)),
         "CreateEndpoint" => call(input, |i| endpoints::create(state, i)),
         "UpdateEndpoint" => call(input, |i| endpoints::update(state, i)),
+        "UpdateEndpointWeightsAndCapacities" => call(input, |i| variants::update_weights(state, i)),
         "DescribeEndpoint" => call(input, |i| endpoints::describe(state, i)),
         "DeleteEndpoint" => call(input, |i| endpoints::delete(state, i)),
         "CreateFeatureGroup" => call(input, |i| feature_groups::create(state, i)),

@@ -119,6 +119,21 @@ impl Serving {
 }
 
 impl LiveEndpoint {
+    /// The same models, each variant's weight as `weight_of` says (its own where it says none).
+    pub fn reweighted(&self, weight_of: impl Fn(&str) -> Option<f32>) -> LiveEndpoint {
+        LiveEndpoint {
+            variants: self
+                .variants
+                .iter()
+                .map(|v| LiveVariant {
+                    name: v.name.clone(),
+                    weight: weight_of(&v.name).unwrap_or(v.weight),
+                    model: Arc::clone(&v.model),
+                })
+                .collect(),
+        }
+    }
+
     /// The requested variant, or one drawn by weight.
     fn pick(&self, target: Option<&str>) -> Option<&LiveVariant> {
         if let Some(name) = target {
@@ -168,17 +183,17 @@ pub async fn invoke(
         ))
     })?;
 
-    let result = match state.settings.fault(&endpoint) {
-        Some(f) if f.delay.is_none() => Err(ContainerError {
+    let fault = state.settings.fault(&endpoint, &variant.name);
+    if let Some(delay) = fault.and_then(|f| f.delay) {
+        tokio::time::sleep(delay).await;
+    }
+    let result = if fault.is_some_and(|f| f.fails_now()) {
+        Err(ContainerError {
             status: 500,
             message: "injected fault (SAGEMAKER_LOCAL_ENDPOINT_FAULTS)".into(),
-        }),
-        fault => {
-            if let Some(delay) = fault.and_then(|f| f.delay) {
-                tokio::time::sleep(delay).await;
-            }
-            predict(variant, header("content-type"), header("accept"), &body)
-        }
+        })
+    } else {
+        predict(variant, header("content-type"), header("accept"), &body)
     };
     let outcome = if result.is_ok() { "ok" } else { "model_error" };
     metrics::counter!("sagemaker_local_invocations_total", "endpoint" => endpoint.clone(), "variant" => variant.name.clone(), "outcome" => outcome).increment(1);
