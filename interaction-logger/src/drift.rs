@@ -128,7 +128,7 @@ impl Drift {
                     arn: v.model_package_arn.clone(),
                     version: v.model_package_version,
                     tracker: drift::Tracker::new(
-                        model_registry::schema::drift_columns(&v.baselines),
+                        registry_status::schema::drift_columns(&v.baselines),
                         v.features.len(),
                         self.window,
                         self.slots,

@@ -83,7 +83,7 @@ pub struct Mirror {
 
 /// The candidate to mirror to, if one is shadowed and takes the live model's rows.
 fn target(status: &Status) -> Option<Target> {
-    model_registry::status::shadowed(status)?;
+    registry_status::status::shadowed(status)?;
     let candidate = status.candidate.as_ref()?;
     let live = registry_follower::live_schema(status);
     if let Some(live) = live

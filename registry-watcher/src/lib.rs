@@ -6,13 +6,15 @@
 
 pub mod evidence;
 mod page;
+pub mod rollout;
 
 pub use model_registry::{poll, status};
 
 use std::{pin::Pin, time::Duration};
 
 use proto::registry::v1::{
-    GetStatusRequest, ReportShadowRequest, ReportShadowResponse, Status, WatchStatusRequest,
+    GetStatusRequest, ReportRolloutRequest, ReportRolloutResponse, ReportShadowRequest,
+    ReportShadowResponse, Status, WatchStatusRequest,
     registry_watcher_server::{RegistryWatcher, RegistryWatcherServer},
 };
 use rand::Rng;
@@ -58,6 +60,7 @@ pub struct Config {
 pub struct WatcherService {
     status: watch::Receiver<Status>,
     evidence: evidence::Evidence,
+    rollouts: rollout::Rollouts,
 }
 
 type StatusStream = Pin<Box<dyn Stream<Item = Result<Status, tonic::Status>> + Send>>;
@@ -91,6 +94,18 @@ impl RegistryWatcher for WatcherService {
             .report(&r.candidate_package_arn, &r.outcomes)
             .map_err(|e| tonic::Status::failed_precondition(e.to_string()))?;
         Ok(tonic::Response::new(ReportShadowResponse { accepted }))
+    }
+
+    async fn report_rollout(
+        &self,
+        request: tonic::Request<ReportRolloutRequest>,
+    ) -> Result<tonic::Response<ReportRolloutResponse>, tonic::Status> {
+        let r = request.into_inner();
+        let accepted = self
+            .rollouts
+            .report(&r.candidate_package_arn, &r.outcomes)
+            .map_err(|e| tonic::Status::failed_precondition(e.to_string()))?;
+        Ok(tonic::Response::new(ReportRolloutResponse { accepted }))
     }
 }
 
@@ -131,11 +146,38 @@ fn live_versions(status: &Status) -> String {
     text
 }
 
+/// Follows the rollout the status shows (its evidence window), and counts how one ended:
+/// the endpoint serving the candidate alone (promoted), or not (rolled back).
+fn follow_rollout(rollouts: &rollout::Rollouts, s: &Status, rolling_out: &mut Option<String>) {
+    rollouts.follow(s, None);
+    let endpoint = s.endpoint.as_ref();
+    let now = endpoint
+        .and_then(model_registry::status::rollout)
+        .map(|r| r.candidate.model_package_arn.clone());
+    if let Some(was) = rolling_out.take_if(|was| now.as_ref() != Some(was)) {
+        let serves_it_alone = endpoint
+            .is_some_and(|e| e.variants.len() == 1 && e.variants[0].model_package_arn == was);
+        rollouts.decided(
+            &was,
+            if serves_it_alone {
+                "promoted"
+            } else {
+                "rolled_back"
+            },
+        );
+    }
+    if now.is_some() {
+        *rolling_out = now;
+    }
+}
+
 /// Polls until `stop`; `on_first_success` runs once, after the first good poll.
+#[allow(clippy::too_many_arguments)]
 async fn poll_loop(
     mut poller: poll::Poller,
     shadow_endpoint: String,
     evidence: evidence::Evidence,
+    rollouts: rollout::Rollouts,
     tx: watch::Sender<Status>,
     interval: Duration,
     stop: CancellationToken,
@@ -143,6 +185,7 @@ async fn poll_loop(
 ) {
     let mut first = Some(on_first_success);
     let mut wait = interval;
+    let mut rolling_out: Option<String> = None;
     loop {
         let result = async {
             let latest = poller.latest_approved().await?;
@@ -164,6 +207,7 @@ async fn poll_loop(
                     }
                     changed
                 });
+                follow_rollout(&rollouts, &tx.borrow(), &mut rolling_out);
                 if let Some(f) = first.take() {
                     f();
                 }
@@ -196,6 +240,7 @@ pub const CALLERS: &[(&str, &[&str])] = &[
         &["gateway", "predictor", "interaction-logger"],
     ),
     ("ReportShadow", &["predictor"]),
+    ("ReportRollout", &["predictor"]),
 ];
 
 /// Serves gRPC on `grpc` and the admin HTTP endpoints on `admin` until `shutdown`.
@@ -218,6 +263,7 @@ pub async fn run(
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| status::shadow_endpoint_name(&config.endpoint_name));
     let evidence = evidence::Evidence::new(config.shadow_threshold);
+    let rollouts = rollout::Rollouts::default();
     let (tx, rx) = watch::channel(Status::default());
     telemetry::add_section({
         let rx = rx.clone();
@@ -227,6 +273,15 @@ pub async fn run(
         let evidence = evidence.clone();
         move || evidence.metrics()
     });
+    telemetry::add_section({
+        let rollouts = rollouts.clone();
+        move || rollouts.metrics()
+    });
+    let saving_rollouts = tokio::spawn(rollouts.clone().save_loop(
+        client.clone(),
+        Duration::from_millis(config.shadow_save_ms.max(100)),
+        shutdown.child_token(),
+    ));
     let saving = tokio::spawn(evidence.clone().save_loop(
         client,
         Duration::from_millis(config.shadow_save_ms.max(100)),
@@ -248,6 +303,7 @@ pub async fn run(
         poller,
         shadow_endpoint.clone(),
         evidence.clone(),
+        rollouts.clone(),
         tx,
         Duration::from_millis(config.poll_ms.max(50)),
         shutdown.child_token(),
@@ -266,6 +322,7 @@ pub async fn run(
         RegistryWatcherServer::new(WatcherService {
             status: rx,
             evidence,
+            rollouts,
         }),
         &config.tls,
         CALLERS,
@@ -277,7 +334,7 @@ pub async fn run(
     if !finished {
         tracing::warn!("grace period over; closing the remaining streams");
     }
-    let _ = tokio::join!(polling, admin_task, saving);
+    let _ = tokio::join!(polling, admin_task, saving, saving_rollouts);
     tracing::info!("registry-watcher stopped");
     Ok(())
 }

@@ -5,7 +5,8 @@
 use std::{pin::Pin, time::Duration};
 
 use proto::registry::v1::{
-    GetStatusRequest, ReportShadowRequest, ReportShadowResponse, Status, WatchStatusRequest,
+    GetStatusRequest, ReportRolloutRequest, ReportRolloutResponse, ReportShadowRequest,
+    ReportShadowResponse, Status, WatchStatusRequest,
     registry_watcher_client::RegistryWatcherClient,
     registry_watcher_server::{RegistryWatcher, RegistryWatcherServer},
 };
@@ -46,6 +47,13 @@ impl RegistryWatcher for Endless {
         &self,
         _: tonic::Request<ReportShadowRequest>,
     ) -> Result<tonic::Response<ReportShadowResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not part of this test"))
+    }
+
+    async fn report_rollout(
+        &self,
+        _: tonic::Request<ReportRolloutRequest>,
+    ) -> Result<tonic::Response<ReportRolloutResponse>, tonic::Status> {
         Err(tonic::Status::unimplemented("not part of this test"))
     }
 }

@@ -4,14 +4,14 @@
 //!
 //! - `poll`: one look at SageMaker: the group's latest Approved package, what the endpoint
 //!   serves (variant by variant, down to the package), package versions from ARNs.
-//! - `status`: whether they are in sync, and how a poll changes the watcher's status.
-//! - `schema`: where a package keeps its feature names.
+//! - `status`, `schema`: the rules that need no AWS client, from `registry-status`
+//!   (re-exported: in sync, shadowed, rolling out; a package's schema and baselines).
 //! - `events`: the group's approval statuses as snapshots, and the changes between two that
 //!   call for a deploy.
 
 pub mod events;
 pub mod poll;
-pub mod schema;
-pub mod status;
+
+pub use registry_status::{schema, status};
 
 pub use poll::version_of;

@@ -12,8 +12,8 @@ use std::{
 };
 
 use proto::registry::v1::{
-    GetStatusRequest, ModelPackage, ReportShadowRequest, ReportShadowResponse, Status,
-    WatchStatusRequest,
+    GetStatusRequest, ModelPackage, ReportRolloutRequest, ReportRolloutResponse,
+    ReportShadowRequest, ReportShadowResponse, Status, WatchStatusRequest,
     registry_watcher_server::{RegistryWatcher, RegistryWatcherServer},
 };
 use registry_follower::Follower;
@@ -65,6 +65,13 @@ impl RegistryWatcher for Watcher {
         &self,
         _: tonic::Request<ReportShadowRequest>,
     ) -> Result<tonic::Response<ReportShadowResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not part of this test"))
+    }
+
+    async fn report_rollout(
+        &self,
+        _: tonic::Request<ReportRolloutRequest>,
+    ) -> Result<tonic::Response<ReportRolloutResponse>, tonic::Status> {
         Err(tonic::Status::unimplemented("not part of this test"))
     }
 }

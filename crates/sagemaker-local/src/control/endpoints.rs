@@ -410,6 +410,7 @@ mod load_tests {
             transition: None,
             transition_started: None,
             loading: Some("cfg".into()),
+            variants: Vec::new(),
         };
         state
             .db

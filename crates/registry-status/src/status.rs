@@ -1,7 +1,7 @@
 //! The watcher's status and how a poll changes it: `in_sync` (every variant with traffic
 //! serves the latest Approved package), `out_of_sync_since`, `checked_at`, `last_error`.
 
-use proto::registry::v1::{EndpointState, ModelPackage, Status};
+use proto::registry::v1::{EndpointState, ModelPackage, Status, Variant};
 
 pub fn in_sync(latest: Option<&ModelPackage>, endpoint: &EndpointState) -> bool {
     let Some(latest) = latest else { return false };
@@ -57,6 +57,34 @@ pub fn apply_candidate(
     changed
 }
 
+/// The two variants of a progressive rollout: the endpoint serves two package versions, the
+/// newer one being rolled out (`candidate`) and the older one it replaces (`live`) — also
+/// while a failed candidate is being rolled back.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rollout<'a> {
+    pub live: &'a Variant,
+    pub candidate: &'a Variant,
+}
+
+/// The rollout the endpoint is in, if it serves two package versions.
+pub fn rollout(endpoint: &EndpointState) -> Option<Rollout<'_>> {
+    let [a, b] = endpoint.variants.as_slice() else {
+        return None;
+    };
+    if a.model_package_version <= 0
+        || b.model_package_version <= 0
+        || a.model_package_version == b.model_package_version
+    {
+        return None;
+    }
+    let (live, candidate) = if a.model_package_version < b.model_package_version {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    Some(Rollout { live, candidate })
+}
+
 /// Whether the candidate is being shadowed: the shadow endpoint is InService and a variant of
 /// it serves the candidate's package. Returns that variant's name.
 pub fn shadowed(status: &Status) -> Option<&str> {
@@ -98,7 +126,6 @@ fn differs(a: &Status, b: &Status) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::registry::v1::Variant;
 
     fn pkg(v: i64) -> ModelPackage {
         ModelPackage {
@@ -129,6 +156,29 @@ mod tests {
             seconds: s,
             nanos: 0,
         }
+    }
+
+    #[test]
+    fn a_rollout_is_two_versions_the_newer_one_the_candidate() {
+        let e = endpoint(&[(1, 0.9), (2, 0.1)]);
+        let r = rollout(&e).unwrap();
+        assert_eq!(
+            (
+                r.live.model_package_version,
+                r.candidate.model_package_version
+            ),
+            (1, 2)
+        );
+        let reversed = endpoint(&[(3, 0.5), (2, 0.5)]);
+        assert_eq!(
+            rollout(&reversed).unwrap().candidate.model_package_version,
+            3
+        );
+        assert!(rollout(&endpoint(&[(2, 1.0)])).is_none());
+        assert!(
+            rollout(&endpoint(&[(2, 1.0), (0, 0.0)])).is_none(),
+            "an unknown package"
+        );
     }
 
     #[test]
