@@ -12,12 +12,17 @@ use std::sync::Arc;
 use coalesce::{Coalescer, Limits, Weight};
 use tokio::time::Instant;
 
-use crate::{error::Error, invoke::Invoker, rows};
+use crate::{
+    error::Error,
+    invoke::{Attempts, Invoker},
+    rows,
+};
 
 /// SageMaker's InvokeEndpoint payload limit (6 MB).
 pub const MAX_PAYLOAD_BYTES: usize = 6_291_456;
 
 /// One Predict call's rows, encoded.
+#[derive(Clone)]
 pub struct Rows {
     /// One CSV line per row, joined by `\n`.
     pub csv: String,
@@ -25,6 +30,9 @@ pub struct Rows {
     pub request_id: String,
     pub deadline: Instant,
     pub target_variant: Option<String>,
+    /// `Once` for a rollout's candidate (rows that share an invocation share the variant, and
+    /// so this too).
+    pub attempts: Attempts,
 }
 
 /// The endpoint's answer for one call's rows.
@@ -72,7 +80,11 @@ impl Invocations {
             }
             Invocations::Batched(batcher) => {
                 let deadline = rows.deadline;
-                let key = rows.target_variant.clone();
+                // One invocation, one variant and one way of calling it.
+                let key = rows.target_variant.as_ref().map(|t| match rows.attempts {
+                    Attempts::Live => t.clone(),
+                    Attempts::Once => format!("{t}\0once"),
+                });
                 let weight = Weight {
                     rows: rows.rows,
                     bytes: rows.csv.len() + 1,
@@ -97,6 +109,7 @@ async fn invoke_one(invoker: &Invoker, rows: Rows) -> Outcome {
             &rows.request_id,
             rows.target_variant.as_deref(),
             rows.deadline,
+            rows.attempts,
         )
         .await?;
     let scores = parse(&answer.body, rows.rows)?;
@@ -151,7 +164,13 @@ async fn invoke_riders(invoker: &Arc<Invoker>, mut riders: Vec<Rows>) -> Vec<Out
         .expect("riders are not empty");
     let target = riders[0].target_variant.clone();
     let answer = invoker
-        .invoke(csv, &batch_id, target.as_deref(), deadline)
+        .invoke(
+            csv,
+            &batch_id,
+            target.as_deref(),
+            deadline,
+            riders[0].attempts,
+        )
         .await
         .and_then(|a| Ok((parse(&a.body, total)?, a.variant)));
     match answer {

@@ -1,5 +1,7 @@
 //! Calls InvokeEndpoint: within the caller's deadline, retrying only throttling and 5xx with
-//! jittered exponential backoff, behind the circuit breaker.
+//! jittered exponential backoff, behind the circuit breaker. A rollout's candidate gets one
+//! attempt outside the breaker: its failure falls back to the live variant (see `rollout`), and
+//! must not open the circuit the live variant's calls go through.
 
 use std::time::Duration;
 
@@ -20,6 +22,16 @@ pub struct Invoker {
     max_attempts: u32,
     backoff_base: Duration,
     backoff_max: Duration,
+}
+
+/// How a call is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Attempts {
+    /// Retried, behind the breaker.
+    #[default]
+    Live,
+    /// Once, outside the breaker: a rollout's candidate, whose failure the caller handles.
+    Once,
 }
 
 /// The endpoint's answer.
@@ -62,11 +74,24 @@ impl Invoker {
         inference_id: &str,
         target_variant: Option<&str>,
         deadline: Instant,
+        attempts: Attempts,
     ) -> Result<Answer, Error> {
         let body = bytes_of(csv);
+        let max_attempts = match attempts {
+            Attempts::Live => self.max_attempts,
+            Attempts::Once => 1,
+        };
         let mut attempt = 0;
         loop {
-            let permit = self.breaker.allow().map_err(Error::CircuitOpen)?;
+            let permit = match attempts {
+                Attempts::Live => Some(self.breaker.allow().map_err(Error::CircuitOpen)?),
+                Attempts::Once => None,
+            };
+            let record = |success| {
+                if let Some(permit) = permit {
+                    self.breaker.record(permit, success)
+                }
+            };
             let started = Instant::now();
             let call = self
                 .client
@@ -81,7 +106,7 @@ impl Invoker {
             let result = match tokio::time::timeout_at(deadline, call).await {
                 Ok(result) => result,
                 Err(_) => {
-                    self.breaker.record(permit, false);
+                    record(false);
                     return Err(Error::Deadline);
                 }
             };
@@ -89,7 +114,7 @@ impl Invoker {
                 .record(started.elapsed().as_secs_f64());
             let failure = match result {
                 Ok(out) => {
-                    self.breaker.record(permit, true);
+                    record(true);
                     let body = out
                         .body
                         .map(|b| String::from_utf8_lossy(b.as_ref()).into_owned())
@@ -101,9 +126,9 @@ impl Invoker {
                 }
                 Err(e) => classify(e),
             };
-            self.breaker.record(permit, !failure.endpoint_down);
+            record(!failure.endpoint_down);
             attempt += 1;
-            if !failure.retryable || attempt >= self.max_attempts {
+            if !failure.retryable || attempt >= max_attempts {
                 return Err(failure.error);
             }
             let ceiling = self

@@ -6,6 +6,8 @@ pub mod batch;
 pub mod breaker;
 pub mod error;
 pub mod invoke;
+pub mod report;
+pub mod rollout;
 pub mod rows;
 pub mod service;
 pub mod shadow;
@@ -104,6 +106,7 @@ pub async fn run(
         Some(url) => Some(config.tls.endpoint(url)?),
         None => None,
     };
+    let rollout = rollout::Reporter::start(watcher.clone(), shutdown.child_token());
     let mirror = shadow::Mirror::start(
         &config.shadow,
         client,
@@ -123,6 +126,7 @@ pub async fn run(
         ),
         registry,
         mirror,
+        rollout,
         max_rows: config.max_rows,
         features: config.num_features,
         mismatch_reported: Default::default(),

@@ -11,7 +11,8 @@ use tonic::{Request, Response, Status};
 use crate::{
     batch::{self, Invocations},
     error::Error,
-    rows,
+    invoke::Attempts,
+    rollout, rows,
 };
 
 pub struct PredictorService {
@@ -22,6 +23,8 @@ pub struct PredictorService {
     pub registry: registry_follower::Follower,
     /// Mirrors live requests to a shadowed candidate (`None`: off).
     pub mirror: Option<std::sync::Arc<crate::shadow::Mirror>>,
+    /// Where rollout outcomes go.
+    pub rollout: crate::rollout::Reporter,
     pub max_rows: usize,
     /// `MODEL_NUM_FEATURES`: an explicit override of the live model's width.
     pub features: Option<usize>,
@@ -135,16 +138,25 @@ impl PredictorService {
         }
         let target = (!req.target_variant.is_empty()).then_some(req.target_variant);
         let started = Instant::now();
-        let result = self
-            .invocations
-            .score(batch::Rows {
-                csv: lines.join("\n"),
-                rows: lines.len(),
-                request_id: request_id.clone(),
-                deadline,
-                target_variant: target,
-            })
-            .await;
+        let rows = batch::Rows {
+            csv: lines.join("\n"),
+            rows: lines.len(),
+            request_id: request_id.clone(),
+            deadline,
+            target_variant: target,
+            attempts: Attempts::Live,
+        };
+        // A caller that names a variant gets it; the others are routed while a rollout runs.
+        let route = match rows.target_variant {
+            Some(_) => None,
+            None => self
+                .registry
+                .with(|s| s.and_then(|s| rollout::route(s, rand::random::<f64>()))),
+        };
+        let result = match route {
+            Some(route) => rollout::score(&self.invocations, &self.rollout, route, rows).await,
+            None => self.invocations.score(rows).await,
+        };
         // Mirrored: what the live model answered, or a failure of the live endpoint; not a
         // request the model refused as bad input (the candidate would never see it).
         let mirrored = !matches!(result, Err(Error::ModelRejected(_) | Error::Invalid { .. }));

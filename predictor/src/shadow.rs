@@ -156,7 +156,7 @@ async fn work(
     client: aws_sdk_sagemakerruntime::Client,
     concurrency: usize,
     timeout: Duration,
-    outcomes: mpsc::Sender<Reported>,
+    outcomes: mpsc::Sender<(String, Reported)>,
 ) {
     let lanes = Arc::new(Semaphore::new(concurrency));
     while let Some((target, job)) = jobs.recv().await {
@@ -167,14 +167,15 @@ async fn work(
         tokio::spawn(async move {
             let reported = invoke(&client, &target, job, timeout).await;
             drop(lane);
-            let _ = outcomes.send(reported).await;
+            let _ = outcomes
+                .send((target.candidate_arn.clone(), reported))
+                .await;
         });
     }
 }
 
-/// One mirrored request's outcome, for the candidate `arn`, and the shadow records of its rows.
+/// One mirrored request's outcome and the shadow records of its rows.
 struct Reported {
-    arn: String,
     outcome: ShadowOutcome,
     records: Vec<Interaction>,
 }
@@ -192,7 +193,6 @@ async fn invoke(
         ..Default::default()
     };
     let mut reported = Reported {
-        arn: target.candidate_arn.clone(),
         outcome: ShadowOutcome::default(),
         records: Vec::new(),
     };
@@ -276,39 +276,26 @@ async fn invoke(
     reported
 }
 
-/// Sends outcomes to the watcher, per candidate, and shadow records to the logger, at most
-/// every second or 256 outcomes at a time. What either does not take is dropped (counted): the
+/// Sends outcomes to the watcher, per candidate, and shadow records to the logger, in the
+/// batches of [`crate::report`]. What either does not take is dropped (counted): the
 /// comparison is statistics, and the records are evidence, not the users' interactions.
 async fn report(
-    mut outcomes: mpsc::Receiver<Reported>,
+    outcomes: mpsc::Receiver<(String, Reported)>,
     watcher: Endpoint,
     logger: Option<Endpoint>,
     shutdown: CancellationToken,
 ) {
-    const MAX: usize = 256;
-    let mut client = RegistryWatcherClient::new(watcher.connect_lazy());
-    let mut logger = logger.map(|l| InteractionLoggerClient::new(l.connect_lazy()));
-    let mut pending: Vec<Reported> = Vec::new();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        let stop = tokio::select! {
-            got = outcomes.recv() => match got {
-                Some(o) => { pending.push(o); if pending.len() < MAX { continue } false }
-                None => true,
-            },
-            _ = tick.tick() => false,
-            _ = shutdown.cancelled() => true,
-        };
-        let mut records: Vec<Interaction> = Vec::new();
-        while let Some(first) = pending.first() {
-            let arn = first.arn.clone();
-            let (batch, rest): (Vec<_>, Vec<_>) = pending.drain(..).partition(|r| r.arn == arn);
-            pending = rest;
+    let client = RegistryWatcherClient::new(watcher.connect_lazy());
+    let logger = logger.map(|l| InteractionLoggerClient::new(l.connect_lazy()));
+    crate::report::batches(outcomes, shutdown, |arn, batch| {
+        let (mut client, mut logger) = (client.clone(), logger.clone());
+        async move {
             let n = batch.len() as u64;
             let mut request = ReportShadowRequest {
                 candidate_package_arn: arn,
                 outcomes: Vec::with_capacity(batch.len()),
             };
+            let mut records: Vec<Interaction> = Vec::new();
             for r in batch {
                 request.outcomes.push(r.outcome);
                 records.extend(r.records);
@@ -320,8 +307,7 @@ async fn report(
                     tracing::warn!(error = %e.message(), outcomes = n, "the registry-watcher did not take shadow outcomes; dropped");
                 }
             }
-        }
-        if let Some(logger) = logger.as_mut() {
+            let Some(logger) = logger.as_mut() else { return };
             for chunk in records.chunks(proto::MAX_INTERACTIONS_PER_LOG) {
                 let n = chunk.len() as u64;
                 let request = LogRequest {
@@ -336,10 +322,8 @@ async fn report(
                 }
             }
         }
-        if stop {
-            return;
-        }
-    }
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -10,7 +10,11 @@ use std::{
 };
 
 use axum::{Router, http::StatusCode, response::IntoResponse, routing::post};
-use predictor::{breaker::Breaker, error::Error, invoke::Invoker};
+use predictor::{
+    breaker::Breaker,
+    error::Error,
+    invoke::{Attempts, Invoker},
+};
 use tokio::time::Instant;
 
 type Script = Arc<Mutex<(VecDeque<(u16, &'static str, String)>, usize)>>;
@@ -52,6 +56,10 @@ fn error_body(kind: &str, message: &str, extra: &str) -> String {
 }
 
 fn invoker(url: &str) -> Invoker {
+    invoker_with(url, Breaker::new(100, Duration::from_secs(1)))
+}
+
+fn invoker_with(url: &str, breaker: Breaker) -> Invoker {
     let conf = aws_sdk_sagemakerruntime::Config::builder()
         .endpoint_url(url)
         .region(aws_sdk_sagemakerruntime::config::Region::new("us-east-1"))
@@ -64,17 +72,22 @@ fn invoker(url: &str) -> Invoker {
     Invoker::new(
         aws_sdk_sagemakerruntime::Client::from_conf(conf),
         "ep".into(),
-        Breaker::new(100, Duration::from_secs(1)),
+        breaker,
     )
 }
 
 async fn call(url: &str) -> Result<String, Error> {
+    call_with(url, Attempts::Live).await
+}
+
+async fn call_with(url: &str, attempts: Attempts) -> Result<String, Error> {
     invoker(url)
         .invoke(
             "1,2".into(),
             "req-1",
             None,
             Instant::now() + Duration::from_secs(5),
+            attempts,
         )
         .await
         .map(|a| a.body)
@@ -144,6 +157,48 @@ async fn retries_stop_at_the_attempt_limit_with_the_last_reason() {
     assert!(matches!(e, Error::Unavailable(_)), "{e:?}");
     assert_eq!(e.code(), tonic::Code::Unavailable);
     assert_eq!(calls(&script), 4, "four attempts in all");
+}
+
+#[tokio::test]
+async fn a_rollout_candidate_gets_one_attempt_and_leaves_the_breaker_alone() {
+    let busy = || {
+        (
+            503,
+            "ServiceUnavailable",
+            error_body("ServiceUnavailable", "busy", ""),
+        )
+    };
+    let (url, script) = peer(vec![busy(), busy(), (200, "", "0.5\n".into())]).await;
+    // A breaker that opens at the first failure: the candidate's failures must not open it.
+    let invoker = invoker_with(&url, Breaker::new(1, Duration::from_secs(60)));
+    let deadline = || Instant::now() + Duration::from_secs(5);
+    for _ in 0..2 {
+        let e = invoker
+            .invoke(
+                "1,2".into(),
+                "req-1",
+                Some("v2"),
+                deadline(),
+                Attempts::Once,
+            )
+            .await
+            .err()
+            .expect("the candidate failed");
+        assert!(matches!(e, Error::Unavailable(_)), "{e:?}");
+    }
+    assert_eq!(calls(&script), 2, "one attempt each, no retries");
+    let live = invoker
+        .invoke(
+            "1,2".into(),
+            "req-1",
+            Some("v1"),
+            deadline(),
+            Attempts::Live,
+        )
+        .await
+        .map_err(|e| format!("{e:?}"))
+        .expect("the circuit stayed closed");
+    assert_eq!(live.body, "0.5\n");
 }
 
 #[tokio::test]
