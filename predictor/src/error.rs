@@ -17,6 +17,9 @@ pub enum Error {
     Throttled(String),
     #[error("the endpoint is unavailable: {0}")]
     Unavailable(String),
+    /// The endpoint has no variant of the name the call targeted (it changed meanwhile).
+    #[error("the endpoint is unavailable: {0}")]
+    NoSuchVariant(String),
     #[error("the circuit to the endpoint is open; retry after {0:?}")]
     CircuitOpen(std::time::Duration),
     #[error("deadline exceeded")]
@@ -39,7 +42,9 @@ impl Error {
             Error::Invalid { .. } => Code::InvalidArgument,
             Error::ModelRejected(_) | Error::ModelOutput { .. } => Code::FailedPrecondition,
             Error::Throttled(_) => Code::ResourceExhausted,
-            Error::Unavailable(_) | Error::CircuitOpen(_) => Code::Unavailable,
+            Error::Unavailable(_) | Error::NoSuchVariant(_) | Error::CircuitOpen(_) => {
+                Code::Unavailable
+            }
             Error::Deadline => Code::DeadlineExceeded,
             Error::Internal(_) => Code::Internal,
         }

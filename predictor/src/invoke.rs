@@ -183,6 +183,14 @@ fn classify(
                     retryable: true,
                     endpoint_down: false,
                 },
+                // "The variant(s) "[v2]" are not found for endpoint ..."
+                InvokeEndpointError::ValidationError(_) if message.contains("variant(s)") => {
+                    Failure {
+                        error: Error::NoSuchVariant(message),
+                        retryable: false,
+                        endpoint_down: false,
+                    }
+                }
                 InvokeEndpointError::ValidationError(_) if message.contains("not found") => {
                     Failure {
                         error: Error::Unavailable(message),

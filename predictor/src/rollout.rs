@@ -144,13 +144,23 @@ pub async fn score(
         }
     }
     let started = Instant::now();
-    let result = invocations
+    let mut result = invocations
         .score(Rows {
             target_variant: Some(route.live.clone()),
             attempts: Attempts::Live,
-            ..rows
+            ..rows.clone()
         })
         .await;
+    if let Err(Error::NoSuchVariant(_)) = result {
+        // The rollout ended since the route was chosen: the endpoint picks the variant.
+        result = invocations
+            .score(Rows {
+                target_variant: None,
+                attempts: Attempts::Live,
+                ..rows
+            })
+            .await;
+    }
     if let Some((candidate, candidate_result)) = tried {
         // Input both models refuse says nothing against the candidate.
         let both_refused = matches!(

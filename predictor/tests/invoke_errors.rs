@@ -215,6 +215,24 @@ async fn a_missing_endpoint_is_unavailable_at_once() {
 }
 
 #[tokio::test]
+async fn a_missing_variant_is_told_apart_from_a_missing_endpoint() {
+    let (url, script) = peer(vec![(
+        400,
+        "ValidationError",
+        error_body(
+            "ValidationError",
+            "The variant(s) \\\"[v2]\\\" are not found for endpoint ep.",
+            "",
+        ),
+    )])
+    .await;
+    let e = call(&url).await.unwrap_err();
+    assert!(matches!(e, Error::NoSuchVariant(_)), "{e:?}");
+    assert_eq!(e.code(), tonic::Code::Unavailable);
+    assert_eq!(calls(&script), 1);
+}
+
+#[tokio::test]
 async fn another_refusal_is_internal_and_opaque_to_the_caller() {
     let (url, _) = peer(vec![(
         400,
