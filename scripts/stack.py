@@ -71,7 +71,8 @@ class Service:
 
 class Stack:
     def __init__(self, bin_dir, data_dir, gateway="127.0.0.1:0", sagemaker="127.0.0.1:0", log=None, extra_env=None,
-                 poll_ms=500, pipeline=False, tls_dir=None, mutual_tls=False, shadow=False, shadow_fraction=1.0):
+                 poll_ms=500, pipeline=False, tls_dir=None, mutual_tls=False, shadow=False, shadow_fraction=1.0,
+                 deploy_strategy="all-at-once", bake_secs=20):
         self.bin_dir, self.data_dir = bin_dir, data_dir
         self.log = log if log is not None else subprocess.DEVNULL
         base = dict(os.environ, LOG_FORMAT=os.environ.get("LOG_FORMAT", "json"), **(extra_env or {}))
@@ -91,6 +92,8 @@ class Stack:
                                  LOCAL_S3_ROOT=os.path.join(data_dir, "sagemaker-local", "s3"),
                                  PIPELINE_LOCK_FILE=os.path.join(data_dir, "pipeline", "deploy.lock"),
                                  PIPELINE_SOURCE_DIR=ROOT, DEPLOY_POLL_MS="100",
+                                 # How an approval reaches the endpoint (mlops-deploy deploy --help).
+                                 DEPLOY_STRATEGY=deploy_strategy, DEPLOY_BAKE_SECS=str(bake_secs),
                                  TRAIN_WAIT_FOR_ROWS_SECS="10",  # the offline store lags a fresh stack
                                  # A new candidate is shadowed on live traffic until decided.
                                  SHADOW_CANDIDATES=str(shadow).lower())
@@ -176,7 +179,7 @@ def main():
     args = ap.parse_args()
     os.environ.setdefault("LOG_FORMAT", "pretty")
     stack = Stack(args.bin_dir, args.data_dir, gateway=args.gateway, sagemaker=args.sagemaker, log=sys.stderr, poll_ms=2000,
-                  pipeline=True, shadow=True)
+                  pipeline=True, shadow=True, deploy_strategy="canary", bake_secs=20)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
@@ -190,7 +193,7 @@ def main():
           f"  logger:      grpc {stack.logger.addrs['grpc']}, admin http://{stack.logger.addrs['admin']}/metrics\n"
           f"  drift:       http://{stack.logger.addrs['admin']}/drift (live inputs against the live model's training baseline)\n"
           f"  dead letters: curl -H 'Authorization: Bearer {stack.admin_token}' http://{stack.logger.addrs['admin']}/dead-letters\n"
-          "  pipeline:    listening: a new candidate is shadowed, approving a model package deploys it (scripts/local mlops-pipeline run trains one)\n"
+          "  pipeline:    listening: a new candidate is shadowed, approving a model package rolls it out as a canary (10% for 20 s, decided by live evidence; scripts/local mlops-pipeline run trains one)\n"
           "Ctrl-C stops it.", flush=True)
     while not stop and all(s.proc.poll() is None for s in stack.services):
         time.sleep(0.2)

@@ -17,13 +17,16 @@ use aws_sdk_sagemaker::{
     },
 };
 mod cli;
-mod rollout;
+mod endpoint;
+mod progressive;
 mod shadow;
 
 pub use cli::{Target, init_cli_logging};
+use endpoint::{in_transition, truncate};
 pub use model_registry::version_of;
 use model_registry::{poll::Poller, status::in_sync};
-use rollout::{in_transition, truncate};
+pub use progressive::{Kind, Quiet, Strategy};
+use proto::registry::v1::EndpointState;
 use serde_json::{Value, json};
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +62,8 @@ pub struct Deployer {
     pub instance_count: i32,
     pub poll: Duration,
     pub timeout: Duration,
+    /// How `deploy` moves traffic to a new version.
+    pub strategy: Strategy,
 }
 
 impl Deployer {
@@ -81,6 +86,7 @@ impl Deployer {
             instance_count: 1,
             poll: Duration::from_secs(15),
             timeout: Duration::from_secs(3600),
+            strategy: Strategy::default(),
         }
     }
 
@@ -212,10 +218,13 @@ impl Deployer {
             "live": endpoint.variants.iter().map(|v| json!({ "variant": v.name, "weight": v.current_weight, "version": v.model_package_version, "arn": v.model_package_arn })).collect::<Vec<_>>(),
             "in_sync": in_sync(latest.as_ref(), &endpoint),
             "candidate": self.candidate_seen_by(&mut poller, latest.as_ref()).await?,
+            "rollout": self.rollout_view(&endpoint).await?,
         }))
     }
 
-    /// Rolls the endpoint to the latest Approved package; does nothing when it is live.
+    /// Rolls the endpoint to the latest Approved package by the strategy (see `progressive`);
+    /// does nothing when it is live. A rollout the endpoint is in (a Deploy was stopped
+    /// mid-way) is resumed when its candidate is still the latest Approved, else rolled back.
     pub async fn deploy(&self) -> Result<Value, DeployError> {
         let started = Instant::now();
         let mut poller = self.poller();
@@ -236,12 +245,32 @@ impl Deployer {
             Err(e) => return Err(aws("DescribeEndpoint", e)),
         };
         let mut before = Vec::new();
+        let mut live = None;
         if exists {
-            let mut state = poller.endpoint().await.map_err(Self::poll_error)?;
-            if in_transition(&EndpointStatus::from(state.status.as_str())) {
-                tracing::info!(status = %state.status, "waiting for the endpoint's current change to finish");
-                self.wait_settled(&self.endpoint).await?;
-                state = poller.endpoint().await.map_err(Self::poll_error)?;
+            let mut state = self.settled_state().await?;
+            if let Some(pair) = progressive::Pair::of(&state) {
+                if pair.candidate.model_package_arn == latest.arn {
+                    let total = pair.live.current_weight + pair.candidate.current_weight;
+                    let share = if total > 0.0 {
+                        pair.candidate.current_weight / total
+                    } else {
+                        0.0
+                    };
+                    let from = progressive::resume_step(&self.strategy.shares()?, share);
+                    tracing::info!(
+                        version = latest.version,
+                        share,
+                        "resuming the rollout the endpoint is in"
+                    );
+                    return self.run_rollout(pair, from).await;
+                }
+                let why = format!(
+                    "v{} is not the latest Approved package (v{} is)",
+                    pair.candidate.model_package_version, latest.version
+                );
+                tracing::warn!(%why, "ending the rollout the endpoint is in: back to the live variant");
+                self.roll_back(&pair, &why, false).await?;
+                state = self.endpoint_state().await?;
             }
             before = state
                 .variants
@@ -255,9 +284,23 @@ impl Deployer {
                     json!({ "action": "none", "reason": "the latest Approved package is already live", "endpoint": self.endpoint, "version": latest.version, "arn": latest.arn }),
                 );
             }
+            live = match state.variants.as_slice() {
+                [v] if v.model_package_version > 0 => Some(v.clone()),
+                _ => None,
+            };
         }
 
         let model_name = self.model_for(&latest.arn, latest.version).await?;
+        if let Some(live) = live.filter(|_| self.strategy.kind != progressive::Kind::AllAtOnce) {
+            let (was, now) = (&live.features, &latest.features);
+            if was.is_empty() || now.is_empty() || was == now {
+                return self
+                    .start_rollout(&live, &latest.arn, latest.version, &model_name)
+                    .await;
+            }
+            // Requests are validated against one schema: both versions cannot serve them.
+            tracing::warn!(live = ?was, candidate = ?now, "the candidate takes other features than the live model: switching all at once");
+        }
         let config_name = self
             .roll_out(&self.endpoint, &model_name, latest.version, exists)
             .await?;
@@ -268,6 +311,62 @@ impl Deployer {
             "to": { "variant": format!("v{}", latest.version), "version": latest.version, "arn": latest.arn, "model": model_name, "endpoint_config": config_name },
             "seconds": started.elapsed().as_secs_f64(),
         }))
+    }
+
+    /// What the endpoint serves now.
+    pub(crate) async fn endpoint_state(&self) -> Result<EndpointState, DeployError> {
+        self.poller().endpoint().await.map_err(Self::poll_error)
+    }
+
+    /// What the endpoint serves once its current change (if any) is over.
+    async fn settled_state(&self) -> Result<EndpointState, DeployError> {
+        let state = self.endpoint_state().await?;
+        if !in_transition(&EndpointStatus::from(state.status.as_str())) {
+            return Ok(state);
+        }
+        tracing::info!(status = %state.status, "waiting for the endpoint's current change to finish");
+        self.wait_settled(&self.endpoint).await?;
+        self.endpoint_state().await
+    }
+
+    /// `rollout abort`: the candidate being rolled out is Rejected with `reason`; the Deploy
+    /// running the rollout (or the next one) rolls back.
+    pub async fn abort(&self, reason: &str) -> Result<Value, DeployError> {
+        let pair = self.rollout_in_progress().await?;
+        let arn = &pair.candidate.model_package_arn;
+        self.client
+            .update_model_package()
+            .model_package_arn(arn)
+            .model_approval_status(ModelApprovalStatus::Rejected)
+            .approval_description(format!("rollout aborted: {reason}"))
+            .send()
+            .await
+            .map_err(|e| aws("UpdateModelPackage", e))?;
+        Ok(
+            json!({ "action": "aborted", "version": pair.candidate.model_package_version, "arn": arn, "reason": reason }),
+        )
+    }
+
+    /// `rollout promote`: the Deploy running the rollout (or the next one) skips its
+    /// remaining steps.
+    pub async fn promote(&self, reason: &str) -> Result<Value, DeployError> {
+        let pair = self.rollout_in_progress().await?;
+        let arn = &pair.candidate.model_package_arn;
+        self.record(arn, progressive::PROMOTE_KEY, reason).await?;
+        Ok(
+            json!({ "action": "promoting", "version": pair.candidate.model_package_version, "arn": arn, "reason": reason }),
+        )
+    }
+
+    /// Whether the endpoint is in a rollout (two versions serving).
+    pub async fn in_rollout(&self) -> Result<bool, DeployError> {
+        Ok(progressive::Pair::of(&self.endpoint_state().await?).is_some())
+    }
+
+    async fn rollout_in_progress(&self) -> Result<progressive::Pair, DeployError> {
+        let state = self.endpoint_state().await?;
+        progressive::Pair::of(&state)
+            .ok_or_else(|| DeployError::Failed(format!("{} is not in a rollout", self.endpoint)))
     }
 
     /// A model for the package: the existing `{endpoint}-v{n}` when it serves that package.

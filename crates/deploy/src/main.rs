@@ -53,10 +53,18 @@ enum Command {
         #[arg(long)]
         only_if_pending: bool,
     },
-    /// Roll the endpoint to the latest Approved package (nothing when it is live).
+    /// Roll the endpoint to the latest Approved package (nothing when it is live), by the
+    /// strategy: all at once, or step by step with each step decided by live evidence.
     Deploy {
         #[command(flatten)]
-        rollout: Rollout,
+        rollout: EndpointArgs,
+        #[command(flatten)]
+        strategy: deploy::Strategy,
+    },
+    /// Steer the rollout under way (the Deploy running it, or the next one, carries it out).
+    Rollout {
+        #[command(subcommand)]
+        action: RolloutAction,
     },
     /// Shadow the candidate awaiting a decision on its own endpoint (`{endpoint}-shadow`), or
     /// remove the shadow endpoint when there is none (approved, rejected) or shadowing is off.
@@ -65,15 +73,29 @@ enum Command {
         #[arg(long, env = "SHADOW_CANDIDATES", default_value_t = false, action = clap::ArgAction::Set)]
         enabled: bool,
         #[command(flatten)]
-        rollout: Rollout,
+        rollout: EndpointArgs,
     },
     /// What is approved, what is live, and whether they match.
     Status,
 }
 
+#[derive(Subcommand)]
+enum RolloutAction {
+    /// Reject the candidate being rolled out: traffic goes back to the live variant.
+    Abort {
+        #[arg(long, default_value = "aborted by an operator")]
+        reason: String,
+    },
+    /// Skip the remaining steps: the candidate takes all traffic.
+    Promote {
+        #[arg(long)]
+        reason: String,
+    },
+}
+
 /// How an endpoint is rolled out (`deploy`, `shadow`).
 #[derive(clap::Args)]
-struct Rollout {
+struct EndpointArgs {
     /// Role SageMaker assumes for the model (required on AWS).
     #[arg(long, env = "SAGEMAKER_EXECUTION_ROLE_ARN")]
     execution_role_arn: Option<String>,
@@ -92,7 +114,7 @@ struct Rollout {
     timeout_secs: u64,
 }
 
-impl Rollout {
+impl EndpointArgs {
     fn apply(self, deployer: &mut deploy::Deployer) {
         deployer.execution_role_arn = self.execution_role_arn;
         deployer.kms_key_id = self.kms_key_id;
@@ -149,10 +171,15 @@ async fn main() -> std::process::ExitCode {
                 .await
         }
         Command::Status => deployer.status().await,
-        Command::Deploy { rollout } => {
+        Command::Deploy { rollout, strategy } => {
             rollout.apply(&mut deployer);
+            deployer.strategy = strategy;
             deployer.deploy().await
         }
+        Command::Rollout { action } => match action {
+            RolloutAction::Abort { reason } => deployer.abort(&reason).await,
+            RolloutAction::Promote { reason } => deployer.promote(&reason).await,
+        },
         Command::Shadow { enabled, rollout } => {
             rollout.apply(&mut deployer);
             deployer.shadow(enabled).await

@@ -22,7 +22,7 @@ use proto::registry::v1::{ModelPackage, Status};
 use serde_json::{Value, json};
 use shadow_comparison::Comparison;
 
-use crate::{DeployError, Deployer, aws, rollout::in_transition};
+use crate::{DeployError, Deployer, aws, endpoint::in_transition};
 
 impl Deployer {
     /// Converges the shadow endpoint on the candidate (or on nothing when `enabled` is false
@@ -128,7 +128,7 @@ impl Deployer {
     /// the package's image and artifact instead (the watcher matches it back to the package by
     /// its artifact, as for any model not made from a package).
     async fn shadow_model_for(&self, arn: &str, version: i64) -> Result<String, DeployError> {
-        let name = crate::rollout::truncate(&format!("{}-v{version}", self.shadow_endpoint), 63);
+        let name = crate::endpoint::truncate(&format!("{}-v{version}", self.shadow_endpoint), 63);
         let package = self
             .client
             .describe_model_package()

@@ -177,6 +177,15 @@ impl Pipeline {
         }
     }
 
+    /// Whether no Deploy holds the lock now.
+    fn lock_is_free(&self) -> bool {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.lock_file)
+            .map(|f| f.try_lock().is_ok())
+            .unwrap_or(true)
+    }
+
     async fn lock(&self) -> Result<std::fs::File, PipelineError> {
         let path = self.lock_file.clone();
         let lock_err = |source| PipelineError::Lock {
@@ -265,6 +274,15 @@ impl Pipeline {
             }
             last = now;
             if changes.is_empty() {
+                // A rollout nobody runs (its Deploy was killed): resumed or rolled back.
+                if self.deployer.in_rollout().await.unwrap_or(false) && self.lock_is_free() {
+                    let _ = self
+                        .deploy_stage(
+                            "the endpoint is in a rollout no Deploy is running",
+                            &BTreeMap::new(),
+                        )
+                        .await;
+                }
                 continue;
             }
             let why = changes.join(", ");

@@ -51,15 +51,19 @@ impl Follower {
     }
 
     /// The model package (ARN, version) the live variant `name` serves, without copying the
-    /// rest of the variant (its schema and baselines): what every answer is tagged with.
+    /// rest of the variant (its schema and baselines): what every answer is tagged with. A
+    /// variant the last status does not show yet (the endpoint changed since the watcher's
+    /// poll) is known by its name when Deploy named it, `v{version}`, in the group the status
+    /// shows.
     pub fn package_of(&self, name: &str) -> Option<(String, i64)> {
         self.with(|s| {
-            s?.endpoint
-                .as_ref()?
-                .variants
-                .iter()
-                .find(|v| v.name == name)
-                .map(|v| (v.model_package_arn.clone(), v.model_package_version))
+            let s = s?;
+            let known = s
+                .endpoint
+                .as_ref()
+                .and_then(|e| e.variants.iter().find(|v| v.name == name))
+                .map(|v| (v.model_package_arn.clone(), v.model_package_version));
+            known.or_else(|| by_deploy_name(s, name))
         })
     }
 }
@@ -98,6 +102,14 @@ async fn follow(
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
+}
+
+/// `v{n}` -> package `n` of the group the status' latest Approved package is in.
+fn by_deploy_name(status: &Status, name: &str) -> Option<(String, i64)> {
+    let version: i64 = name.strip_prefix('v')?.parse().ok().filter(|v| *v > 0)?;
+    let latest = status.latest_approved.as_ref()?;
+    let (group, _) = latest.arn.rsplit_once('/')?;
+    Some((format!("{group}/{version}"), version))
 }
 
 /// The schema every variant with traffic agrees on, if any.
@@ -154,5 +166,25 @@ mod schema_tests {
         assert!(live_schema(&status(&[(&["a"], 0.5), (&["a", "b"], 0.5)])).is_none());
         assert!(live_schema(&status(&[(&[], 1.0)])).is_none(), "no schema");
         assert!(live_schema(&Status::default()).is_none());
+    }
+
+    #[test]
+    fn a_variant_the_status_does_not_show_yet_is_known_by_its_deploy_name() {
+        let s = Status {
+            latest_approved: Some(proto::registry::v1::ModelPackage {
+                arn: "arn:aws:sagemaker:us-east-1:1:model-package/g/3".into(),
+                version: 3,
+                ..Default::default()
+            }),
+            ..status(&[(&["a"], 1.0)])
+        };
+        assert_eq!(
+            by_deploy_name(&s, "v4"),
+            Some(("arn:aws:sagemaker:us-east-1:1:model-package/g/4".into(), 4))
+        );
+        for other in ["AllTraffic", "v", "v0", "vx", "v-1"] {
+            assert_eq!(by_deploy_name(&s, other), None, "{other}");
+        }
+        assert_eq!(by_deploy_name(&Status::default(), "v4"), None);
     }
 }

@@ -135,3 +135,22 @@ proptest! {
         prop_assert!((back.live.score_sum - w.live.score_sum).abs() < 1e-9);
     }
 }
+
+#[test]
+fn psi_counts_only_beyond_the_noise_of_small_samples() {
+    // Two samples of 50 from one distribution, as unevenly binned as chance makes them.
+    let (mut a, mut b) = (vec![0u64; 20], vec![0u64; 20]);
+    (a[2], a[3], a[4]) = (20, 20, 10);
+    (b[2], b[3], b[4], b[5]) = (10, 25, 10, 5);
+    let p = crate::psi(&a, &b).unwrap();
+    assert!(
+        p > 0.25,
+        "the raw PSI of small samples alone would fail it: {p}"
+    );
+    assert!(p < 0.25 + crate::psi_noise(50, 50));
+    // Scores at the other end of the range are apart whatever the sample size.
+    let mut far = vec![0u64; 20];
+    (far[16], far[17], far[18]) = (20, 20, 10);
+    assert!(crate::psi(&a, &far).unwrap() > 0.25 + crate::psi_noise(50, 50));
+    assert!(crate::psi_noise(0, 50).is_infinite());
+}

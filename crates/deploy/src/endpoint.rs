@@ -55,25 +55,42 @@ impl Deployer {
         version: i64,
         exists: bool,
     ) -> Result<String, DeployError> {
+        let variant = ProductionVariant::builder()
+            .variant_name(format!("v{version}"))
+            .model_name(model_name)
+            .initial_instance_count(self.instance_count)
+            .instance_type(ProductionVariantInstanceType::from(
+                self.instance_type.as_str(),
+            ))
+            .initial_variant_weight(1.0)
+            .build();
+        self.apply_config(
+            endpoint,
+            &format!("{endpoint}-v{version}"),
+            vec![variant],
+            exists,
+        )
+        .await
+    }
+
+    /// A new endpoint config `{name}-{millis}` of `variants`, then the endpoint created or
+    /// updated onto it; waits until it is InService on that config. Returns the config's name.
+    pub(crate) async fn apply_config(
+        &self,
+        endpoint: &str,
+        name: &str,
+        variants: Vec<ProductionVariant>,
+        exists: bool,
+    ) -> Result<String, DeployError> {
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis();
-        let config_name = truncate(&format!("{endpoint}-v{version}-{stamp}"), 63);
+        let config_name = truncate(&format!("{name}-{stamp}"), 63);
         self.client
             .create_endpoint_config()
             .endpoint_config_name(&config_name)
-            .production_variants(
-                ProductionVariant::builder()
-                    .variant_name(format!("v{version}"))
-                    .model_name(model_name)
-                    .initial_instance_count(self.instance_count)
-                    .instance_type(ProductionVariantInstanceType::from(
-                        self.instance_type.as_str(),
-                    ))
-                    .initial_variant_weight(1.0)
-                    .build(),
-            )
+            .set_production_variants(Some(variants))
             .set_kms_key_id(self.kms_key_id.clone())
             .send()
             .await
@@ -95,7 +112,7 @@ impl Deployer {
                 .await
                 .map_err(|e| aws("CreateEndpoint", e))?;
         }
-        tracing::info!(%endpoint, config = %config_name, version, "rolling out");
+        tracing::info!(%endpoint, config = %config_name, "updating the endpoint");
         let settled = self.wait_settled(endpoint).await?;
         let live_config = settled.endpoint_config_name().unwrap_or_default();
         if settled.endpoint_status() != Some(&EndpointStatus::InService)

@@ -1,0 +1,620 @@
+//! Progressive rollouts (`DEPLOY_STRATEGY` = `canary` or `linear`). The endpoint config
+//! carries both variants, the live one and the candidate (each named after its version); each
+//! step moves traffic with `UpdateEndpointWeightsAndCapacities` and bakes while the
+//! registry-watcher gathers each variant's live outcomes into the candidate's package
+//! (`rollout.*` metadata, see `rollout_evidence`). The step's verdict decides: pass, the next
+//! step; fail, back to 100% on the live variant at once and the candidate `Rejected` with the
+//! evidence as the reason. The last step leaves a single-variant config of the new version.
+//!
+//! Everything a rollout needs is on the endpoint (two variants and their weights) and in the
+//! registry (the candidate's status and metadata), so a Deploy that was killed mid-rollout is
+//! resumed by the next one: the step is the first whose share is at least the candidate's
+//! current weight.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use aws_sdk_sagemaker::types::{
+    DesiredWeightAndCapacity, ModelApprovalStatus, ProductionVariant, ProductionVariantInstanceType,
+};
+use proto::registry::v1::{EndpointState, Variant};
+use rollout_evidence::{Thresholds, Verdict, Window, weights_signature};
+use serde_json::{Value, json};
+
+use crate::{DeployError, Deployer, aws};
+
+/// Metadata key: what the rollout is doing (strategy, step, weights, when the step is due).
+pub const PLAN_KEY: &str = "rollout.plan";
+/// Metadata key: promote the candidate now, skipping the remaining steps (its value: why).
+pub const PROMOTE_KEY: &str = "rollout.promote";
+/// Metadata key: how the rollout ended, and why.
+pub const DECISION_KEY: &str = "rollout.decision";
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The endpoint switches to the new version in one update.
+    AllAtOnce,
+    /// `DEPLOY_CANARY_PERCENT` of traffic for one bake, then the rest.
+    Canary,
+    /// `DEPLOY_LINEAR_STEP_PERCENT` more at each step, each baked.
+    Linear,
+}
+
+/// What a step with too little traffic to judge does when its bake is over.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quiet {
+    /// Go on: the candidate was validated and approved, and nothing spoke against it.
+    Advance,
+    /// Roll back: only evidence promotes a candidate.
+    Rollback,
+}
+
+/// How `deploy` moves traffic to a new version.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Strategy {
+    #[arg(long = "strategy", env = "DEPLOY_STRATEGY", value_enum, default_value_t = Kind::AllAtOnce)]
+    pub kind: Kind,
+    /// `canary`: the candidate's share of traffic during the bake.
+    #[arg(long, env = "DEPLOY_CANARY_PERCENT", default_value_t = 10.0)]
+    pub canary_percent: f64,
+    /// `linear`: the share added at each step.
+    #[arg(long, env = "DEPLOY_LINEAR_STEP_PERCENT", default_value_t = 25.0)]
+    pub linear_step_percent: f64,
+    /// How long each step bakes before its evidence may pass it.
+    #[arg(long, env = "DEPLOY_BAKE_SECS", default_value_t = 600)]
+    pub bake_secs: u64,
+    #[arg(long, env = "DEPLOY_QUIET_STEP", value_enum, default_value_t = Quiet::Advance)]
+    pub quiet: Quiet,
+    #[command(flatten)]
+    pub thresholds: Thresholds,
+}
+
+impl Default for Strategy {
+    fn default() -> Self {
+        Strategy {
+            kind: Kind::AllAtOnce,
+            canary_percent: 10.0,
+            linear_step_percent: 25.0,
+            bake_secs: 600,
+            quiet: Quiet::Advance,
+            thresholds: Thresholds::default(),
+        }
+    }
+}
+
+impl Strategy {
+    /// The candidate's share at each baked step, ascending, each in (0, 1); empty for
+    /// all-at-once. After the last one the candidate takes all traffic.
+    pub fn shares(&self) -> Result<Vec<f64>, DeployError> {
+        let pct = |p: f64, what: &str| {
+            if p.is_finite() && p > 0.0 && p < 100.0 {
+                Ok(p / 100.0)
+            } else {
+                Err(DeployError::Failed(format!(
+                    "{what} must be above 0 and below 100, not {p}"
+                )))
+            }
+        };
+        Ok(match self.kind {
+            Kind::AllAtOnce => Vec::new(),
+            Kind::Canary => vec![pct(self.canary_percent, "DEPLOY_CANARY_PERCENT")?],
+            Kind::Linear => {
+                let step = pct(self.linear_step_percent, "DEPLOY_LINEAR_STEP_PERCENT")?;
+                let n = (1.0 / step).ceil() as usize;
+                (1..n)
+                    .map(|i| round4(step * i as f64))
+                    .filter(|s| *s < 1.0)
+                    .collect()
+            }
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        match self.kind {
+            Kind::AllAtOnce => "all-at-once",
+            Kind::Canary => "canary",
+            Kind::Linear => "linear",
+        }
+    }
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
+}
+
+fn epoch_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// The first step to run when the candidate already has `weight` of the traffic (a resumed
+/// rollout): the first whose share is at least that.
+pub fn resume_step(shares: &[f64], weight: f64) -> usize {
+    shares
+        .iter()
+        .position(|s| *s + 1e-6 >= weight)
+        .unwrap_or(shares.len())
+}
+
+/// How a bake ended.
+enum Bake {
+    Advance(String),
+    Promote(String),
+    RollBack(String),
+}
+
+/// The two variants of a rollout, as the endpoint holds them.
+pub(crate) struct Pair {
+    pub live: Variant,
+    pub candidate: Variant,
+}
+
+impl Pair {
+    pub(crate) fn of(state: &EndpointState) -> Option<Pair> {
+        let r = model_registry::status::rollout(state)?;
+        Some(Pair {
+            live: r.live.clone(),
+            candidate: r.candidate.clone(),
+        })
+    }
+}
+
+impl Deployer {
+    /// Starts a progressive rollout of package `arn` (`version`, model `model`) from the
+    /// single live variant `live`, then runs it to its end.
+    pub(crate) async fn start_rollout(
+        &self,
+        live: &Variant,
+        arn: &str,
+        version: i64,
+        model: &str,
+    ) -> Result<Value, DeployError> {
+        let shares = self.strategy.shares()?;
+        let first = shares[0];
+        let described = self
+            .client
+            .describe_endpoint()
+            .endpoint_name(&self.endpoint)
+            .send()
+            .await
+            .map_err(|e| aws("DescribeEndpoint", e))?;
+        let config = self
+            .client
+            .describe_endpoint_config()
+            .endpoint_config_name(described.endpoint_config_name().unwrap_or_default())
+            .send()
+            .await
+            .map_err(|e| aws("DescribeEndpointConfig", e))?;
+        let live_config = config
+            .production_variants()
+            .iter()
+            .find(|v| v.variant_name() == Some(live.name.as_str()))
+            .cloned()
+            .ok_or_else(|| {
+                DeployError::Failed(format!("the endpoint config has no variant {}", live.name))
+            })?;
+        // The candidate is sized as the live variant is now (it may have scaled).
+        let count = described
+            .production_variants()
+            .iter()
+            .find(|v| v.variant_name() == Some(live.name.as_str()))
+            .and_then(|v| v.current_instance_count())
+            .or(live_config.initial_instance_count())
+            .unwrap_or(self.instance_count);
+        let live_variant = ProductionVariant::builder()
+            .variant_name(&live.name)
+            .model_name(live_config.model_name().unwrap_or(&live.model_name))
+            .set_instance_type(live_config.instance_type().cloned())
+            .initial_instance_count(count)
+            .initial_variant_weight((1.0 - first) as f32)
+            .build();
+        let candidate_variant = ProductionVariant::builder()
+            .variant_name(format!("v{version}"))
+            .model_name(model)
+            .instance_type(ProductionVariantInstanceType::from(
+                self.instance_type.as_str(),
+            ))
+            .initial_instance_count(count)
+            .initial_variant_weight(first as f32)
+            .build();
+        tracing::info!(
+            from = live.model_package_version,
+            to = version,
+            strategy = self.strategy.name(),
+            share = first,
+            "starting a progressive rollout"
+        );
+        if let Err(e) = self
+            .apply_config(
+                &self.endpoint,
+                &format!("{}-v{version}-rollout", self.endpoint),
+                vec![live_variant, candidate_variant],
+                true,
+            )
+            .await
+        {
+            // The candidate could not come up: that is failing evidence too.
+            let reason = format!("its variant could not come up: {e}");
+            self.reject(arn, &reason).await?;
+            self.record(arn, DECISION_KEY, &format!("rolled_back: {reason}"))
+                .await?;
+            tracing::warn!(version, %reason, "rolled back");
+            return Ok(json!({
+                "action": "rolled_back", "endpoint": self.endpoint, "version": version, "arn": arn,
+                "reason": reason, "live": live.model_package_version,
+            }));
+        }
+        let state = self.endpoint_state().await?;
+        let pair = Pair::of(&state).ok_or_else(|| {
+            DeployError::Failed("the endpoint does not show the two variants it was given".into())
+        })?;
+        self.run_rollout(pair, 0).await
+    }
+
+    /// Runs the rollout the endpoint is in from step `from`.
+    pub(crate) async fn run_rollout(&self, pair: Pair, from: usize) -> Result<Value, DeployError> {
+        let started = Instant::now();
+        let shares = self.strategy.shares()?;
+        let arn = pair.candidate.model_package_arn.clone();
+        let version = pair.candidate.model_package_version;
+        let mut steps = Vec::new();
+        for (i, share) in shares.iter().enumerate().skip(from) {
+            let weights = [
+                (pair.live.name.as_str(), round4(1.0 - share)),
+                (pair.candidate.name.as_str(), *share),
+            ];
+            self.set_weights(&weights).await?;
+            let due = epoch_secs() + self.strategy.bake_secs as f64;
+            self.record(
+                &arn,
+                PLAN_KEY,
+                &format!(
+                    "strategy={} step={}/{} weights={} due={due:.0}",
+                    self.strategy.name(),
+                    i + 1,
+                    shares.len() + 1,
+                    weights_signature(weights)
+                ),
+            )
+            .await?;
+            tracing::info!(
+                version,
+                step = i + 1,
+                steps = shares.len() + 1,
+                share,
+                bake_secs = self.strategy.bake_secs,
+                "baking"
+            );
+            let bake = self.bake(&pair, &weights_signature(weights)).await?;
+            match bake {
+                Bake::Advance(why) => {
+                    tracing::info!(version, step = i + 1, %why, "step passed");
+                    steps.push(json!({ "share": share, "passed": why }));
+                }
+                Bake::Promote(why) => {
+                    steps.push(json!({ "share": share, "promoted": why }));
+                    break;
+                }
+                Bake::RollBack(why) => {
+                    tracing::warn!(version, step = i + 1, %why, "rolling back");
+                    self.roll_back(&pair, &why, true).await?;
+                    return Ok(json!({
+                        "action": "rolled_back", "endpoint": self.endpoint, "version": version,
+                        "arn": arn, "reason": why, "live": pair.live.model_package_version,
+                        "steps": steps, "seconds": started.elapsed().as_secs_f64(),
+                    }));
+                }
+            }
+        }
+        let config = self.finish(&pair.candidate).await?;
+        self.record(&arn, DECISION_KEY, "promoted").await?;
+        Ok(json!({
+            "action": "rolled_out", "strategy": self.strategy.name(), "endpoint": self.endpoint,
+            "from": { "variant": pair.live.name, "version": pair.live.model_package_version },
+            "to": { "variant": pair.candidate.name, "version": version, "arn": arn, "endpoint_config": config },
+            "steps": steps, "seconds": started.elapsed().as_secs_f64(),
+        }))
+    }
+
+    /// Waits out a step: until the evidence fails it (at once), or the bake is over and it
+    /// passes; a rejection or a promotion of the candidate meanwhile ends it too.
+    async fn bake(&self, pair: &Pair, weights: &str) -> Result<Bake, DeployError> {
+        let until = Instant::now() + Duration::from_secs(self.strategy.bake_secs);
+        let arn = &pair.candidate.model_package_arn;
+        loop {
+            let package = self
+                .client
+                .describe_model_package()
+                .model_package_name(arn)
+                .send()
+                .await
+                .map_err(|e| aws("DescribeModelPackage", e))?;
+            if package.model_approval_status() != Some(&ModelApprovalStatus::Approved) {
+                return Ok(Bake::RollBack(format!(
+                    "{} during the rollout: {}",
+                    package
+                        .model_approval_status()
+                        .map_or("no longer Approved", |s| s.as_str()),
+                    package.approval_description().unwrap_or("no reason given")
+                )));
+            }
+            let metadata = package
+                .customer_metadata_properties()
+                .cloned()
+                .unwrap_or_default();
+            if let Some(why) = metadata.get(PROMOTE_KEY) {
+                return Ok(Bake::Promote(why.clone()));
+            }
+            let verdict = evidence(&metadata, weights)
+                .map(|w| self.strategy.thresholds.judge(&w))
+                .unwrap_or_else(|| Verdict::Waiting("no evidence for these weights yet".into()));
+            let over = Instant::now() >= until;
+            match verdict {
+                Verdict::Fail(why) => return Ok(Bake::RollBack(why)),
+                Verdict::Pass(why) if over => return Ok(Bake::Advance(why)),
+                Verdict::Waiting(why) if over => {
+                    return Ok(match self.strategy.quiet {
+                        Quiet::Advance => {
+                            tracing::warn!(%why, "too little traffic to judge the step; advancing (DEPLOY_QUIET_STEP=advance)");
+                            Bake::Advance(format!("too little traffic to judge ({why}); advanced"))
+                        }
+                        Quiet::Rollback => Bake::RollBack(format!(
+                            "too little traffic to judge ({why}; DEPLOY_QUIET_STEP=rollback)"
+                        )),
+                    });
+                }
+                _ => {}
+            }
+            tokio::time::sleep(self.poll.min(Duration::from_secs(5))).await;
+        }
+    }
+
+    /// Back to the live variant: all traffic at once, the candidate `Rejected` with `why`
+    /// (when `reject`), then a single-variant config of the live version.
+    pub(crate) async fn roll_back(
+        &self,
+        pair: &Pair,
+        why: &str,
+        reject: bool,
+    ) -> Result<(), DeployError> {
+        self.set_weights(&[
+            (pair.live.name.as_str(), 1.0),
+            (pair.candidate.name.as_str(), 0.0),
+        ])
+        .await?;
+        let arn = &pair.candidate.model_package_arn;
+        if reject {
+            self.reject(arn, why).await?;
+        }
+        self.record(arn, DECISION_KEY, &format!("rolled_back: {why}"))
+            .await?;
+        self.finish(&pair.live).await?;
+        Ok(())
+    }
+
+    /// A single-variant config of `keep`, sized as the endpoint's variants are now.
+    async fn finish(&self, keep: &Variant) -> Result<String, DeployError> {
+        let described = self
+            .client
+            .describe_endpoint()
+            .endpoint_name(&self.endpoint)
+            .send()
+            .await
+            .map_err(|e| aws("DescribeEndpoint", e))?;
+        let count = described
+            .production_variants()
+            .iter()
+            .filter_map(|v| v.current_instance_count())
+            .max()
+            .unwrap_or(self.instance_count);
+        let variant = ProductionVariant::builder()
+            .variant_name(&keep.name)
+            .model_name(&keep.model_name)
+            .instance_type(ProductionVariantInstanceType::from(
+                self.instance_type.as_str(),
+            ))
+            .initial_instance_count(count)
+            .initial_variant_weight(1.0)
+            .build();
+        let name = format!("{}-v{}", self.endpoint, keep.model_package_version);
+        self.apply_config(&self.endpoint, &name, vec![variant], true)
+            .await
+    }
+
+    /// Sets the variants' weights (`UpdateEndpointWeightsAndCapacities`) unless they are
+    /// those already, and waits for InService.
+    async fn set_weights(&self, weights: &[(&str, f64)]) -> Result<(), DeployError> {
+        let state = self.endpoint_state().await?;
+        let current: HashMap<&str, f64> = state
+            .variants
+            .iter()
+            .map(|v| (v.name.as_str(), v.current_weight))
+            .collect();
+        if weights
+            .iter()
+            .all(|(n, w)| current.get(n).is_some_and(|c| (c - w).abs() < 1e-6))
+        {
+            return Ok(());
+        }
+        self.client
+            .update_endpoint_weights_and_capacities()
+            .endpoint_name(&self.endpoint)
+            .set_desired_weights_and_capacities(Some(
+                weights
+                    .iter()
+                    .map(|(n, w)| {
+                        DesiredWeightAndCapacity::builder()
+                            .variant_name(*n)
+                            .desired_weight(*w as f32)
+                            .build()
+                    })
+                    .collect(),
+            ))
+            .send()
+            .await
+            .map_err(|e| aws("UpdateEndpointWeightsAndCapacities", e))?;
+        self.wait_settled(&self.endpoint).await?;
+        Ok(())
+    }
+
+    /// `status`'s view of the rollout `state` shows: strategy, step, weights, when the step is
+    /// due, each variant's evidence and what it says now.
+    pub(crate) async fn rollout_view(
+        &self,
+        state: &EndpointState,
+    ) -> Result<Option<Value>, DeployError> {
+        let Some(pair) = Pair::of(state) else {
+            return Ok(None);
+        };
+        let package = self
+            .client
+            .describe_model_package()
+            .model_package_name(&pair.candidate.model_package_arn)
+            .send()
+            .await
+            .map_err(|e| aws("DescribeModelPackage", e))?;
+        let metadata = package
+            .customer_metadata_properties()
+            .cloned()
+            .unwrap_or_default();
+        let weights = weights_signature([
+            (pair.live.name.as_str(), pair.live.current_weight),
+            (pair.candidate.name.as_str(), pair.candidate.current_weight),
+        ]);
+        let window = evidence(&metadata, &weights);
+        let side = |s: &rollout_evidence::VariantStats| {
+            json!({
+                "requests": s.requests, "error_rate": s.error_rate(), "p50_ms": s.latency_p50_ms(),
+                "p99_ms": s.latency_p99_ms(), "mean_score": s.mean_score(),
+            })
+        };
+        Ok(Some(json!({
+            "live": { "variant": pair.live.name, "version": pair.live.model_package_version, "weight": pair.live.current_weight },
+            "candidate": { "variant": pair.candidate.name, "version": pair.candidate.model_package_version, "weight": pair.candidate.current_weight },
+            "plan": metadata.get(PLAN_KEY),
+            "promote": metadata.get(PROMOTE_KEY),
+            "evidence": window.as_ref().map(|w| json!({
+                "since": w.started, "live": side(&w.live), "candidate": side(&w.candidate),
+                "verdict": match self.strategy.thresholds.judge(w) {
+                    Verdict::Pass(why) => json!({ "pass": why }),
+                    Verdict::Fail(why) => json!({ "fail": why }),
+                    Verdict::Waiting(why) => json!({ "waiting": why }),
+                },
+            })),
+        })))
+    }
+
+    async fn reject(&self, arn: &str, why: &str) -> Result<(), DeployError> {
+        let current = self
+            .client
+            .describe_model_package()
+            .model_package_name(arn)
+            .send()
+            .await
+            .map_err(|e| aws("DescribeModelPackage", e))?;
+        if current.model_approval_status() == Some(&ModelApprovalStatus::Rejected) {
+            return Ok(()); // a person's rejection keeps its reason
+        }
+        self.client
+            .update_model_package()
+            .model_package_arn(arn)
+            .model_approval_status(ModelApprovalStatus::Rejected)
+            .approval_description(truncate_reason(&format!("rolled back: {why}")))
+            .send()
+            .await
+            .map_err(|e| aws("UpdateModelPackage", e))?;
+        Ok(())
+    }
+
+    /// Stores `key` = `value` in the package's metadata (merged with what is there).
+    pub(crate) async fn record(
+        &self,
+        arn: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), DeployError> {
+        self.client
+            .update_model_package()
+            .model_package_arn(arn)
+            .customer_metadata_properties(key, metadata_value(value))
+            .send()
+            .await
+            .map_err(|e| aws("UpdateModelPackage", e))?;
+        Ok(())
+    }
+}
+
+/// SageMaker keeps at most 1024 characters of an approval description.
+fn truncate_reason(s: &str) -> String {
+    s.chars().take(1024).collect()
+}
+
+/// A metadata value is at most 256 characters.
+fn metadata_value(s: &str) -> String {
+    s.chars().take(256).collect()
+}
+
+/// The step's evidence the package holds, if it is for `weights`.
+fn evidence(metadata: &HashMap<String, String>, weights: &str) -> Option<Window> {
+    match Window::from_metadata(|k| metadata.get(k).map(String::as_str)) {
+        Ok(Some(w)) if w.weights == weights => Some(w),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "the candidate's rollout evidence is unreadable");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strategy(kind: Kind) -> Strategy {
+        Strategy {
+            kind,
+            ..Strategy::default()
+        }
+    }
+
+    #[test]
+    fn steps_by_strategy() {
+        assert!(strategy(Kind::AllAtOnce).shares().unwrap().is_empty());
+        assert_eq!(strategy(Kind::Canary).shares().unwrap(), vec![0.1]);
+        assert_eq!(
+            strategy(Kind::Linear).shares().unwrap(),
+            vec![0.25, 0.5, 0.75]
+        );
+        let thirds = Strategy {
+            linear_step_percent: 33.0,
+            ..strategy(Kind::Linear)
+        };
+        assert_eq!(thirds.shares().unwrap(), vec![0.33, 0.66, 0.99]);
+        let big = Strategy {
+            linear_step_percent: 60.0,
+            ..strategy(Kind::Linear)
+        };
+        assert_eq!(big.shares().unwrap(), vec![0.6]);
+        for bad in [0.0, 100.0, -5.0, f64::NAN] {
+            let s = Strategy {
+                canary_percent: bad,
+                ..strategy(Kind::Canary)
+            };
+            assert!(s.shares().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_resumed_rollout_continues_at_the_step_its_weight_shows() {
+        let shares = [0.25, 0.5, 0.75];
+        assert_eq!(resume_step(&shares, 0.25), 0);
+        assert_eq!(resume_step(&shares, 0.3), 1);
+        assert_eq!(resume_step(&shares, 0.75), 2);
+        assert_eq!(resume_step(&shares, 0.9), 3, "past the last step: finish");
+        assert_eq!(resume_step(&shares, 0.0), 0);
+    }
+}
