@@ -6,7 +6,9 @@
    on the Glue table that DescribeFeatureGroup names; locally (LOCAL_S3_ROOT set) from the
    Parquet files sagemaker-local writes in the same layout.
 2. Splits train/validation by a hash of the record id (stable across runs), trains XGBoost
-   (binary:logistic) and evaluates it on the validation rows: AUC, accuracy at 0.5, log loss.
+   (binary:logistic) and evaluates it on the validation rows: AUC, accuracy at 0.5, log loss;
+   and scores the latest Approved (live) model on the very same rows (`live.*` metadata, or
+   `live.unavailable` with the reason when it cannot score them).
 3. Writes model.tar.gz (xgboost-model, JSON, with the feature names) and evaluation.json to
    the artifact bucket, and registers a package in MODEL_PACKAGE_GROUP as
    PendingManualApproval: ModelMetrics points at evaluation.json, CustomerMetadataProperties
@@ -211,15 +213,9 @@ def train(args, rows, id_name, features):
     booster = xgb.train(params, xgb.DMatrix(x_trn, label=y_trn, feature_names=features), num_boost_round=args.rounds)
     baselines = {f: baseline(x_trn[:, i]) for i, f in enumerate(features)}
     p_val = booster.predict(xgb.DMatrix(x_val, feature_names=features))
-    eps = 1e-15
-    p_clip = np.clip(p_val, eps, 1 - eps)
     evaluation = {
-        "binary_classification_metrics": {
-            "auc": {"value": auc(y_val, p_val), "standard_deviation": "NaN"},
-            "accuracy": {"value": float(((p_val > 0.5) == y_val).mean()), "standard_deviation": "NaN"},
-            "logloss": {"value": float(-(y_val * np.log(p_clip) + (1 - y_val) * np.log(1 - p_clip)).mean()),
-                        "standard_deviation": "NaN"},
-        },
+        "binary_classification_metrics": {k: {"value": v, "standard_deviation": "NaN"}
+                                          for k, v in binary_metrics(y_val, p_val).items()},
         "rows": {"training": len(trn), "validation": len(val), "unlabelled_dropped": len(rows) - len(labelled),
                  "positive_rate_validation": float(y_val.mean())},
         "features": features,
@@ -230,7 +226,55 @@ def train(args, rows, id_name, features):
         "trained_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "baseline": {f: b for f, b in baselines.items() if b is not None},
     }
-    return booster, evaluation
+    return booster, evaluation, (val, y_val)
+
+
+def binary_metrics(y, p):
+    """AUC, accuracy at 0.5 and log loss of scores `p` for labels `y`."""
+    p_clip = np.clip(p, 1e-15, 1 - 1e-15)
+    return {"auc": auc(y, p), "accuracy": float(((p > 0.5) == y).mean()),
+            "logloss": float(-(y * np.log(p_clip) + (1 - y) * np.log(1 - p_clip)).mean())}
+
+
+# ---- the live model on the same rows -------------------------------------------------------
+
+def read_object(args, session, url):
+    bucket, _, key = url[len("s3://"):].partition("/")
+    if args.local_s3_root:
+        return (pathlib.Path(args.local_s3_root) / bucket / key).read_bytes()
+    return session.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def evaluate_live(args, session, sm, validation):
+    """The latest Approved (live) model scored on the candidate's very validation rows, so the
+    approver compares like with like: its version and figures, or why it could not score them.
+    None when the group has no Approved package."""
+    rows, y = validation
+    approved = sm.list_model_packages(ModelPackageGroupName=args.group, ModelApprovalStatus="Approved",
+                                      SortBy="CreationTime", SortOrder="Descending",
+                                      MaxResults=1)["ModelPackageSummaryList"]
+    if not approved:
+        return None
+    arn = approved[0]["ModelPackageArn"]
+    live = {"version": int(arn.rsplit("/", 1)[1]), "arn": arn, "rows": len(rows)}
+    try:
+        described = sm.describe_model_package(ModelPackageName=arn)
+        url = described["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
+        with tarfile.open(fileobj=io.BytesIO(read_object(args, session, url))) as tar:
+            raw = tar.extractfile("xgboost-model").read()
+        booster = xgb.Booster()
+        booster.load_model(bytearray(raw))
+    except Exception as e:  # the gate says why instead of a number
+        return dict(live, unavailable=f"its model could not be read: {e}"[:200])
+    names = booster.feature_names or [
+        f for f in described.get("CustomerMetadataProperties", {}).get("features", "").split(",") if f]
+    if not names:
+        return dict(live, unavailable="its model names no features")
+    missing = [f for f in names if f not in rows[0]]
+    if missing:
+        return dict(live, unavailable=f"it takes features the validation rows do not have: {','.join(missing)}"[:200])
+    x = np.array([[number(r.get(f)) for f in names] for r in rows], dtype=np.float64)
+    return dict(live, **binary_metrics(y, booster.predict(xgb.DMatrix(x, feature_names=names))))
 
 
 # ---- the drift baseline ----------------------------------------------------------------------
@@ -301,6 +345,13 @@ def metadata(evaluation):
         "validation_rows": str(evaluation["rows"]["validation"]),
     }
     props.update({f"baseline.{f}": b for f, b in evaluation.get("baseline", {}).items()})
+    live = evaluation.get("live_model")
+    if live is not None:  # the live model on the same validation rows
+        props["live.version"] = str(live["version"])
+        if "unavailable" in live:
+            props["live.unavailable"] = live["unavailable"]
+        else:
+            props.update({f"live.validation_{k}": f"{live[k]:.6f}" for k in ("auc", "accuracy", "logloss")})
     too_long = [k for k, v in props.items() if len(v) > METADATA_VALUE_MAX]
     if too_long:
         raise TrainError(f"CustomerMetadataProperties values longer than {METADATA_VALUE_MAX} characters: {too_long}")
@@ -340,10 +391,15 @@ def main(argv=None):
         rows, id_name, features = load_training_rows(args, session, sm)
         print(f"train: {len(rows)} latest rows from {args.training_feature_group}, features {features}",
               file=sys.stderr, flush=True)
-        booster, evaluation = train(args, rows, id_name, features)
+        booster, evaluation, validation = train(args, rows, id_name, features)
         m = evaluation["binary_classification_metrics"]
         print(f"train: validation AUC {m['auc']['value']:.4f}, accuracy {m['accuracy']['value']:.4f} "
               f"on {evaluation['rows']['validation']} rows", file=sys.stderr, flush=True)
+        live = evaluate_live(args, session, sm, validation)
+        if live is not None:
+            evaluation["live_model"] = live
+            said = live.get("unavailable") or f"AUC {live['auc']:.4f}, accuracy {live['accuracy']:.4f}"
+            print(f"train: the live v{live['version']} on the same rows: {said}", file=sys.stderr, flush=True)
         run_id = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{hashlib.sha256(os.urandom(8)).hexdigest()[:8]}"
         model_url = put_object(args, session, f"{args.prefix}/{run_id}/model.tar.gz", model_tar_gz(booster),
                                "application/gzip")
@@ -357,7 +413,8 @@ def main(argv=None):
     summary = {"model_package_arn": arn, "model_package_version": int(arn.rsplit("/", 1)[1]),
                "status": "PendingManualApproval", "model_data_url": model_url, "evaluation_url": evaluation_url,
                "validation_auc": m["auc"]["value"], "validation_accuracy": m["accuracy"]["value"],
-               "rows": evaluation["rows"], "features": features, "seconds": round(time.time() - started, 2)}
+               "rows": evaluation["rows"], "features": features, "live_model": evaluation.get("live_model"),
+               "seconds": round(time.time() - started, 2)}
     text = json.dumps(summary)
     if args.output:
         pathlib.Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ import pathlib
 import re
 import shlex
 import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -105,6 +106,30 @@ def s3_file(stack, url):
     return pathlib.Path(stack.pipeline_env["LOCAL_S3_ROOT"]) / url[len("s3://"):]
 
 
+def live_auc_on_the_validation_rows(stack, sm):
+    """v1's AUC on the rows Train held out, computed here: the split Train documents (a hash
+    of the record id), xgboost's predictions, and AUC as the share of (positive, negative)
+    pairs ranked right (ties half)."""
+    sys.path.insert(0, str(ROOT / "pipeline"))
+    import train
+    described = sm.describe_feature_group(FeatureGroupName=stack.pipeline_env.get("TRAINING_FG_NAME", "my-mlops-feature-group-v2"))
+    id_name, time_name = described["RecordIdentifierFeatureName"], described["EventTimeFeatureName"]
+    rows = train.latest_per_id(train.local_offline_rows(stack.pipeline_env["LOCAL_S3_ROOT"], described), id_name, time_name)
+    val = [r for r in rows if r.get("churned") not in (None, "") and train.is_validation(r[id_name], 20)]
+    path = s3_file(stack, describe(sm, 1)["InferenceSpecification"]["Containers"][0]["ModelDataUrl"])
+    with tarfile.open(path) as tar:
+        raw = tar.extractfile("xgboost-model").read()
+    booster = xgb.Booster()
+    booster.load_model(bytearray(raw))
+    names = booster.feature_names
+    x = np.array([[np.nan if r.get(f) in (None, "") else float(r[f]) for f in names] for r in val])
+    p = booster.predict(xgb.DMatrix(x, feature_names=names))
+    y = [int(float(r["churned"])) for r in val]
+    pos = [s for s, label in zip(p, y) if label == 1]
+    neg = [s for s, label in zip(p, y) if label == 0]
+    return sum((a > b) + 0.5 * (a == b) for a in pos for b in neg) / (len(pos) * len(neg))
+
+
 def xgboost_scores(stack, sm, version):
     """What xgboost itself predicts for ROWS with the model package `version` holds."""
     url = describe(sm, version)["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
@@ -172,6 +197,12 @@ def test_train_registers_pending_and_the_gate_deploys_on_approval(stack, sm, loa
     # ... and the gate shows it next to the live model.
     assert re.search(r"validation AUC\s+" + re.escape(meta["validation_auc"]), runner.output()), runner.output()
     assert "live v1" in runner.output()
+    # The live v1 scored on the candidate's very validation rows, equal to what xgboost says here.
+    assert meta["live.version"] == "1", meta
+    v1_auc = live_auc_on_the_validation_rows(stack, sm)
+    assert abs(float(meta["live.validation_auc"]) - v1_auc) < 1e-6, (meta["live.validation_auc"], v1_auc)
+    assert (f"on the same {meta['validation_rows']} validation rows, candidate v2 vs live v1: "
+            f"AUC {float(meta['validation_auc']):.4f} vs {v1_auc:.4f}") in runner.output(), runner.output()
 
     # Pending: nothing changes while the listener polls several times.
     time.sleep(1.5)

@@ -79,6 +79,10 @@ def test_train_may_read_the_training_data_and_register_but_deploy_nothing(templa
         (["sagemaker:DescribeFeatureGroup"], [f"{SM}:feature-group/churn-training-v3"]),
         (["sagemaker:DescribeModelPackageGroup", "sagemaker:CreateModelPackage"],
          [f"{SM}:model-package-group/churn-pkg", f"{SM}:model-package/churn-pkg/*"]),
+        # The live model, scored on the candidate's validation rows: found and read, not changed.
+        (["s3:GetObject"], ["<ArtifactBucket.Arn>/models/*"]),
+        (["sagemaker:ListModelPackages"], ["*"]),  # no resource-level permissions exist for it
+        (["sagemaker:DescribeModelPackage"], [f"{SM}:model-package/churn-pkg/*"]),
     )
     deploying = {"sagemaker:CreateModel", "sagemaker:CreateEndpointConfig", "sagemaker:CreateEndpoint",
                  "sagemaker:UpdateEndpoint", "sagemaker:UpdateModelPackage", "iam:PassRole"}
@@ -90,7 +94,7 @@ def test_train_grants_are_the_calls_the_training_step_makes(template):
     calls = {"sagemaker:" + camel(c) for c in re.findall(r"\bsm\.(describe_\w+|create_\w+|list_\w+)\(", source)}
     calls |= {"athena:" + camel(c) for c in re.findall(r"athena\.(start_\w+|get_query_execution)\(", source)}
     calls |= {"athena:" + camel(c) for c in re.findall(r'get_paginator\("(\w+)"\)', source)}
-    assert len(calls) == 6, f"read too few calls from train.py: {calls}"
+    assert len(calls) == 8, f"read too few calls from train.py: {calls}"
     granted = {a for a, _ in plain(grants(template, PARAMS, "TrainRole")) if a.split(":")[0] in ("sagemaker", "athena")}
     assert calls == granted, (calls, granted)
 
@@ -109,6 +113,7 @@ def test_deploy_may_roll_the_one_endpoint_and_pass_only_the_execution_role(templ
         (["sagemaker:DescribeEndpoint", "sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint"],
          [f"{SM}:endpoint/churn-prod", f"{SM}:endpoint/churn-prod-shadow"]),
         (["sagemaker:DeleteEndpoint"], [f"{SM}:endpoint/churn-prod-shadow"]),  # only the shadow goes away
+        (["sagemaker:UpdateEndpointWeightsAndCapacities"], [f"{SM}:endpoint/churn-prod"]),  # rollouts: the live one
         (["sagemaker:CreateEndpointConfig", "sagemaker:DescribeEndpointConfig", "sagemaker:DeleteEndpointConfig"],
          [f"{SM}:endpoint-config/churn-prod-*"]),
         (["sagemaker:CreateModel", "sagemaker:DescribeModel", "sagemaker:DeleteModel"], [f"{SM}:model/churn-prod-*"]),
@@ -214,3 +219,18 @@ def test_the_endpoint_config_and_stores_encrypt_with_the_key(template):
     for bucket in ("ArtifactBucket", "FeatureStoreBucket"):
         sse, = res[bucket]["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"]
         assert sse["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": {"Fn::GetAtt": ["Key", "Arn"]}}
+
+
+def test_the_deploy_build_outlasts_the_longest_rollout_the_parameters_allow(template):
+    """Nine linear steps (the smallest step allowed) of the longest bake, plus an hour for the
+    endpoint updates: a rollout is never cut by CodeBuild's timeout (a cut one is resumed by
+    the next Deploy, but should not need to be)."""
+    params = template["Parameters"]
+    steps = -(-100 // params["DeployLinearStepPercent"]["MinValue"]) - 1
+    longest = steps * params["DeployBakeSecs"]["MaxValue"] + 3600
+    timeout = template["Resources"]["DeployProject"]["Properties"]["TimeoutInMinutes"] * 60
+    assert timeout >= longest, (timeout, longest)
+    env = {v["Name"]: v["Value"] for v in template["Resources"]["DeployProject"]["Properties"]["Environment"]["EnvironmentVariables"]}
+    assert {k: env[k] for k in ("DEPLOY_STRATEGY", "DEPLOY_BAKE_SECS")} == {
+        "DEPLOY_STRATEGY": {"Ref": "DeployStrategy"}, "DEPLOY_BAKE_SECS": {"Ref": "DeployBakeSecs"}}
+    assert params["DeployStrategy"]["Default"] == "canary" and params["DeployBakeSecs"]["Default"] == 600

@@ -240,6 +240,29 @@ impl Deployer {
             "shadowed": shadowed(&status).is_some(),
             "shadow_endpoint": shadow.map(|s| json!({ "name": s.name, "status": s.status })),
             "comparison": comparison,
+            "against_live": against_live(&metadata),
         }))
     }
+}
+
+/// Train's evaluation of the candidate and of the live model on the very same validation
+/// rows (`validation_*`, `live.*`), with the differences; or why the live model could not
+/// score them.
+fn against_live(metadata: &std::collections::HashMap<String, String>) -> Value {
+    let Some(live) = metadata.get("live.version") else {
+        return Value::Null;
+    };
+    if let Some(why) = metadata.get("live.unavailable") {
+        return json!({ "live_version": live, "unavailable": why });
+    }
+    let figure = |key: &str| metadata.get(key).and_then(|v| v.parse::<f64>().ok());
+    let mut out = json!({ "live_version": live, "rows": metadata.get("validation_rows") });
+    for k in ["auc", "accuracy", "logloss"] {
+        let (c, l) = (
+            figure(&format!("validation_{k}")),
+            figure(&format!("live.validation_{k}")),
+        );
+        out[k] = json!({ "candidate": c, "live": l, "difference": c.zip(l).map(|(c, l)| c - l) });
+    }
+    out
 }

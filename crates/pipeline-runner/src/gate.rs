@@ -25,6 +25,9 @@ impl Pipeline {
             candidate.status.as_str()
         ));
         print_side_by_side(&candidate, &live);
+        if let Some(line) = candidate.against_live() {
+            println!("   {line}");
+        }
         let v = candidate.version;
         let cmd = &self.approve_command;
         println!("\n   Approve: {cmd} approve {v} --reason \"...\"");
