@@ -1,10 +1,11 @@
 """Progressive rollouts on the whole stack, under continuous load from several clients, each
 answer checked against Python xgboost for the version it names: a good candidate by canary and
-by linear, bad candidates rolled back by the evidence (failing on some inputs, slow, an artifact
-that does not exist) with the reason on the package, an abort, a promote, and a Deploy SIGKILLed
+by linear, bad candidates rolled back by the evidence (failing on some inputs, slow, scoring far
+from the live model, an artifact that does not exist) with the reason on the package, an abort, a promote, and a Deploy SIGKILLed
 mid-canary that the next run finishes. No client sees a failed request at any point."""
 import json
 import os
+import pathlib
 import random
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 import xgboost as xgb
 
 from conftest import binary, running_stack
+from deploy import model_tar_gz
 from test_stack_e2e import EXPECTED, ROOT, predict, row
 
 ENDPOINT = "my-mlops-prod-endpoint"
@@ -207,11 +209,32 @@ def test_a_slow_candidate_is_rolled_back_by_its_latency(stack, v2, predictions):
     assert variants(stack) == {"v2": 1.0}
 
 
+def test_a_candidate_scoring_far_from_the_live_model_is_rolled_back(stack, v2, predictions):
+    # Trained on the same features towards other labels: it answers, fast, but not like the live model.
+    names = v2["features"].split(",")
+    x = np.array([[np.nan if v is None else v for v in row(i)] for i in range(1000)])
+    y = (np.array(EXPECTED) < 0.2).astype(int)
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 3, "seed": 1},
+                        xgb.DMatrix(x, label=y, feature_names=names), num_boost_round=20)
+    key = "models/far-from-live/model.tar.gz"
+    path = pathlib.Path(stack.pipeline_env["LOCAL_S3_ROOT"]) / "my-mlops-artifacts" / key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(model_tar_gz(bytes(booster.save_raw("json"))))
+    version = candidate(stack, v2, predictions, url=f"s3://my-mlops-artifacts/{key}")
+    predictions[version] = xgboost_predictions(stack, f"s3://my-mlops-artifacts/{key}")
+    with Load(stack) as load:
+        out = mlops_deploy(stack, "deploy", "--strategy", "canary", "--canary-percent", "30", "--bake-secs", "30")
+    assert out["action"] == "rolled_back" and "mean score" in out["reason"], out
+    check_answers(load, predictions)
+    assert "mean score" in package(stack, version)["ApprovalDescription"]
+    assert variants(stack) == {"v2": 1.0}
+
+
 def test_a_good_candidate_rolls_out_linearly_in_three_steps(stack, v2, predictions):
     version = candidate(stack, v2, predictions)
     with Load(stack) as load:
         out = mlops_deploy(stack, "deploy", "--strategy", "linear", "--linear-step-percent", "34", "--bake-secs", "3")
-    assert out["action"] == "rolled_out" and out["to"]["version"] == version, out
+    assert out["action"] == "rolled_out" and out["to"]["version"] == version, out.get("reason", out)
     assert [s["share"] for s in out["steps"]] == [0.34, 0.68], out
     check_answers(load, predictions)
     assert variants(stack) == {f"v{version}": 1.0}
@@ -238,7 +261,7 @@ def test_rejecting_mid_rollout_rolls_back_and_promote_finishes_at_once(stack, v2
         mlops_deploy(stack, "rollout", "promote", "--reason", "urgent fix")
         out = finished(proc)
         assert time.time() - started < 30
-    assert out["action"] == "rolled_out" and out["steps"][-1].get("promoted") == "urgent fix", out
+    assert out["action"] == "rolled_out" and out["steps"][-1].get("promoted") == "urgent fix", out.get("reason", out)
     check_answers(load, predictions)
     assert package(stack, aborted)["ModelApprovalStatus"] == "Rejected"
     assert variants(stack) == {f"v{promoted}": 1.0}
@@ -253,6 +276,6 @@ def test_a_deploy_killed_mid_canary_is_finished_by_the_next_run(stack, v2, predi
         proc.wait()
         assert len(variants(stack)) == 2, "left split"
         out = mlops_deploy(stack, "deploy", "--strategy", "canary", "--bake-secs", "3")
-    assert out["action"] == "rolled_out" and out["to"]["version"] == version, out
+    assert out["action"] == "rolled_out" and out["to"]["version"] == version, out.get("reason", out)
     check_answers(load, predictions)
     assert variants(stack) == {f"v{version}": 1.0}

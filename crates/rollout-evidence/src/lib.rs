@@ -82,6 +82,22 @@ impl VariantStats {
         (self.rows > 0).then(|| self.score_sum / self.rows as f64)
     }
 
+    /// The variance of the scores, from their histogram (bin midpoints; the 0.05-wide bins
+    /// add at most 0.0002): what the mean's sampling noise is judged by.
+    pub fn score_variance(&self) -> Option<f64> {
+        let mean = self.mean_score()?;
+        let n: u64 = self.scores.iter().sum();
+        (n > 1).then(|| {
+            let bins = self.scores.len() as f64;
+            self.scores
+                .iter()
+                .enumerate()
+                .map(|(i, c)| *c as f64 * ((i as f64 + 0.5) / bins - mean).powi(2))
+                .sum::<f64>()
+                / (n - 1) as f64
+        })
+    }
+
     pub fn latency_p99_ms(&self) -> Option<f64> {
         LATENCY_MS.quantile(&self.latency, 0.99)
     }
@@ -273,6 +289,16 @@ pub fn psi(expected: &[u64], actual: &[u64]) -> Option<f64> {
             })
             .sum(),
     )
+}
+
+/// How far apart the means of two samples from one and the same distribution get by chance
+/// alone, at most (but once in a thousand): 3.29 standard errors of their difference.
+pub fn mean_noise(a: &VariantStats, b: &VariantStats) -> f64 {
+    const Z_999: f64 = 3.29;
+    match (a.score_variance(), b.score_variance()) {
+        (Some(va), Some(vb)) => Z_999 * (va / a.rows as f64 + vb / b.rows as f64).sqrt(),
+        _ => f64::INFINITY,
+    }
 }
 
 /// How much PSI two samples of `n` and `m` scores from one and the same distribution show

@@ -154,3 +154,34 @@ fn psi_counts_only_beyond_the_noise_of_small_samples() {
     assert!(crate::psi(&a, &far).unwrap() > 0.25 + crate::psi_noise(50, 50));
     assert!(crate::psi_noise(0, 50).is_infinite());
 }
+
+#[test]
+fn a_mean_shift_counts_only_beyond_the_noise_of_small_samples() {
+    let t = Thresholds {
+        min_requests: 20,
+        ..Thresholds::default()
+    };
+    // Twenty requests each from one spread-out distribution whose sample means landed 0.115
+    // apart (as in a rollout of two identical models): not a shift.
+    let spread = |i: usize, lift: f64| ((i % 10) as f64 / 10.0 + lift).min(0.99);
+    let noisy = window(
+        |i| outcome("v1", spread(i, 0.0), 3.0, false),
+        |i| outcome("v2", spread(i, 0.115), 3.0, false),
+        20,
+    );
+    assert!(
+        matches!(t.judge(&noisy), Verdict::Pass(_)),
+        "{:?}",
+        t.judge(&noisy)
+    );
+    // A lift past the threshold over 5,000 requests each is one.
+    let many = window(
+        |i| outcome("v1", spread(i, 0.0), 3.0, false),
+        |i| outcome("v2", spread(i, 0.15), 3.0, false),
+        5000,
+    );
+    let Verdict::Fail(why) = t.judge(&many) else {
+        panic!("{:?}", t.judge(&many))
+    };
+    assert!(why.contains("mean score"), "{why}");
+}

@@ -2,7 +2,7 @@
 //! reason) or wait (too little traffic to judge yet). The thresholds are the Deploy step's
 //! configuration.
 
-use crate::{Window, psi, psi_noise};
+use crate::{Window, mean_noise, psi, psi_noise};
 
 /// The limits a candidate's live outcomes are held to, against the live variant's over the
 /// same window.
@@ -22,7 +22,8 @@ pub struct Thresholds {
     /// p99s are a bin or two apart by noise alone).
     #[arg(long, env = "ROLLOUT_P99_SLACK_MS", default_value_t = 20.0)]
     pub p99_slack_ms: f64,
-    /// How far the candidate's mean score may be from the live variant's.
+    /// How far the candidate's mean score may be from the live variant's, beyond what
+    /// samples of the step's size show by chance (see `mean_noise`).
     #[arg(long, env = "ROLLOUT_MAX_MEAN_SHIFT", default_value_t = 0.1)]
     pub max_mean_shift: f64,
     /// The most the population stability index between the two variants' score
@@ -85,11 +86,13 @@ impl Thresholds {
             }
         }
         let (cm, lm) = (c.mean_score(), l.mean_score());
+        // Beyond the threshold by more than the samples' own noise.
+        let limit = self.max_mean_shift + mean_noise(l, c);
         if let (Some(cm), Some(lm)) = (cm, lm)
-            && (cm - lm).abs() > self.max_mean_shift
+            && (cm - lm).abs() > limit
         {
             return Verdict::Fail(format!(
-                "mean score {cm:.4} on {cv} vs {lm:.4} on {lv} (at most {} apart)",
+                "mean score {cm:.4} on {cv} vs {lm:.4} on {lv} (at most {limit:.4} apart: {} plus the noise of these samples)",
                 self.max_mean_shift
             ));
         }
