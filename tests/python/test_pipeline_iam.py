@@ -114,6 +114,15 @@ def test_deploy_may_roll_the_one_endpoint_and_pass_only_the_execution_role(templ
          [f"{SM}:endpoint/churn-prod", f"{SM}:endpoint/churn-prod-shadow"]),
         (["sagemaker:DeleteEndpoint"], [f"{SM}:endpoint/churn-prod-shadow"]),  # only the shadow goes away
         (["sagemaker:UpdateEndpointWeightsAndCapacities"], [f"{SM}:endpoint/churn-prod"]),  # rollouts: the live one
+        # Auto scaling of the serving variant: SageMaker variants only (the conditions below).
+        (["application-autoscaling:RegisterScalableTarget", "application-autoscaling:DeregisterScalableTarget",
+          "application-autoscaling:PutScalingPolicy", "application-autoscaling:DeleteScalingPolicy"],
+         [f"arn:aws:application-autoscaling:{REGION}:{ACCOUNT}:scalable-target/*"]),
+        (["application-autoscaling:DescribeScalableTargets", "application-autoscaling:DescribeScalingPolicies"], ["*"]),
+        (["cloudwatch:PutMetricAlarm", "cloudwatch:DescribeAlarms", "cloudwatch:DeleteAlarms"],
+         [f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:TargetTracking-endpoint/churn-prod/variant/*"]),
+        (["iam:CreateServiceLinkedRole"], [f"arn:aws:iam::{ACCOUNT}:role/aws-service-role/sagemaker.application-autoscaling."
+                                           "amazonaws.com/AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"]),
         (["sagemaker:CreateEndpointConfig", "sagemaker:DescribeEndpointConfig", "sagemaker:DeleteEndpointConfig"],
          [f"{SM}:endpoint-config/churn-prod-*"]),
         (["sagemaker:CreateModel", "sagemaker:DescribeModel", "sagemaker:DeleteModel"], [f"{SM}:model/churn-prod-*"]),
@@ -121,12 +130,27 @@ def test_deploy_may_roll_the_one_endpoint_and_pass_only_the_execution_role(templ
     )
     passed, = [c for a, _, c in granted if a == "iam:PassRole"]
     assert json.loads(passed) == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+    for action in ("RegisterScalableTarget", "DeregisterScalableTarget", "PutScalingPolicy", "DeleteScalingPolicy"):
+        condition, = [c for a, _, c in granted if a == f"application-autoscaling:{action}"]
+        assert json.loads(condition) == {"StringEquals": {"application-autoscaling:service-namespace": "sagemaker",
+                                                          "application-autoscaling:scalable-dimension": "sagemaker:variant:DesiredInstanceCount"}}
+    linked, = [c for a, _, c in granted if a == "iam:CreateServiceLinkedRole"]
+    assert json.loads(linked) == {"StringEquals": {"iam:AWSServiceName": "sagemaker.application-autoscaling.amazonaws.com"}}
+
+
+def test_deploy_scaling_grants_are_the_calls_mlops_deploy_makes(template):
+    source = (ROOT / "crates/deploy/src/scaling.rs").read_text()
+    calls = {"application-autoscaling:" + camel(c) for c in re.findall(r"\.(register_\w+|deregister_\w+|put_\w+|delete_\w+|describe_\w+)\(\)", source)}
+    assert len(calls) == 6, calls
+    granted = {a for a, _ in plain(grants(template, PARAMS, "DeployRole")) if a.startswith("application-autoscaling:")}
+    assert calls == granted, (calls, granted)
 
 
 def test_deploy_grants_are_the_calls_mlops_deploy_makes(template):
     """`mlops-deploy deploy/approve/status/shadow` (crates/deploy) and the registry logic it uses
-    (crates/model-registry); `register` is the local shortcut the pipeline does not run."""
-    source = "".join(p.read_text() for p in [*sorted((ROOT / "crates/deploy/src").glob("*.rs")),
+    (crates/model-registry); `register` is the local shortcut the pipeline does not run.
+    scaling.rs calls Application Auto Scaling (the next test)."""
+    source = "".join(p.read_text() for p in [*sorted(f for f in (ROOT / "crates/deploy/src").glob("*.rs") if f.name != "scaling.rs"),
                                              ROOT / "crates/model-registry/src/poll.rs"])
     calls = {"sagemaker:" + camel(c) for c in re.findall(r"\.(list_\w+|describe_\w+|create_\w+|update_\w+|delete_\w+)\(\)", source)}
     calls.discard("sagemaker:CreateModelPackage")

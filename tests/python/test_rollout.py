@@ -26,7 +26,8 @@ ROWS = 200
 # Every candidate after v2 serves v2's artifact; sagemaker-local makes some variants misbehave.
 FAULTS = f"{ENDPOINT}/v3=error:40,{ENDPOINT}/v5=delay:150"
 # Quick steps and a low bar for judging them; the thresholds are the defaults otherwise.
-DEPLOY_ENV = {"ROLLOUT_MIN_REQUESTS": "20", "DEPLOY_POLL_MS": "200"}
+# The serving variant scales (1 to 3 instances) across every deployment.
+DEPLOY_ENV = {"ROLLOUT_MIN_REQUESTS": "20", "DEPLOY_POLL_MS": "200", "DEPLOY_SCALING_MIN": "1", "DEPLOY_SCALING_MAX": "3"}
 
 
 @pytest.fixture(scope="module")
@@ -279,3 +280,20 @@ def test_a_deploy_killed_mid_canary_is_finished_by_the_next_run(stack, v2, predi
     assert out["action"] == "rolled_out" and out["to"]["version"] == version, out.get("reason", out)
     check_answers(load, predictions)
     assert variants(stack) == {f"v{version}": 1.0}
+
+
+def test_scaling_followed_every_deployment(stack):
+    """SageMaker refuses an update that removes a registered variant: each deployment above
+    deregistered the retiring one first and registered the one serving alone after."""
+    import boto3
+    env = stack.aws_env
+    aas = boto3.client("application-autoscaling", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
+                       aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    (serving,) = variants(stack)
+    targets = aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    assert [(t["ResourceId"], t["MinCapacity"], t["MaxCapacity"]) for t in targets] == [
+        (f"endpoint/{ENDPOINT}/variant/{serving}", 1, 3)], targets
+    (policy,) = aas.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
+    assert policy["ResourceId"] == f"endpoint/{ENDPOINT}/variant/{serving}" and policy["PolicyType"] == "TargetTrackingScaling"
+    spec = policy["TargetTrackingScalingPolicyConfiguration"]
+    assert spec["PredefinedMetricSpecification"]["PredefinedMetricType"] == "SageMakerVariantInvocationsPerInstance"

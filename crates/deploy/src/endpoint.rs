@@ -87,9 +87,75 @@ impl Deployer {
             .unwrap_or_default()
             .as_millis();
         let config_name = truncate(&format!("{name}-{stamp}"), 63);
+        // Auto scaling follows the production endpoint's serving variant (not the shadow's).
+        let scaler = self.scaler.as_ref().filter(|_| endpoint == self.endpoint);
+        if let (Some(scaler), true) = (scaler, exists) {
+            let described = self
+                .client
+                .describe_endpoint()
+                .endpoint_name(endpoint)
+                .send()
+                .await
+                .map_err(|e| aws("DescribeEndpoint", e))?;
+            for retiring in described
+                .production_variants()
+                .iter()
+                .filter_map(|v| v.variant_name())
+                .filter(|n| !variants.iter().any(|v| v.variant_name() == Some(*n)))
+            {
+                scaler.deregister(endpoint, retiring).await?;
+            }
+        }
+        let applied = self
+            .create_or_update(endpoint, &config_name, variants.clone(), exists)
+            .await;
+        let Some(scaler) = scaler else {
+            return applied.map(|()| config_name);
+        };
+        // Whatever serves alone now scales: the new version, or (the update failed and
+        // SageMaker rolled it back) the version the retiring registration was taken from.
+        let serving = match (&applied, variants.as_slice()) {
+            (Ok(()), [only]) => only.variant_name().map(str::to_owned),
+            (Ok(()), _) => None,
+            (Err(_), _) => match self
+                .client
+                .describe_endpoint()
+                .endpoint_name(endpoint)
+                .send()
+                .await
+            {
+                Ok(d) => match d.production_variants() {
+                    [only] => only.variant_name().map(str::to_owned),
+                    _ => None,
+                },
+                Err(_) => None,
+            },
+        };
+        if let Some(name) = serving {
+            let registered = scaler.register(endpoint, &name).await;
+            match (&applied, registered) {
+                (Ok(()), Err(e)) => return Err(e),
+                (Err(_), Err(e)) => {
+                    tracing::warn!(error = %e, variant = %name, "could not register the variant that still serves for auto scaling")
+                }
+                _ => {}
+            }
+        }
+        applied.map(|()| config_name)
+    }
+
+    /// CreateEndpointConfig, then CreateEndpoint or UpdateEndpoint onto it, and the wait for
+    /// InService on that config.
+    async fn create_or_update(
+        &self,
+        endpoint: &str,
+        config_name: &str,
+        variants: Vec<ProductionVariant>,
+        exists: bool,
+    ) -> Result<(), DeployError> {
         self.client
             .create_endpoint_config()
-            .endpoint_config_name(&config_name)
+            .endpoint_config_name(config_name)
             .set_production_variants(Some(variants))
             .set_kms_key_id(self.kms_key_id.clone())
             .send()
@@ -99,7 +165,7 @@ impl Deployer {
             self.client
                 .update_endpoint()
                 .endpoint_name(endpoint)
-                .endpoint_config_name(&config_name)
+                .endpoint_config_name(config_name)
                 .send()
                 .await
                 .map_err(|e| aws("UpdateEndpoint", e))?;
@@ -107,7 +173,7 @@ impl Deployer {
             self.client
                 .create_endpoint()
                 .endpoint_name(endpoint)
-                .endpoint_config_name(&config_name)
+                .endpoint_config_name(config_name)
                 .send()
                 .await
                 .map_err(|e| aws("CreateEndpoint", e))?;
@@ -124,7 +190,7 @@ impl Deployer {
                 settled.failure_reason().unwrap_or("no reason given")
             )));
         }
-        Ok(config_name)
+        Ok(())
     }
 
     /// Describes `endpoint` every `poll` until `done` says so of its status (`None`: there is

@@ -19,6 +19,7 @@ use aws_sdk_sagemaker::{
 mod cli;
 mod endpoint;
 mod progressive;
+mod scaling;
 mod shadow;
 
 pub use cli::{Target, init_cli_logging};
@@ -27,6 +28,7 @@ pub use model_registry::version_of;
 use model_registry::{poll::Poller, status::in_sync};
 pub use progressive::{Kind, Quiet, Strategy};
 use proto::registry::v1::EndpointState;
+pub use scaling::{Scaler, Scaling};
 use serde_json::{Value, json};
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +66,8 @@ pub struct Deployer {
     pub timeout: Duration,
     /// How `deploy` moves traffic to a new version.
     pub strategy: Strategy,
+    /// Auto scaling of the serving variant (`None`: not managed).
+    pub scaler: Option<Scaler>,
 }
 
 impl Deployer {
@@ -87,6 +91,7 @@ impl Deployer {
             poll: Duration::from_secs(15),
             timeout: Duration::from_secs(3600),
             strategy: Strategy::default(),
+            scaler: None,
         }
     }
 

@@ -60,6 +60,8 @@ enum Command {
         rollout: EndpointArgs,
         #[command(flatten)]
         strategy: deploy::Strategy,
+        #[command(flatten)]
+        scaling: deploy::Scaling,
     },
     /// Steer the rollout under way (the Deploy running it, or the next one, carries it out).
     Rollout {
@@ -171,9 +173,19 @@ async fn main() -> std::process::ExitCode {
                 .await
         }
         Command::Status => deployer.status().await,
-        Command::Deploy { rollout, strategy } => {
+        Command::Deploy {
+            rollout,
+            strategy,
+            scaling,
+        } => {
             rollout.apply(&mut deployer);
             deployer.strategy = strategy;
+            // Always managed: a registration an earlier run left would block the update that
+            // removes its variant, whether or not scaling is on now.
+            deployer.scaler = Some(deploy::Scaler {
+                client: aws_sdk_applicationautoscaling::Client::new(&conf),
+                config: scaling,
+            });
             deployer.deploy().await
         }
         Command::Rollout { action } => match action {
