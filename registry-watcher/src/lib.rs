@@ -49,6 +49,10 @@ pub struct Config {
     /// changed).
     #[arg(long, env = "WATCHER_SHADOW_SAVE_MS", default_value_t = 5000)]
     pub shadow_save_ms: u64,
+    /// What the approver's page says of a rollout's evidence: the Deploy step's thresholds
+    /// (the same variables).
+    #[command(flatten)]
+    pub rollout_thresholds: rollout_evidence::Thresholds,
     #[command(flatten)]
     pub tls: grpc_tls::Tls,
     #[command(flatten)]
@@ -311,7 +315,12 @@ pub async fn run(
     ));
     let admin_task = tokio::spawn(telemetry::serve_admin(
         admin,
-        telemetry::admin_router(readiness).merge(page::routes(evidence.clone(), rx.clone())),
+        telemetry::admin_router(readiness).merge(page::routes(
+            evidence.clone(),
+            rollouts.clone(),
+            config.rollout_thresholds,
+            rx.clone(),
+        )),
         shutdown.child_token(),
     ));
 

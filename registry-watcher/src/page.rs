@@ -1,6 +1,7 @@
 //! The approver's page on the watcher's admin port (not the public gateway): `/shadow`, the
-//! candidate next to the live model over mirrored traffic, with the two score distributions
-//! drawn server-side as SVG (no script); `/shadow.json`, the same figures.
+//! candidate next to the live model over mirrored traffic, and a progressive rollout under way
+//! (each variant's live evidence in the step's window and what it says), with the score
+//! distributions drawn server-side as SVG (no script); `/shadow.json`, the same figures.
 
 use axum::{
     Json, Router,
@@ -12,19 +13,58 @@ use proto::registry::v1::Status;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::evidence::Evidence;
+use rollout_evidence::{Thresholds, VariantStats, Verdict};
+
+use crate::{evidence::Evidence, rollout::Rollouts};
 
 #[derive(Clone)]
 struct Page {
     evidence: Evidence,
+    rollouts: Rollouts,
+    thresholds: Thresholds,
     status: watch::Receiver<Status>,
 }
 
-pub fn routes(evidence: Evidence, status: watch::Receiver<Status>) -> Router {
+pub fn routes(
+    evidence: Evidence,
+    rollouts: Rollouts,
+    thresholds: Thresholds,
+    status: watch::Receiver<Status>,
+) -> Router {
     Router::new()
         .route("/shadow", get(html))
         .route("/shadow.json", get(json_view))
-        .with_state(Page { evidence, status })
+        .with_state(Page {
+            evidence,
+            rollouts,
+            thresholds,
+            status,
+        })
+}
+
+fn side(name: &str, s: &VariantStats) -> Value {
+    json!({
+        "variant": name, "requests": s.requests, "error_rate": s.error_rate(),
+        "latency_p50_ms": s.latency_p50_ms(), "latency_p99_ms": s.latency_p99_ms(),
+        "mean_score": s.mean_score(), "scores": s.scores,
+    })
+}
+
+/// The rollout under way: its step's window and what the evidence says now.
+fn rollout_view(page: &Page) -> Value {
+    let Some((version, arn, w)) = page.rollouts.snapshot() else {
+        return Value::Null;
+    };
+    let (verdict, why) = match page.thresholds.judge(&w) {
+        Verdict::Pass(why) => ("pass", why),
+        Verdict::Fail(why) => ("fail", why),
+        Verdict::Waiting(why) => ("waiting", why),
+    };
+    json!({
+        "version": version, "arn": arn, "weights": w.weights, "since": w.started,
+        "live": side(&w.live_variant, &w.live), "candidate": side(&w.candidate_variant, &w.candidate),
+        "verdict": verdict, "why": why,
+    })
 }
 
 fn view(page: &Page) -> Value {
@@ -53,6 +93,7 @@ fn view(page: &Page) -> Value {
         "shadow": shadow,
         "shadowing": model_registry::status::shadowed(&status).is_some(),
         "comparison": comparison,
+        "rollout": rollout_view(page),
     })
 }
 
@@ -138,6 +179,41 @@ async fn html(State(page): State<Page>) -> impl IntoResponse {
             live
         }
     );
+    if let r @ Value::Object(_) = &v["rollout"] {
+        body.push_str(&format!(
+            "<h2>Rolling out v{}</h2><p>weights {} · the evidence says <b>{}</b>: {}</p>",
+            r["version"],
+            escape(r["weights"].as_str().unwrap_or("")),
+            escape(r["verdict"].as_str().unwrap_or("")),
+            escape(r["why"].as_str().unwrap_or(""))
+        ));
+        body.push_str(&format!(
+            "<table><tr><th></th><th>live ({})</th><th>candidate ({})</th></tr>",
+            escape(r["live"]["variant"].as_str().unwrap_or("")),
+            escape(r["candidate"]["variant"].as_str().unwrap_or(""))
+        ));
+        for (k, f, d) in [
+            ("requests", "requests", 0),
+            ("error rate", "error_rate", 4),
+            ("latency p50 (ms)", "latency_p50_ms", 2),
+            ("latency p99 (ms)", "latency_p99_ms", 2),
+            ("mean score", "mean_score", 4),
+        ] {
+            body.push_str(&format!(
+                "<tr><th>{k}</th><td>{}</td><td>{}</td></tr>",
+                num(&r["live"][f], d),
+                num(&r["candidate"][f], d)
+            ));
+        }
+        body.push_str("</table>");
+        let counts = |k: &str| -> Vec<u64> {
+            r[k]["scores"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                .unwrap_or_default()
+        };
+        body.push_str(&chart(&counts("live"), &counts("candidate")));
+    }
     match &v["comparison"] {
         Value::Null => body.push_str(&format!(
             "<p>No candidate is awaiting a decision{}.</p>",

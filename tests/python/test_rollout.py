@@ -19,7 +19,7 @@ import xgboost as xgb
 
 from conftest import binary, running_stack
 from deploy import model_tar_gz
-from test_stack_e2e import EXPECTED, ROOT, predict, row
+from test_stack_e2e import EXPECTED, ROOT, http, predict, row
 
 ENDPOINT = "my-mlops-prod-endpoint"
 ROWS = 200
@@ -248,6 +248,12 @@ def test_rejecting_mid_rollout_rolls_back_and_promote_finishes_at_once(stack, v2
         proc = start_deploy(stack, "--strategy", "canary", "--bake-secs", "120")
         wait_for(lambda: len(variants(stack)) == 2, what="the canary")
         assert mlops_deploy(stack, "status")["rollout"]["candidate"]["version"] == aborted
+        # The approver's page shows the rollout and each variant's evidence as it comes in.
+        page = "http://" + stack.watcher.addrs["admin"] + "/shadow"
+        seen = wait_for(lambda: (r := json.loads(http("GET", page + ".json")[2])["rollout"]) and r["candidate"]["requests"] > 0
+                        and r["live"]["requests"] > 0 and r, what="the rollout's evidence on the approver's page")
+        assert seen["version"] == aborted and seen["verdict"] in ("waiting", "pass"), seen
+        assert f"Rolling out v{aborted}" in http("GET", page)[2].decode()
         started = time.time()
         mlops_deploy(stack, "rollout", "abort", "--reason", "looks wrong to me")
         out = finished(proc)
