@@ -23,6 +23,8 @@ struct Current {
     /// `shadow.state.<i>` keys the package holds (to remove those a shorter state leaves).
     saved_parts: usize,
     dirty: bool,
+    /// Train's figures for the candidate and the live model on the same rows.
+    against_live: Option<model_registry::evaluation::AgainstLive>,
 }
 
 #[derive(Clone)]
@@ -37,6 +39,11 @@ pub struct Evidence {
 pub struct NotTheCandidate(String, String);
 
 impl Evidence {
+    /// Train's figures for the current candidate against the live model on the same rows.
+    pub fn against_live(&self) -> Option<model_registry::evaluation::AgainstLive> {
+        self.lock().as_ref().and_then(|c| c.against_live.clone())
+    }
+
     pub fn new(threshold: f64) -> Self {
         Evidence {
             threshold,
@@ -82,6 +89,9 @@ impl Evidence {
                     comparison,
                     saved_parts,
                     dirty: false,
+                    against_live: model_registry::evaluation::against_live(|k| {
+                        metadata.get(k).map(String::as_str)
+                    }),
                 });
             }
             (None, Some(c)) => {

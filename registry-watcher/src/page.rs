@@ -94,6 +94,7 @@ fn view(page: &Page) -> Value {
         "shadowing": model_registry::status::shadowed(&status).is_some(),
         "comparison": comparison,
         "rollout": rollout_view(page),
+        "against_live": page.evidence.against_live().map(|a| a.to_string()),
     })
 }
 
@@ -239,6 +240,9 @@ async fn html(State(page): State<Page>) -> impl IntoResponse {
                 format!("<tr><th>{k}</th><td>{a}</td><td>{b}</td></tr>")
             };
             let side = |name: &str, f: &str, d| num(&s[name][f], d);
+            if let Some(a) = v["against_live"].as_str() {
+                body.push_str(&format!("<p>Train: {}</p>", escape(a)));
+            }
             body.push_str("<table><tr><th></th><th>live</th><th>candidate</th></tr>");
             body.push_str(&row(
                 "error rate",

@@ -201,7 +201,7 @@ def test_train_registers_pending_and_the_gate_deploys_on_approval(stack, sm, loa
     assert meta["live.version"] == "1", meta
     v1_auc = live_auc_on_the_validation_rows(stack, sm)
     assert abs(float(meta["live.validation_auc"]) - v1_auc) < 1e-6, (meta["live.validation_auc"], v1_auc)
-    assert (f"on the same {meta['validation_rows']} validation rows, candidate v2 vs live v1: "
+    assert (f"candidate v2 on the same {meta['validation_rows']} validation rows, live v1: "
             f"AUC {float(meta['validation_auc']):.4f} vs {v1_auc:.4f}") in runner.output(), runner.output()
 
     # Pending: nothing changes while the listener polls several times.

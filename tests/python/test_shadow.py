@@ -97,6 +97,10 @@ def test_the_comparison_of_a_shadowed_candidate_is_what_xgboost_says(stack):
     candidate = train_candidate(stack, rounds=6)
     assert candidate["model_package_version"] == 2
     sent = shadowed(stack, 2)
+    # Train's figures for both models on the same rows are on the approver's page too.
+    live = candidate["live_model"]
+    assert live["version"] == 1 and view(stack)["against_live"].startswith(
+        f"on the same {candidate['rows']['validation']} validation rows, live v1: AUC {candidate['validation_auc']:.4f} vs {live['auc']:.4f}")
     # 120 live requests of 1 to 4 rows from 8 clients at once: each answer is the live model's.
     requests = [[row(i) for i in range(start, start + 1 + start % 4)] for start in range(0, 600, 5)]
     answers, ids = [None] * len(requests), [None] * len(requests)

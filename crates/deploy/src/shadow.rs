@@ -246,23 +246,24 @@ impl Deployer {
 }
 
 /// Train's evaluation of the candidate and of the live model on the very same validation
-/// rows (`validation_*`, `live.*`), with the differences; or why the live model could not
-/// score them.
+/// rows, with the differences; or why the live model could not score them.
 fn against_live(metadata: &std::collections::HashMap<String, String>) -> Value {
-    let Some(live) = metadata.get("live.version") else {
-        return Value::Null;
-    };
-    if let Some(why) = metadata.get("live.unavailable") {
-        return json!({ "live_version": live, "unavailable": why });
+    use model_registry::evaluation::{AgainstLive, against_live};
+    match against_live(|k| metadata.get(k).map(String::as_str)) {
+        None => Value::Null,
+        Some(AgainstLive::Unavailable { live_version, why }) => {
+            json!({ "live_version": live_version, "unavailable": why })
+        }
+        Some(AgainstLive::Scored {
+            live_version,
+            rows,
+            figures,
+        }) => {
+            let mut out = json!({ "live_version": live_version, "rows": rows });
+            for f in figures {
+                out[f.name] = json!({ "candidate": f.candidate, "live": f.live, "difference": f.difference() });
+            }
+            out
+        }
     }
-    let figure = |key: &str| metadata.get(key).and_then(|v| v.parse::<f64>().ok());
-    let mut out = json!({ "live_version": live, "rows": metadata.get("validation_rows") });
-    for k in ["auc", "accuracy", "logloss"] {
-        let (c, l) = (
-            figure(&format!("validation_{k}")),
-            figure(&format!("live.validation_{k}")),
-        );
-        out[k] = json!({ "candidate": c, "live": l, "difference": c.zip(l).map(|(c, l)| c - l) });
-    }
-    out
 }

@@ -12,6 +12,6 @@
 pub mod events;
 pub mod poll;
 
-pub use registry_status::{schema, status};
+pub use registry_status::{evaluation, schema, status};
 
 pub use poll::version_of;

@@ -25,8 +25,8 @@ impl Pipeline {
             candidate.status.as_str()
         ));
         print_side_by_side(&candidate, &live);
-        if let Some(line) = candidate.against_live() {
-            println!("   {line}");
+        if let Some(against) = candidate.against_live() {
+            println!("   candidate v{} {against}", candidate.version);
         }
         let v = candidate.version;
         let cmd = &self.approve_command;

@@ -72,41 +72,9 @@ impl Evaluation {
 
 impl Evaluation {
     /// The candidate against the live model on the very same validation rows (Train scores
-    /// both: `live.*`), with the difference; or why the live model could not score them.
-    /// `None` when Train found no live model.
-    pub fn against_live(&self) -> Option<String> {
-        let live = self.metadata.get("live.version")?;
-        if let Some(why) = self.metadata.get("live.unavailable") {
-            return Some(format!(
-                "the live v{live} could not score the candidate's validation rows: {why}"
-            ));
-        }
-        let figures: Vec<String> = [
-            ("AUC", "auc"),
-            ("accuracy", "accuracy"),
-            ("log loss", "logloss"),
-        ]
-        .iter()
-        .filter_map(|(label, key)| {
-            let c: f64 = self
-                .metadata
-                .get(&format!("validation_{key}"))?
-                .parse()
-                .ok()?;
-            let l: f64 = self
-                .metadata
-                .get(&format!("live.validation_{key}"))?
-                .parse()
-                .ok()?;
-            Some(format!("{label} {c:.4} vs {l:.4} ({:+.4})", c - l))
-        })
-        .collect();
-        Some(format!(
-            "on the same {} validation rows, candidate v{} vs live v{live}: {}",
-            self.get("validation_rows"),
-            self.version,
-            figures.join(", ")
-        ))
+    /// both), with the difference; or why the live model could not score them.
+    pub fn against_live(&self) -> Option<model_registry::evaluation::AgainstLive> {
+        model_registry::evaluation::against_live(|k| self.metadata.get(k).map(String::as_str))
     }
 }
 

@@ -6,6 +6,8 @@
 //!   changes the watcher's status, whether a candidate is shadowed, and the two variants of a
 //!   progressive rollout.
 //! - `schema`: where a package keeps its feature names and training baselines.
+//! - `evaluation`: the candidate against the live model on the same validation rows.
 
+pub mod evaluation;
 pub mod schema;
 pub mod status;
