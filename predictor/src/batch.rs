@@ -43,6 +43,16 @@ pub struct Scored {
     pub inference_id: String,
 }
 
+impl Scored {
+    /// Each row's first score (NaN for a row without one): what comparisons are made of.
+    pub fn first_scores(&self) -> Vec<f64> {
+        self.scores
+            .iter()
+            .map(|s| s.first().copied().unwrap_or(f64::NAN))
+            .collect()
+    }
+}
+
 pub type Outcome = Result<Scored, Error>;
 
 /// How Predict calls reach the endpoint.

@@ -103,15 +103,9 @@ pub async fn score(
     let outcome = |variant: &str, result: &Outcome, started: Instant| RolloutOutcome {
         variant: variant.to_owned(),
         rows: n,
-        scores: result.as_ref().map_or_else(
-            |_| Vec::new(),
-            |a| {
-                a.scores
-                    .iter()
-                    .map(|s| s.first().copied().unwrap_or(f64::NAN))
-                    .collect()
-            },
-        ),
+        scores: result
+            .as_ref()
+            .map_or_else(|_| Vec::new(), |a| a.first_scores()),
         latency_ms: started.elapsed().as_secs_f64() * 1000.0,
         failed: result.is_err(),
     };

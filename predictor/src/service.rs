@@ -169,15 +169,9 @@ impl PredictorService {
                     self.registry.package_of(&a.variant).map_or(0, |(_, v)| v)
                 }),
                 request_id: request_id.clone(),
-                live: result.as_ref().map_or_else(
-                    |_| Vec::new(),
-                    |a| {
-                        a.scores
-                            .iter()
-                            .map(|s| s.first().copied().unwrap_or(f64::NAN))
-                            .collect()
-                    },
-                ),
+                live: result
+                    .as_ref()
+                    .map_or_else(|_| Vec::new(), |a| a.first_scores()),
                 live_latency_ms,
                 live_failed: result.is_err(),
             });

@@ -90,13 +90,7 @@ impl Deployer {
         // Auto scaling follows the production endpoint's serving variant (not the shadow's).
         let scaler = self.scaler.as_ref().filter(|_| endpoint == self.endpoint);
         if let (Some(scaler), true) = (scaler, exists) {
-            let described = self
-                .client
-                .describe_endpoint()
-                .endpoint_name(endpoint)
-                .send()
-                .await
-                .map_err(|e| aws("DescribeEndpoint", e))?;
+            let described = self.describe_endpoint(endpoint).await?;
             for retiring in described
                 .production_variants()
                 .iter()

@@ -113,13 +113,7 @@ impl Deployer {
             return Ok(version_or_arn.to_owned());
         }
         let name = format!("{}/{}", self.group, version_or_arn.trim_start_matches('v'));
-        let d = self
-            .client
-            .describe_model_package()
-            .model_package_name(&name)
-            .send()
-            .await
-            .map_err(|e| aws("DescribeModelPackage", e))?;
+        let d = self.describe_package(&name).await?;
         Ok(d.model_package_arn().unwrap_or_default().to_owned())
     }
 
@@ -172,12 +166,8 @@ impl Deployer {
         let arn = self.package_arn(version_or_arn).await?;
         if only_if_pending {
             let current = self
-                .client
-                .describe_model_package()
-                .model_package_name(&arn)
-                .send()
-                .await
-                .map_err(|e| aws("DescribeModelPackage", e))?
+                .describe_package(&arn)
+                .await?
                 .model_approval_status()
                 .cloned();
             match current {
@@ -316,6 +306,34 @@ impl Deployer {
             "to": { "variant": format!("v{}", latest.version), "version": latest.version, "arn": latest.arn, "model": model_name, "endpoint_config": config_name },
             "seconds": started.elapsed().as_secs_f64(),
         }))
+    }
+
+    pub(crate) async fn describe_package(
+        &self,
+        arn: &str,
+    ) -> Result<
+        aws_sdk_sagemaker::operation::describe_model_package::DescribeModelPackageOutput,
+        DeployError,
+    > {
+        self.client
+            .describe_model_package()
+            .model_package_name(arn)
+            .send()
+            .await
+            .map_err(|e| aws("DescribeModelPackage", e))
+    }
+
+    pub(crate) async fn describe_endpoint(
+        &self,
+        endpoint: &str,
+    ) -> Result<aws_sdk_sagemaker::operation::describe_endpoint::DescribeEndpointOutput, DeployError>
+    {
+        self.client
+            .describe_endpoint()
+            .endpoint_name(endpoint)
+            .send()
+            .await
+            .map_err(|e| aws("DescribeEndpoint", e))
     }
 
     /// What the endpoint serves now.

@@ -175,13 +175,7 @@ impl Deployer {
     ) -> Result<Value, DeployError> {
         let shares = self.strategy.shares()?;
         let first = shares[0];
-        let described = self
-            .client
-            .describe_endpoint()
-            .endpoint_name(&self.endpoint)
-            .send()
-            .await
-            .map_err(|e| aws("DescribeEndpoint", e))?;
+        let described = self.describe_endpoint(&self.endpoint).await?;
         let config = self
             .client
             .describe_endpoint_config()
@@ -326,13 +320,7 @@ impl Deployer {
         let until = Instant::now() + Duration::from_secs(self.strategy.bake_secs);
         let arn = &pair.candidate.model_package_arn;
         loop {
-            let package = self
-                .client
-                .describe_model_package()
-                .model_package_name(arn)
-                .send()
-                .await
-                .map_err(|e| aws("DescribeModelPackage", e))?;
+            let package = self.describe_package(arn).await?;
             if package.model_approval_status() != Some(&ModelApprovalStatus::Approved) {
                 return Ok(Bake::RollBack(format!(
                     "{} during the rollout: {}",
@@ -398,13 +386,7 @@ impl Deployer {
 
     /// A single-variant config of `keep`, sized as the endpoint's variants are now.
     async fn finish(&self, keep: &Variant) -> Result<String, DeployError> {
-        let described = self
-            .client
-            .describe_endpoint()
-            .endpoint_name(&self.endpoint)
-            .send()
-            .await
-            .map_err(|e| aws("DescribeEndpoint", e))?;
+        let described = self.describe_endpoint(&self.endpoint).await?;
         let count = described
             .production_variants()
             .iter()
@@ -471,12 +453,8 @@ impl Deployer {
             return Ok(None);
         };
         let package = self
-            .client
-            .describe_model_package()
-            .model_package_name(&pair.candidate.model_package_arn)
-            .send()
-            .await
-            .map_err(|e| aws("DescribeModelPackage", e))?;
+            .describe_package(&pair.candidate.model_package_arn)
+            .await?;
         let metadata = package
             .customer_metadata_properties()
             .cloned()
@@ -509,13 +487,7 @@ impl Deployer {
     }
 
     async fn reject(&self, arn: &str, why: &str) -> Result<(), DeployError> {
-        let current = self
-            .client
-            .describe_model_package()
-            .model_package_name(arn)
-            .send()
-            .await
-            .map_err(|e| aws("DescribeModelPackage", e))?;
+        let current = self.describe_package(arn).await?;
         if current.model_approval_status() == Some(&ModelApprovalStatus::Rejected) {
             return Ok(()); // a person's rejection keeps its reason
         }

@@ -129,13 +129,7 @@ impl Deployer {
     /// its artifact, as for any model not made from a package).
     async fn shadow_model_for(&self, arn: &str, version: i64) -> Result<String, DeployError> {
         let name = crate::endpoint::truncate(&format!("{}-v{version}", self.shadow_endpoint), 63);
-        let package = self
-            .client
-            .describe_model_package()
-            .model_package_name(arn)
-            .send()
-            .await
-            .map_err(|e| aws("DescribeModelPackage", e))?;
+        let package = self.describe_package(arn).await?;
         let container = package
             .inference_specification()
             .and_then(|s| s.containers().first())
