@@ -57,13 +57,15 @@ def tmpfs(tmp_path):
     mount.mkdir()
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)], capture_output=True, text=True)
     assert done.returncode == 0, f"cannot mount a tmpfs for the spool (the fault suite needs root): {done.stderr}"
+    (mount / "filler").write_bytes(b"\0" * (1 << 20))
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def fill(folder):
-    """Writes a file until the file system is full."""
-    with open(folder / "filler", "wb") as f:
+    """Writes `filler` (created with the file system, 1 MB already) until the file system is
+    full; removing it frees at least that megabyte even when the spool filled the rest first."""
+    with open(folder / "filler", "ab") as f:
         block = b"\0" * 65536
         try:
             while True:
