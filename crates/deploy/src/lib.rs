@@ -21,15 +21,17 @@ mod endpoint;
 mod progressive;
 mod scaling;
 mod shadow;
+mod steer;
+mod strategy;
 
 pub use cli::{Target, init_cli_logging};
 use endpoint::{in_transition, truncate};
 pub use model_registry::version_of;
 use model_registry::{poll::Poller, status::in_sync};
-pub use progressive::{Kind, Quiet, Strategy};
 use proto::registry::v1::EndpointState;
 pub use scaling::{Scaler, Scaling};
 use serde_json::{Value, json};
+pub use strategy::{Kind, Quiet, Strategy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
@@ -251,7 +253,7 @@ impl Deployer {
                     } else {
                         0.0
                     };
-                    let from = progressive::resume_step(&self.strategy.shares()?, share);
+                    let from = strategy::resume_step(&self.strategy.shares()?, share);
                     tracing::info!(
                         version = latest.version,
                         share,
@@ -286,7 +288,7 @@ impl Deployer {
         }
 
         let model_name = self.model_for(&latest.arn, latest.version).await?;
-        if let Some(live) = live.filter(|_| self.strategy.kind != progressive::Kind::AllAtOnce) {
+        if let Some(live) = live.filter(|_| self.strategy.kind != strategy::Kind::AllAtOnce) {
             let (was, now) = (&live.features, &latest.features);
             if was.is_empty() || now.is_empty() || was == now {
                 return self
@@ -350,46 +352,6 @@ impl Deployer {
         tracing::info!(status = %state.status, "waiting for the endpoint's current change to finish");
         self.wait_settled(&self.endpoint).await?;
         self.endpoint_state().await
-    }
-
-    /// `rollout abort`: the candidate being rolled out is Rejected with `reason`; the Deploy
-    /// running the rollout (or the next one) rolls back.
-    pub async fn abort(&self, reason: &str) -> Result<Value, DeployError> {
-        let pair = self.rollout_in_progress().await?;
-        let arn = &pair.candidate.model_package_arn;
-        self.client
-            .update_model_package()
-            .model_package_arn(arn)
-            .model_approval_status(ModelApprovalStatus::Rejected)
-            .approval_description(format!("rollout aborted: {reason}"))
-            .send()
-            .await
-            .map_err(|e| aws("UpdateModelPackage", e))?;
-        Ok(
-            json!({ "action": "aborted", "version": pair.candidate.model_package_version, "arn": arn, "reason": reason }),
-        )
-    }
-
-    /// `rollout promote`: the Deploy running the rollout (or the next one) skips its
-    /// remaining steps.
-    pub async fn promote(&self, reason: &str) -> Result<Value, DeployError> {
-        let pair = self.rollout_in_progress().await?;
-        let arn = &pair.candidate.model_package_arn;
-        self.record(arn, progressive::PROMOTE_KEY, reason).await?;
-        Ok(
-            json!({ "action": "promoting", "version": pair.candidate.model_package_version, "arn": arn, "reason": reason }),
-        )
-    }
-
-    /// Whether the endpoint is in a rollout (two versions serving).
-    pub async fn in_rollout(&self) -> Result<bool, DeployError> {
-        Ok(progressive::Pair::of(&self.endpoint_state().await?).is_some())
-    }
-
-    async fn rollout_in_progress(&self) -> Result<progressive::Pair, DeployError> {
-        let state = self.endpoint_state().await?;
-        progressive::Pair::of(&state)
-            .ok_or_else(|| DeployError::Failed(format!("{} is not in a rollout", self.endpoint)))
     }
 
     /// A model for the package: the existing `{endpoint}-v{n}` when it serves that package.

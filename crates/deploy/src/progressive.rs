@@ -20,10 +20,13 @@ use aws_sdk_sagemaker::types::{
     DesiredWeightAndCapacity, ModelApprovalStatus, ProductionVariant, ProductionVariantInstanceType,
 };
 use proto::registry::v1::{EndpointState, Variant};
-use rollout_evidence::{Thresholds, Verdict, Window, weights_signature};
+use rollout_evidence::{Verdict, Window, weights_signature};
 use serde_json::{Value, json};
 
-use crate::{DeployError, Deployer, aws};
+use crate::{
+    DeployError, Deployer, aws,
+    strategy::{Quiet, round4},
+};
 
 /// Metadata key: what the rollout is doing (strategy, step, weights, when the step is due).
 pub const PLAN_KEY: &str = "rollout.plan";
@@ -32,112 +35,11 @@ pub const PROMOTE_KEY: &str = "rollout.promote";
 /// Metadata key: how the rollout ended, and why.
 pub const DECISION_KEY: &str = "rollout.decision";
 
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// The endpoint switches to the new version in one update.
-    AllAtOnce,
-    /// `DEPLOY_CANARY_PERCENT` of traffic for one bake, then the rest.
-    Canary,
-    /// `DEPLOY_LINEAR_STEP_PERCENT` more at each step, each baked.
-    Linear,
-}
-
-/// What a step with too little traffic to judge does when its bake is over.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Quiet {
-    /// Go on: the candidate was validated and approved, and nothing spoke against it.
-    Advance,
-    /// Roll back: only evidence promotes a candidate.
-    Rollback,
-}
-
-/// How `deploy` moves traffic to a new version.
-#[derive(clap::Args, Debug, Clone)]
-pub struct Strategy {
-    #[arg(long = "strategy", env = "DEPLOY_STRATEGY", value_enum, default_value_t = Kind::AllAtOnce)]
-    pub kind: Kind,
-    /// `canary`: the candidate's share of traffic during the bake.
-    #[arg(long, env = "DEPLOY_CANARY_PERCENT", default_value_t = 10.0)]
-    pub canary_percent: f64,
-    /// `linear`: the share added at each step.
-    #[arg(long, env = "DEPLOY_LINEAR_STEP_PERCENT", default_value_t = 25.0)]
-    pub linear_step_percent: f64,
-    /// How long each step bakes before its evidence may pass it.
-    #[arg(long, env = "DEPLOY_BAKE_SECS", default_value_t = 600)]
-    pub bake_secs: u64,
-    #[arg(long, env = "DEPLOY_QUIET_STEP", value_enum, default_value_t = Quiet::Advance)]
-    pub quiet: Quiet,
-    #[command(flatten)]
-    pub thresholds: Thresholds,
-}
-
-impl Default for Strategy {
-    fn default() -> Self {
-        Strategy {
-            kind: Kind::AllAtOnce,
-            canary_percent: 10.0,
-            linear_step_percent: 25.0,
-            bake_secs: 600,
-            quiet: Quiet::Advance,
-            thresholds: Thresholds::default(),
-        }
-    }
-}
-
-impl Strategy {
-    /// The candidate's share at each baked step, ascending, each in (0, 1); empty for
-    /// all-at-once. After the last one the candidate takes all traffic.
-    pub fn shares(&self) -> Result<Vec<f64>, DeployError> {
-        let pct = |p: f64, what: &str| {
-            if p.is_finite() && p > 0.0 && p < 100.0 {
-                Ok(p / 100.0)
-            } else {
-                Err(DeployError::Failed(format!(
-                    "{what} must be above 0 and below 100, not {p}"
-                )))
-            }
-        };
-        Ok(match self.kind {
-            Kind::AllAtOnce => Vec::new(),
-            Kind::Canary => vec![pct(self.canary_percent, "DEPLOY_CANARY_PERCENT")?],
-            Kind::Linear => {
-                let step = pct(self.linear_step_percent, "DEPLOY_LINEAR_STEP_PERCENT")?;
-                let n = (1.0 / step).ceil() as usize;
-                (1..n)
-                    .map(|i| round4(step * i as f64))
-                    .filter(|s| *s < 1.0)
-                    .collect()
-            }
-        })
-    }
-
-    fn name(&self) -> &'static str {
-        match self.kind {
-            Kind::AllAtOnce => "all-at-once",
-            Kind::Canary => "canary",
-            Kind::Linear => "linear",
-        }
-    }
-}
-
-fn round4(x: f64) -> f64 {
-    (x * 10_000.0).round() / 10_000.0
-}
-
 fn epoch_secs() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs_f64()
-}
-
-/// The first step to run when the candidate already has `weight` of the traffic (a resumed
-/// rollout): the first whose share is at least that.
-pub fn resume_step(shares: &[f64], weight: f64) -> usize {
-    shares
-        .iter()
-        .position(|s| *s + 1e-6 >= weight)
-        .unwrap_or(shares.len())
 }
 
 /// How a bake ended.
@@ -443,49 +345,6 @@ impl Deployer {
         Ok(())
     }
 
-    /// `status`'s view of the rollout `state` shows: strategy, step, weights, when the step is
-    /// due, each variant's evidence and what it says now.
-    pub(crate) async fn rollout_view(
-        &self,
-        state: &EndpointState,
-    ) -> Result<Option<Value>, DeployError> {
-        let Some(pair) = Pair::of(state) else {
-            return Ok(None);
-        };
-        let package = self
-            .describe_package(&pair.candidate.model_package_arn)
-            .await?;
-        let metadata = package
-            .customer_metadata_properties()
-            .cloned()
-            .unwrap_or_default();
-        let weights = weights_signature([
-            (pair.live.name.as_str(), pair.live.current_weight),
-            (pair.candidate.name.as_str(), pair.candidate.current_weight),
-        ]);
-        let window = evidence(&metadata, &weights);
-        let side = |s: &rollout_evidence::VariantStats| {
-            json!({
-                "requests": s.requests, "error_rate": s.error_rate(), "p50_ms": s.latency_p50_ms(),
-                "p99_ms": s.latency_p99_ms(), "mean_score": s.mean_score(),
-            })
-        };
-        Ok(Some(json!({
-            "live": { "variant": pair.live.name, "version": pair.live.model_package_version, "weight": pair.live.current_weight },
-            "candidate": { "variant": pair.candidate.name, "version": pair.candidate.model_package_version, "weight": pair.candidate.current_weight },
-            "plan": metadata.get(PLAN_KEY),
-            "promote": metadata.get(PROMOTE_KEY),
-            "evidence": window.as_ref().map(|w| json!({
-                "since": w.started, "live": side(&w.live), "candidate": side(&w.candidate),
-                "verdict": match self.strategy.thresholds.judge(w) {
-                    Verdict::Pass(why) => json!({ "pass": why }),
-                    Verdict::Fail(why) => json!({ "fail": why }),
-                    Verdict::Waiting(why) => json!({ "waiting": why }),
-                },
-            })),
-        })))
-    }
-
     async fn reject(&self, arn: &str, why: &str) -> Result<(), DeployError> {
         let current = self.describe_package(arn).await?;
         if current.model_approval_status() == Some(&ModelApprovalStatus::Rejected) {
@@ -501,23 +360,6 @@ impl Deployer {
             .map_err(|e| aws("UpdateModelPackage", e))?;
         Ok(())
     }
-
-    /// Stores `key` = `value` in the package's metadata (merged with what is there).
-    pub(crate) async fn record(
-        &self,
-        arn: &str,
-        key: &str,
-        value: &str,
-    ) -> Result<(), DeployError> {
-        self.client
-            .update_model_package()
-            .model_package_arn(arn)
-            .customer_metadata_properties(key, metadata_value(value))
-            .send()
-            .await
-            .map_err(|e| aws("UpdateModelPackage", e))?;
-        Ok(())
-    }
 }
 
 /// SageMaker keeps at most 1024 characters of an approval description.
@@ -525,13 +367,8 @@ fn truncate_reason(s: &str) -> String {
     s.chars().take(1024).collect()
 }
 
-/// A metadata value is at most 256 characters.
-fn metadata_value(s: &str) -> String {
-    s.chars().take(256).collect()
-}
-
 /// The step's evidence the package holds, if it is for `weights`.
-fn evidence(metadata: &HashMap<String, String>, weights: &str) -> Option<Window> {
+pub(crate) fn evidence(metadata: &HashMap<String, String>, weights: &str) -> Option<Window> {
     match Window::from_metadata(|k| metadata.get(k).map(String::as_str)) {
         Ok(Some(w)) if w.weights == weights => Some(w),
         Ok(_) => None,
@@ -539,54 +376,5 @@ fn evidence(metadata: &HashMap<String, String>, weights: &str) -> Option<Window>
             tracing::warn!(error = %e, "the candidate's rollout evidence is unreadable");
             None
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn strategy(kind: Kind) -> Strategy {
-        Strategy {
-            kind,
-            ..Strategy::default()
-        }
-    }
-
-    #[test]
-    fn steps_by_strategy() {
-        assert!(strategy(Kind::AllAtOnce).shares().unwrap().is_empty());
-        assert_eq!(strategy(Kind::Canary).shares().unwrap(), vec![0.1]);
-        assert_eq!(
-            strategy(Kind::Linear).shares().unwrap(),
-            vec![0.25, 0.5, 0.75]
-        );
-        let thirds = Strategy {
-            linear_step_percent: 33.0,
-            ..strategy(Kind::Linear)
-        };
-        assert_eq!(thirds.shares().unwrap(), vec![0.33, 0.66, 0.99]);
-        let big = Strategy {
-            linear_step_percent: 60.0,
-            ..strategy(Kind::Linear)
-        };
-        assert_eq!(big.shares().unwrap(), vec![0.6]);
-        for bad in [0.0, 100.0, -5.0, f64::NAN] {
-            let s = Strategy {
-                canary_percent: bad,
-                ..strategy(Kind::Canary)
-            };
-            assert!(s.shares().is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn a_resumed_rollout_continues_at_the_step_its_weight_shows() {
-        let shares = [0.25, 0.5, 0.75];
-        assert_eq!(resume_step(&shares, 0.25), 0);
-        assert_eq!(resume_step(&shares, 0.3), 1);
-        assert_eq!(resume_step(&shares, 0.75), 2);
-        assert_eq!(resume_step(&shares, 0.9), 3, "past the last step: finish");
-        assert_eq!(resume_step(&shares, 0.0), 0);
     }
 }
