@@ -8,7 +8,7 @@
 #   docker build --target prebuilt -t mlops-inference CTX      # binaries in CTX/docker/prebuilt/
 #
 # Base images are parameters. The `prebuilt` target serves machines that cannot pull a Rust
-# image: docker/test-compose builds the binaries on the host and a Debian base with debootstrap.
+# image: docker/build-image builds the binaries on the host and a Debian base with debootstrap.
 # Stage order matters for the classic builder, which builds every stage before its target:
 # `prebuilt` comes before the Rust build so that `--target prebuilt` never compiles, and it
 # copies a folder the repository has (docker/prebuilt/) so that the default build passes it.
