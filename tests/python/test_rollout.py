@@ -288,6 +288,50 @@ def test_a_deploy_killed_mid_canary_is_finished_by_the_next_run(stack, v2, predi
     assert variants(stack) == {f"v{version}": 1.0}
 
 
+def descendants(pid):
+    """The processes below `pid`, from /proc."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                ppid = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def test_the_listener_resumes_a_rollout_whose_deploy_was_killed(stack, v2, predictions):
+    """The local listener deploys an approval as a canary; its Deploy is SIGKILLed mid-bake (a
+    lost build); the listener sees the split endpoint with nobody deploying and finishes it."""
+    env = dict(stack.pipeline_env, **DEPLOY_ENV, DEPLOY_STRATEGY="canary", DEPLOY_BAKE_SECS="8")
+    listener = subprocess.Popen([str(binary().parent / "mlops-pipeline"), "--poll-ms", "300", "listen"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = []
+    threading.Thread(target=lambda: output.extend(iter(listener.stdout.readline, "")), daemon=True).start()
+    try:
+        wait_for(lambda: any("listening" in line for line in output), what="the listener")
+        with Load(stack) as load:
+            version = candidate(stack, v2, predictions)
+            wait_for(lambda: len(variants(stack)) == 2, what="the listener's canary")
+            deploys = [p for p in descendants(listener.pid)
+                       if b"mlops-deploy\0deploy" in open(f"/proc/{p}/cmdline", "rb").read()]
+            assert deploys, "the listener's Deploy is running"
+            for p in deploys:
+                os.kill(p, signal.SIGKILL)
+            wait_for(lambda: variants(stack) == {f"v{version}": 1.0}, timeout=90, what="the listener to finish the rollout")
+        check_answers(load, predictions)
+        assert any("the endpoint is in a rollout no Deploy is running" in line for line in output), "".join(output)
+    finally:
+        listener.terminate()
+        listener.wait(timeout=30)
+
+
 def test_scaling_followed_every_deployment(stack):
     """SageMaker refuses an update that removes a registered variant: each deployment above
     deregistered the retiring one first and registered the one serving alone after."""
