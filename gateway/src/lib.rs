@@ -54,7 +54,7 @@ pub struct Config {
     #[arg(
         long,
         env = "SAGEMAKER_ENDPOINT_NAME",
-        default_value = "my-mlops-prod-endpoint"
+        default_value = names::ENDPOINT_NAME
     )]
     pub endpoint_name: String,
     /// Override of the model's feature names, in order (comma-separated). Unset: the live

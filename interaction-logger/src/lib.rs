@@ -32,7 +32,7 @@ pub struct Config {
     #[arg(
         long,
         env = "USER_INTERACTION_FG_NAME",
-        default_value = "my-mlops-user-interactions-v1"
+        default_value = names::INTERACTIONS_FEATURE_GROUP
     )]
     pub feature_group: String,
     /// Where the durable spool lives (put it on a volume). Ignored with a spool root.

@@ -25,7 +25,7 @@ pub struct Config {
     #[arg(
         long,
         env = "SAGEMAKER_ENDPOINT_NAME",
-        default_value = "my-mlops-prod-endpoint"
+        default_value = names::ENDPOINT_NAME
     )]
     pub endpoint_name: String,
     /// Features per row the model takes; rows of another width are refused up front.

@@ -25,13 +25,13 @@ use tokio_util::sync::CancellationToken;
 #[derive(clap::Args, Debug, Clone)]
 pub struct Config {
     /// The model package group whose latest Approved package should be live.
-    #[arg(long, env = "MODEL_PACKAGE_GROUP", default_value = "my-mlops-prod-pkg")]
+    #[arg(long, env = "MODEL_PACKAGE_GROUP", default_value = names::MODEL_PACKAGE_GROUP)]
     pub group: String,
     /// The endpoint that should serve it.
     #[arg(
         long,
         env = "SAGEMAKER_ENDPOINT_NAME",
-        default_value = "my-mlops-prod-endpoint"
+        default_value = names::ENDPOINT_NAME
     )]
     pub endpoint_name: String,
     /// Milliseconds between polls (±10% jitter; doubled, up to 60 s, while throttled).

@@ -22,7 +22,7 @@ pub struct Target {
     #[arg(
         long,
         env = "MODEL_PACKAGE_GROUP",
-        default_value = "my-mlops-prod-pkg",
+        default_value = names::MODEL_PACKAGE_GROUP,
         global = true
     )]
     pub group: String,
@@ -30,7 +30,7 @@ pub struct Target {
     #[arg(
         long,
         env = "SAGEMAKER_ENDPOINT_NAME",
-        default_value = "my-mlops-prod-endpoint",
+        default_value = names::ENDPOINT_NAME,
         global = true
     )]
     pub endpoint_name: String,

@@ -75,7 +75,7 @@ enum Target {
     Verify {
         #[arg(long)]
         answers: std::path::PathBuf,
-        #[arg(long, default_value = "my-mlops-user-interactions-v1")]
+        #[arg(long, default_value = names::INTERACTIONS_FEATURE_GROUP)]
         feature_group: String,
     },
 }
@@ -166,7 +166,7 @@ async fn make_call(target: Target) -> anyhow::Result<Call> {
                     let interaction = proto::interaction::v1::Interaction {
                         features_csv: "63,40,29.01,0,4,0,2,1".into(),
                         prediction: 0.006,
-                        endpoint_name: "my-mlops-prod-endpoint".into(),
+                        endpoint_name: names::ENDPOINT_NAME.into(),
                         variant_name: "AllTraffic".into(),
                         ..Default::default()
                     };

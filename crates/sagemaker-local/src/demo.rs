@@ -15,10 +15,9 @@ use crate::{
     runtime::artifact,
 };
 
-pub const MODEL_PACKAGE_GROUP: &str = "my-mlops-prod-pkg";
-pub const ENDPOINT_NAME: &str = "my-mlops-prod-endpoint";
-pub const TRAINING_FEATURE_GROUP: &str = "my-mlops-feature-group-v2";
-pub const INTERACTIONS_FEATURE_GROUP: &str = "my-mlops-user-interactions-v1";
+pub use names::{
+    ENDPOINT_NAME, INTERACTIONS_FEATURE_GROUP, MODEL_PACKAGE_GROUP, TRAINING_FEATURE_GROUP,
+};
 pub const XGBOOST_IMAGE: &str =
     "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1";
 pub const MODEL_DATA_URL: &str = "s3://my-mlops-artifacts/models/churn-v1/model.tar.gz";
