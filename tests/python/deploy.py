@@ -1,6 +1,7 @@
 """Deploys an XGBoost model to sagemaker-local the way a pipeline would: artifact to
 "S3", versioned model package, approval, model, endpoint config, endpoint, waiter."""
 import io
+import os
 import tarfile
 import uuid
 
@@ -40,3 +41,23 @@ def deploy(server, sm, booster, name=None, group="parity-models"):
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
     sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
     return name
+
+
+def local_booster(stack, url):
+    """The XGBoost model in the artifact at `url` (s3://...), read from the stack's
+    sagemaker-local S3 folder."""
+    import xgboost as xgb
+    path = os.path.join(stack.data_dir, "sagemaker-local", "s3", url[len("s3://"):])
+    with tarfile.open(path) as tar:
+        raw = tar.extractfile("xgboost-model").read()
+    booster = xgb.Booster()
+    booster.load_model(bytearray(raw))
+    return booster
+
+
+def xgboost_predict(booster, rows):
+    """What xgboost itself predicts for `rows` (None for a missing value)."""
+    import numpy as np
+    import xgboost as xgb
+    x = np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=np.float64)
+    return [float(p) for p in booster.predict(xgb.DMatrix(x, feature_names=booster.feature_names))]

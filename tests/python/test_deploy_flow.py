@@ -3,16 +3,13 @@ the stack here does not deploy on approval, so each step can be checked): train 
 v2 (pipeline/train.py, the Train stage's step), approve it, deploy it while clients keep
 predicting, reject it and roll back, and the watcher riding out a SageMaker outage."""
 import json
-import os
 import subprocess
-import tarfile
 import threading
 import time
 
-import numpy as np
 import pytest
-import xgboost as xgb
 
+from deploy import local_booster, xgboost_predict
 from conftest import binary, running_stack
 from test_stack_e2e import EXPECTED, ROOT, feature_store, http, predict, records, row
 
@@ -47,13 +44,7 @@ def wait_registry(stack, predicate, timeout=10):
 
 def model_prediction(stack, url):
     """What the model at `url` predicts for row 0, by xgboost itself."""
-    path = os.path.join(stack.data_dir, "sagemaker-local", "s3", url[len("s3://"):])
-    with tarfile.open(path) as tar:
-        raw = tar.extractfile("xgboost-model").read()
-    booster = xgb.Booster()
-    booster.load_model(bytearray(raw))
-    x = np.array([[np.nan if v is None else v for v in ROW0]])
-    return float(booster.predict(xgb.DMatrix(x, feature_names=booster.feature_names))[0])
+    return xgboost_predict(local_booster(stack, url), [ROW0])[0]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import re
 import shlex
 import subprocess
 import sys
-import tarfile
 import threading
 import time
 
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
+from deploy import local_booster, xgboost_predict
 from conftest import binary, running_stack
 from test_stack_e2e import FEATURES, ROOT, http, predict, row
 
@@ -116,11 +116,7 @@ def live_auc_on_the_validation_rows(stack, sm):
     id_name, time_name = described["RecordIdentifierFeatureName"], described["EventTimeFeatureName"]
     rows = train.latest_per_id(train.local_offline_rows(stack.pipeline_env["LOCAL_S3_ROOT"], described), id_name, time_name)
     val = [r for r in rows if r.get("churned") not in (None, "") and train.is_validation(r[id_name], 20)]
-    path = s3_file(stack, describe(sm, 1)["InferenceSpecification"]["Containers"][0]["ModelDataUrl"])
-    with tarfile.open(path) as tar:
-        raw = tar.extractfile("xgboost-model").read()
-    booster = xgb.Booster()
-    booster.load_model(bytearray(raw))
+    booster = local_booster(stack, describe(sm, 1)["InferenceSpecification"]["Containers"][0]["ModelDataUrl"])
     names = booster.feature_names
     x = np.array([[np.nan if r.get(f) in (None, "") else float(r[f]) for f in names] for r in val])
     p = booster.predict(xgb.DMatrix(x, feature_names=names))
@@ -133,12 +129,7 @@ def live_auc_on_the_validation_rows(stack, sm):
 def xgboost_scores(stack, sm, version):
     """What xgboost itself predicts for ROWS with the model package `version` holds."""
     url = describe(sm, version)["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
-    with tarfile.open(s3_file(stack, url)) as tar:
-        raw = tar.extractfile("xgboost-model").read()
-    booster = xgb.Booster()
-    booster.load_model(bytearray(raw))
-    x = np.array([[np.nan if v is None else v for v in r] for r in ROWS])
-    return [float(p) for p in booster.predict(xgb.DMatrix(x, feature_names=booster.feature_names))]
+    return xgboost_predict(local_booster(stack, url), ROWS)
 
 
 def live_versions(stack):

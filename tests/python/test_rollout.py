@@ -9,7 +9,6 @@ import pathlib
 import random
 import signal
 import subprocess
-import tarfile
 import threading
 import time
 
@@ -17,8 +16,8 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
+from deploy import local_booster, model_tar_gz, xgboost_predict
 from conftest import binary, running_stack
-from deploy import model_tar_gz
 from test_stack_e2e import EXPECTED, ROOT, http, predict, row
 
 ENDPOINT = "my-mlops-prod-endpoint"
@@ -121,13 +120,7 @@ def check_answers(load, predictions):
 
 
 def xgboost_predictions(stack, url):
-    path = os.path.join(stack.data_dir, "sagemaker-local", "s3", url[len("s3://"):])
-    with tarfile.open(path) as tar:
-        raw = tar.extractfile("xgboost-model").read()
-    booster = xgb.Booster()
-    booster.load_model(bytearray(raw))
-    x = np.array([[np.nan if v is None else v for v in row(i)] for i in range(ROWS)])
-    return [float(p) for p in booster.predict(xgb.DMatrix(x, feature_names=booster.feature_names))]
+    return xgboost_predict(local_booster(stack, url), [row(i) for i in range(ROWS)])
 
 
 @pytest.fixture(scope="module")

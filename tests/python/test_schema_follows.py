@@ -7,7 +7,6 @@ page in Chromium all take the nine features, and the answers are xgboost's."""
 import json
 import re
 import subprocess
-import tarfile
 import threading
 import time
 
@@ -18,6 +17,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
+from deploy import local_booster
 from conftest import binary, predictor_stub, running_stack
 from test_stack_e2e import CUSTOMERS, FEATURES, ROOT, http, predict
 from test_web_page import browser  # noqa: F401  (the Chromium fixture)
@@ -81,9 +81,7 @@ def v2(stack):
     described = sm.describe_model_package(ModelPackageName="my-mlops-prod-pkg/2")
     assert described["CustomerMetadataProperties"]["features"] == ",".join(NINE)
     url = described["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
-    with tarfile.open(stack.pipeline_env["LOCAL_S3_ROOT"] + "/" + url[len("s3://"):]) as tar:
-        booster = xgb.Booster()
-        booster.load_model(bytearray(tar.extractfile("xgboost-model").read()))
+    booster = local_booster(stack, url)
     assert booster.feature_names == NINE
     return booster
 

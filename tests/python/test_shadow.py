@@ -6,7 +6,6 @@ exactly what Python xgboost says about the same rows. A slow or failing candidat
 answers alone; approving ends the shadow and deploys, rejecting ends it and removes its model."""
 import json
 import subprocess
-import tarfile
 import threading
 import time
 import urllib.request
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
+from deploy import local_booster
 from conftest import binary, running_stack
 from test_stack_e2e import ROOT, feature_store, metric, predict, records, row
 
@@ -44,12 +44,7 @@ def train_candidate(stack, rounds):
 
 
 def booster(stack, url):
-    path = f"{stack.data_dir}/sagemaker-local/s3/{url[len('s3://'):]}"
-    with tarfile.open(path) as tar:
-        raw = tar.extractfile("xgboost-model").read()
-    b = xgb.Booster()
-    b.load_model(bytearray(raw))
-    return b
+    return local_booster(stack, url)
 
 
 def scores(b, rows):
