@@ -116,9 +116,12 @@ def metric(url, name):
 
 class Soak:
     def __init__(self, bin_dir, data_dir, seconds, interval=30.0, warmup=60.0, load=0.7, faults=True,
-                 progress=print, log=None):
+                 progress=print, log=None, min_requests=0):
         self.bin_dir, self.data_dir = str(bin_dir), str(data_dir)
         self.seconds, self.interval, self.warmup, self.load, self.faults = seconds, interval, warmup, load, faults
+        # Growth per million requests is only as good as the requests behind it: on a slow machine
+        # the soak runs longer until the load after the warm-up reaches this many.
+        self.min_requests = min_requests
         self.progress = progress
         self.log = log
         self.samples = []  # (t, {process: status}, disk)
@@ -147,6 +150,11 @@ class Soak:
                                  text=True, check=True)
             calibration = json.loads(out.stdout.strip().splitlines()[-1])
             rate = max(10.0, round(calibration["rps"] * self.load))
+            needed = self.warmup + self.min_requests / rate
+            if needed > self.seconds:
+                self.progress(f"[soak] {self.seconds:.0f} s at {rate:.0f} req/s is under {self.min_requests} requests "
+                              f"after the warm-up: soaking {needed:.0f} s instead")
+                self.seconds = float(round(needed))
             self.progress(f"[soak] maximum {calibration['rps']:.0f} req/s; soaking at {rate:.0f} req/s "
                           f"({self.load:.0%}) for {self.seconds:.0f} s, a sample every {self.interval:.0f} s")
             self._wait_drained()
@@ -311,13 +319,16 @@ def main():
     ap.add_argument("--interval", type=float, default=30.0, help="seconds between samples")
     ap.add_argument("--warmup", type=float, default=60.0, help="seconds of warm-up before growth is measured")
     ap.add_argument("--load", type=float, default=0.7, help="share of the calibrated maximum")
+    ap.add_argument("--min-requests", type=int, default=0,
+                    help="run longer than --minutes if needed so this many requests follow the warm-up")
     ap.add_argument("--no-faults", action="store_true", help="no logger SIGKILL and no feature-store cut")
     ap.add_argument("--report", help="write the figures as JSON here")
     args = ap.parse_args()
     data = args.data_dir or tempfile.mkdtemp(prefix="mlops-soak-")
     os.makedirs(data, exist_ok=True)
     soak = Soak(args.bin_dir, data, args.minutes * 60, interval=args.interval, warmup=args.warmup,
-                load=args.load, faults=not args.no_faults, progress=lambda m: print(m, flush=True))
+                load=args.load, faults=not args.no_faults, min_requests=args.min_requests,
+                progress=lambda m: print(m, flush=True))
     report = soak.run()
     print(table(report))
     if args.report:
