@@ -10,7 +10,8 @@ use axum::{
     routing::get,
 };
 use proto::registry::v1::Status;
-use serde_json::{Value, json};
+use serde::Serialize;
+use shadow_comparison::{Side, Summary};
 use tokio::sync::watch;
 
 use rollout_evidence::{Thresholds, VariantStats, Verdict};
@@ -42,63 +43,142 @@ pub fn routes(
         })
 }
 
-fn side(name: &str, s: &VariantStats) -> Value {
-    json!({
-        "variant": name, "requests": s.requests, "error_rate": s.error_rate(),
-        "latency_p50_ms": s.latency_p50_ms(), "latency_p99_ms": s.latency_p99_ms(),
-        "mean_score": s.mean_score(), "scores": s.scores,
-    })
+/// `/shadow.json`, and what `/shadow` draws.
+#[derive(Serialize)]
+struct View {
+    live: Vec<LiveVariant>,
+    latest_approved: Option<i64>,
+    candidate: Option<Package>,
+    shadow: Option<ShadowEndpoint>,
+    shadowing: bool,
+    comparison: Option<ComparisonView>,
+    rollout: Option<RolloutView>,
+    against_live: Option<String>,
+}
+
+#[derive(Serialize)]
+struct LiveVariant {
+    variant: String,
+    version: i64,
+    weight: f64,
+}
+
+#[derive(Serialize)]
+struct Package {
+    version: i64,
+    arn: String,
+}
+
+#[derive(Serialize)]
+struct ShadowEndpoint {
+    endpoint: String,
+    status: String,
+    versions: Vec<i64>,
+}
+
+/// The comparison on mirrored traffic of the candidate being shadowed.
+#[derive(Serialize)]
+struct ComparisonView {
+    version: i64,
+    arn: String,
+    summary: Summary,
 }
 
 /// The rollout under way: its step's window and what the evidence says now.
-fn rollout_view(page: &Page) -> Value {
-    let Some((version, arn, w)) = page.rollouts.snapshot() else {
-        return Value::Null;
-    };
+#[derive(Serialize)]
+struct RolloutView {
+    version: i64,
+    arn: String,
+    weights: String,
+    since: f64,
+    live: SideView,
+    candidate: SideView,
+    verdict: &'static str,
+    why: String,
+}
+
+#[derive(Serialize)]
+struct SideView {
+    variant: String,
+    requests: u64,
+    error_rate: Option<f64>,
+    latency_p50_ms: Option<f64>,
+    latency_p99_ms: Option<f64>,
+    mean_score: Option<f64>,
+    scores: Vec<u64>,
+}
+
+impl SideView {
+    fn of(variant: &str, s: &VariantStats) -> Self {
+        SideView {
+            variant: variant.to_owned(),
+            requests: s.requests,
+            error_rate: s.error_rate(),
+            latency_p50_ms: s.latency_p50_ms(),
+            latency_p99_ms: s.latency_p99_ms(),
+            mean_score: s.mean_score(),
+            scores: s.scores.clone(),
+        }
+    }
+}
+
+fn rollout_view(page: &Page) -> Option<RolloutView> {
+    let (version, arn, w) = page.rollouts.snapshot()?;
     let (verdict, why) = match page.thresholds.judge(&w) {
         Verdict::Pass(why) => ("pass", why),
         Verdict::Fail(why) => ("fail", why),
         Verdict::Waiting(why) => ("waiting", why),
     };
-    json!({
-        "version": version, "arn": arn, "weights": w.weights, "since": w.started,
-        "live": side(&w.live_variant, &w.live), "candidate": side(&w.candidate_variant, &w.candidate),
-        "verdict": verdict, "why": why,
+    Some(RolloutView {
+        version,
+        arn,
+        since: w.started,
+        live: SideView::of(&w.live_variant, &w.live),
+        candidate: SideView::of(&w.candidate_variant, &w.candidate),
+        weights: w.weights,
+        verdict,
+        why,
     })
 }
 
-fn view(page: &Page) -> Value {
+fn view(page: &Page) -> View {
     let status = page.status.borrow().clone();
-    let live: Vec<Value> = status
-        .endpoint
-        .iter()
-        .flat_map(|e| &e.variants)
-        .map(|v| json!({ "variant": v.name, "version": v.model_package_version, "weight": v.current_weight }))
-        .collect();
-    let shadow = status.shadow.as_ref().map(|s| {
-        json!({
-            "endpoint": s.name,
-            "status": s.status,
-            "versions": s.variants.iter().map(|v| v.model_package_version).collect::<Vec<_>>(),
-        })
-    });
-    let comparison = page
-        .evidence
-        .snapshot()
-        .map(|(version, arn, c)| json!({ "version": version, "arn": arn, "summary": c.summary() }));
-    json!({
-        "live": live,
-        "latest_approved": status.latest_approved.as_ref().map(|p| p.version),
-        "candidate": status.candidate.as_ref().map(|p| json!({ "version": p.version, "arn": p.arn })),
-        "shadow": shadow,
-        "shadowing": model_registry::status::shadowed(&status).is_some(),
-        "comparison": comparison,
-        "rollout": rollout_view(page),
-        "against_live": page.evidence.against_live().map(|a| a.to_string()),
-    })
+    View {
+        live: status
+            .endpoint
+            .iter()
+            .flat_map(|e| &e.variants)
+            .map(|v| LiveVariant {
+                variant: v.name.clone(),
+                version: v.model_package_version,
+                weight: v.current_weight,
+            })
+            .collect(),
+        latest_approved: status.latest_approved.as_ref().map(|p| p.version),
+        candidate: status.candidate.as_ref().map(|p| Package {
+            version: p.version,
+            arn: p.arn.clone(),
+        }),
+        shadow: status.shadow.as_ref().map(|s| ShadowEndpoint {
+            endpoint: s.name.clone(),
+            status: s.status.clone(),
+            versions: s.variants.iter().map(|v| v.model_package_version).collect(),
+        }),
+        shadowing: model_registry::status::shadowed(&status).is_some(),
+        comparison: page
+            .evidence
+            .snapshot()
+            .map(|(version, arn, c)| ComparisonView {
+                version,
+                arn,
+                summary: c.summary(),
+            }),
+        rollout: rollout_view(page),
+        against_live: page.evidence.against_live().map(|a| a.to_string()),
+    }
 }
 
-async fn json_view(State(page): State<Page>) -> Json<Value> {
+async fn json_view(State(page): State<Page>) -> Json<View> {
     Json(view(&page))
 }
 
@@ -109,9 +189,8 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn num(v: &Value, digits: usize) -> String {
-    v.as_f64()
-        .map_or_else(|| "–".to_owned(), |x| format!("{x:.digits$}"))
+fn num(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "–".to_owned(), |x| format!("{x:.digits$}"))
 }
 
 /// Two score distributions as grouped bars (shares of rows per 0.05 bin).
@@ -157,21 +236,12 @@ fn chart(live: &[u64], candidate: &[u64]) -> String {
 
 async fn html(State(page): State<Page>) -> impl IntoResponse {
     let v = view(&page);
-    let live = v["live"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|x| {
-                    format!(
-                        "v{} ({})",
-                        x["version"],
-                        escape(x["variant"].as_str().unwrap_or(""))
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default();
+    let live = v
+        .live
+        .iter()
+        .map(|x| format!("v{} ({})", x.version, escape(&x.variant)))
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut body = format!(
         "<p>Live: {}</p>",
         if live.is_empty() {
@@ -180,111 +250,105 @@ async fn html(State(page): State<Page>) -> impl IntoResponse {
             live
         }
     );
-    if let r @ Value::Object(_) = &v["rollout"] {
-        body.push_str(&format!(
-            "<h2>Rolling out v{}</h2><p>weights {} · the evidence says <b>{}</b>: {}</p>",
-            r["version"],
-            escape(r["weights"].as_str().unwrap_or("")),
-            escape(r["verdict"].as_str().unwrap_or("")),
-            escape(r["why"].as_str().unwrap_or(""))
-        ));
-        body.push_str(&format!(
-            "<table><tr><th></th><th>live ({})</th><th>candidate ({})</th></tr>",
-            escape(r["live"]["variant"].as_str().unwrap_or("")),
-            escape(r["candidate"]["variant"].as_str().unwrap_or(""))
-        ));
-        for (k, f, d) in [
-            ("requests", "requests", 0),
-            ("error rate", "error_rate", 4),
-            ("latency p50 (ms)", "latency_p50_ms", 2),
-            ("latency p99 (ms)", "latency_p99_ms", 2),
-            ("mean score", "mean_score", 4),
-        ] {
-            body.push_str(&format!(
-                "<tr><th>{k}</th><td>{}</td><td>{}</td></tr>",
-                num(&r["live"][f], d),
-                num(&r["candidate"][f], d)
-            ));
-        }
-        body.push_str("</table>");
-        let counts = |k: &str| -> Vec<u64> {
-            r[k]["scores"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_u64).collect())
-                .unwrap_or_default()
-        };
-        body.push_str(&chart(&counts("live"), &counts("candidate")));
+    if let Some(r) = &v.rollout {
+        body.push_str(&rollout_html(r));
     }
-    match &v["comparison"] {
-        Value::Null => body.push_str(&format!(
+    match &v.comparison {
+        None => body.push_str(&format!(
             "<p>No candidate is awaiting a decision{}.</p>",
-            if v["candidate"].is_null() {
+            if v.candidate.is_none() {
                 ""
             } else {
                 " with mirrored traffic yet"
             }
         )),
-        c => {
-            let s = &c["summary"];
-            body.push_str(&format!(
-                "<h2>Candidate v{} {}</h2><p>{}</p>",
-                c["version"],
-                if v["shadowing"] == true {
-                    "(shadowing live traffic)"
-                } else {
-                    "(not shadowing now)"
-                },
-                escape(c["arn"].as_str().unwrap_or(""))
-            ));
-            let row = |k: &str, a: String, b: String| {
-                format!("<tr><th>{k}</th><td>{a}</td><td>{b}</td></tr>")
-            };
-            let side = |name: &str, f: &str, d| num(&s[name][f], d);
-            if let Some(a) = v["against_live"].as_str() {
-                body.push_str(&format!("<p>Train: {}</p>", escape(a)));
-            }
-            body.push_str("<table><tr><th></th><th>live</th><th>candidate</th></tr>");
-            body.push_str(&row(
-                "error rate",
-                side("live", "error_rate", 4),
-                side("candidate", "error_rate", 4),
-            ));
-            body.push_str(&row(
-                "latency p50 (ms)",
-                side("live", "latency_p50_ms", 2),
-                side("candidate", "latency_p50_ms", 2),
-            ));
-            body.push_str(&row(
-                "latency p99 (ms)",
-                side("live", "latency_p99_ms", 2),
-                side("candidate", "latency_p99_ms", 2),
-            ));
-            body.push_str("</table><table>");
-            for (k, f, d) in [
-                ("rows compared", "rows", 0),
-                ("requests mirrored", "requests", 0),
-                ("mean (candidate - live)", "mean_diff", 5),
-                ("mean |candidate - live|", "mean_abs_diff", 5),
-                ("p50 |candidate - live|", "abs_diff_p50", 5),
-                ("p99 |candidate - live|", "abs_diff_p99", 5),
-                ("decision agreement", "agreement", 4),
-                ("at threshold", "threshold", 2),
-            ] {
-                body.push_str(&format!("<tr><th>{k}</th><td>{}</td></tr>", num(&s[f], d)));
-            }
-            body.push_str("</table><h3>Score distributions (share of rows per 0.05)</h3>");
-            let counts = |k: &str| -> Vec<u64> {
-                s[k].as_array()
-                    .map(|a| a.iter().filter_map(Value::as_u64).collect())
-                    .unwrap_or_default()
-            };
-            body.push_str(&chart(&counts("live_scores"), &counts("candidate_scores")));
-            body.push_str(r##"<p><span style="color:#4c78a8">&#9632; live</span> <span style="color:#f58518">&#9632; candidate</span></p>"##);
-        }
+        Some(c) => body.push_str(&comparison_html(c, v.shadowing, v.against_live.as_deref())),
     }
     Html(format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Candidate vs live</title><meta http-equiv=\"refresh\" content=\"10\"></head><body style=\"font-family:sans-serif;max-width:48rem;margin:1rem auto\"><h1>Candidate vs live</h1>{body}<p><a href=\"/shadow.json\">JSON</a> · refreshes every 10 s</p></body></html>"
     ))
+}
+
+/// A table row: its label, the figure of one side, its decimals.
+type Figure<T> = (&'static str, fn(&T) -> Option<f64>, usize);
+
+fn rollout_html(r: &RolloutView) -> String {
+    let mut body = format!(
+        "<h2>Rolling out v{}</h2><p>weights {} · the evidence says <b>{}</b>: {}</p>",
+        r.version,
+        escape(&r.weights),
+        escape(r.verdict),
+        escape(&r.why)
+    );
+    body.push_str(&format!(
+        "<table><tr><th></th><th>live ({})</th><th>candidate ({})</th></tr>",
+        escape(&r.live.variant),
+        escape(&r.candidate.variant)
+    ));
+    let figures: [Figure<SideView>; 5] = [
+        ("requests", |s| Some(s.requests as f64), 0),
+        ("error rate", |s| s.error_rate, 4),
+        ("latency p50 (ms)", |s| s.latency_p50_ms, 2),
+        ("latency p99 (ms)", |s| s.latency_p99_ms, 2),
+        ("mean score", |s| s.mean_score, 4),
+    ];
+    for (k, f, d) in figures {
+        body.push_str(&format!(
+            "<tr><th>{k}</th><td>{}</td><td>{}</td></tr>",
+            num(f(&r.live), d),
+            num(f(&r.candidate), d)
+        ));
+    }
+    body.push_str("</table>");
+    body.push_str(&chart(&r.live.scores, &r.candidate.scores));
+    body
+}
+
+fn comparison_html(c: &ComparisonView, shadowing: bool, against_live: Option<&str>) -> String {
+    let s = &c.summary;
+    let mut body = format!(
+        "<h2>Candidate v{} {}</h2><p>{}</p>",
+        c.version,
+        if shadowing {
+            "(shadowing live traffic)"
+        } else {
+            "(not shadowing now)"
+        },
+        escape(&c.arn)
+    );
+    if let Some(a) = against_live {
+        body.push_str(&format!("<p>Train: {}</p>", escape(a)));
+    }
+    body.push_str("<table><tr><th></th><th>live</th><th>candidate</th></tr>");
+    let sides: [Figure<Side>; 3] = [
+        ("error rate", |s| s.error_rate, 4),
+        ("latency p50 (ms)", |s| s.latency_p50_ms, 2),
+        ("latency p99 (ms)", |s| s.latency_p99_ms, 2),
+    ];
+    for (k, f, d) in sides {
+        body.push_str(&format!(
+            "<tr><th>{k}</th><td>{}</td><td>{}</td></tr>",
+            num(f(&s.live), d),
+            num(f(&s.candidate), d)
+        ));
+    }
+    body.push_str("</table><table>");
+    for (k, x, d) in [
+        ("rows compared", Some(s.rows as f64), 0),
+        ("requests mirrored", Some(s.requests as f64), 0),
+        ("mean (candidate - live)", s.mean_diff, 5),
+        ("mean |candidate - live|", s.mean_abs_diff, 5),
+        ("p50 |candidate - live|", s.abs_diff_p50, 5),
+        ("p99 |candidate - live|", s.abs_diff_p99, 5),
+        ("decision agreement", s.agreement, 4),
+        ("at threshold", Some(s.threshold), 2),
+    ] {
+        body.push_str(&format!("<tr><th>{k}</th><td>{}</td></tr>", num(x, d)));
+    }
+    body.push_str("</table><h3>Score distributions (share of rows per 0.05)</h3>");
+    body.push_str(&chart(&s.live_scores, &s.candidate_scores));
+    body.push_str(r##"<p><span style="color:#4c78a8">&#9632; live</span> <span style="color:#f58518">&#9632; candidate</span></p>"##);
+    body
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use aws_sdk_sagemaker::{
 mod cli;
 mod endpoint;
 mod progressive;
+pub mod report;
 mod scaling;
 mod shadow;
 mod steer;
@@ -29,8 +30,11 @@ use endpoint::{in_transition, truncate};
 pub use model_registry::version_of;
 use model_registry::{poll::Poller, status::in_sync};
 use proto::registry::v1::EndpointState;
+use report::{
+    Approval, Deployment, LiveVariant, PackageRef, Registered, Status, Switched, SwitchedTo,
+    VariantVersion,
+};
 pub use scaling::{Scaler, Scaling};
-use serde_json::{Value, json};
 pub use strategy::{Kind, Quiet, Strategy};
 
 #[derive(Debug, thiserror::Error)]
@@ -125,7 +129,7 @@ impl Deployer {
         image: &str,
         description: Option<String>,
         features: Option<String>,
-    ) -> Result<Value, DeployError> {
+    ) -> Result<Registered, DeployError> {
         let spec = InferenceSpecification::builder()
             .containers(
                 ModelPackageContainerDefinition::builder()
@@ -153,9 +157,11 @@ impl Deployer {
             .await
             .map_err(|e| aws("CreateModelPackage", e))?;
         let arn = out.model_package_arn().unwrap_or_default().to_owned();
-        Ok(
-            json!({ "action": "registered", "arn": arn, "version": version_of(&arn), "status": "PendingManualApproval" }),
-        )
+        Ok(Registered {
+            version: version_of(&arn),
+            arn,
+            status: ModelApprovalStatus::PendingManualApproval.as_str(),
+        })
     }
 
     pub async fn set_approval(
@@ -164,7 +170,16 @@ impl Deployer {
         status: ModelApprovalStatus,
         reason: Option<String>,
         only_if_pending: bool,
-    ) -> Result<Value, DeployError> {
+    ) -> Result<Approval, DeployError> {
+        if !matches!(
+            status,
+            ModelApprovalStatus::Approved | ModelApprovalStatus::Rejected
+        ) {
+            return Err(DeployError::Failed(format!(
+                "{} is not a decision (Approved or Rejected)",
+                status.as_str()
+            )));
+        }
         let arn = self.package_arn(version_or_arn).await?;
         if only_if_pending {
             let current = self
@@ -174,9 +189,11 @@ impl Deployer {
                 .cloned();
             match current {
                 Some(s) if s == status => {
-                    return Ok(
-                        json!({ "action": "none", "reason": format!("already {}", s.as_str()), "arn": arn, "version": version_of(&arn) }),
-                    );
+                    return Ok(Approval::None {
+                        reason: format!("already {}", s.as_str()),
+                        version: version_of(&arn),
+                        arn,
+                    });
                 }
                 Some(ModelApprovalStatus::PendingManualApproval) | None => {}
                 Some(other) => {
@@ -196,33 +213,50 @@ impl Deployer {
             .send()
             .await
             .map_err(|e| aws("UpdateModelPackage", e))?;
-        Ok(
-            json!({ "action": status.as_str().to_lowercase(), "arn": arn, "version": version_of(&arn) }),
-        )
+        let changed = PackageRef {
+            version: version_of(&arn),
+            arn,
+        };
+        Ok(match status {
+            ModelApprovalStatus::Rejected => Approval::Rejected(changed),
+            _ => Approval::Approved(changed), // the only other decision, checked above
+        })
     }
 
-    pub async fn status(&self) -> Result<Value, DeployError> {
+    pub async fn status(&self) -> Result<Status, DeployError> {
         let mut poller = self.poller();
         let latest = poller.latest_approved().await.map_err(Self::poll_error)?;
         let endpoint = poller.endpoint().await.map_err(Self::poll_error)?;
-        Ok(json!({
-            "group": self.group,
-            "latest_approved": latest.as_ref().map(|p| json!({ "arn": p.arn, "version": p.version })),
-            "endpoint": endpoint.name,
-            "endpoint_status": endpoint.status,
-            "endpoint_config": endpoint.endpoint_config_name,
-            "failure_reason": endpoint.failure_reason,
-            "live": endpoint.variants.iter().map(|v| json!({ "variant": v.name, "weight": v.current_weight, "version": v.model_package_version, "arn": v.model_package_arn })).collect::<Vec<_>>(),
-            "in_sync": in_sync(latest.as_ref(), &endpoint),
-            "candidate": self.candidate_seen_by(&mut poller, latest.as_ref()).await?,
-            "rollout": self.rollout_view(&endpoint).await?,
-        }))
+        Ok(Status {
+            group: self.group.clone(),
+            latest_approved: latest.as_ref().map(|p| PackageRef {
+                arn: p.arn.clone(),
+                version: p.version,
+            }),
+            in_sync: in_sync(latest.as_ref(), &endpoint),
+            candidate: self.candidate_seen_by(&mut poller, latest.as_ref()).await?,
+            rollout: self.rollout_view(&endpoint).await?,
+            live: endpoint
+                .variants
+                .iter()
+                .map(|v| LiveVariant {
+                    variant: v.name.clone(),
+                    weight: v.current_weight,
+                    version: v.model_package_version,
+                    arn: v.model_package_arn.clone(),
+                })
+                .collect(),
+            endpoint: endpoint.name,
+            endpoint_status: endpoint.status,
+            endpoint_config: endpoint.endpoint_config_name,
+            failure_reason: endpoint.failure_reason,
+        })
     }
 
     /// Rolls the endpoint to the latest Approved package by the strategy (see `progressive`);
     /// does nothing when it is live. A rollout the endpoint is in (a Deploy was stopped
     /// mid-way) is resumed when its candidate is still the latest Approved, else rolled back.
-    pub async fn deploy(&self) -> Result<Value, DeployError> {
+    pub async fn deploy(&self) -> Result<Deployment, DeployError> {
         let started = Instant::now();
         let mut poller = self.poller();
         let latest = poller
@@ -272,14 +306,20 @@ impl Deployer {
             before = state
                 .variants
                 .iter()
-                .map(|v| json!({ "variant": v.name, "version": v.model_package_version }))
+                .map(|v| VariantVersion {
+                    variant: v.name.clone(),
+                    version: v.model_package_version,
+                })
                 .collect();
             if EndpointStatus::from(state.status.as_str()) == EndpointStatus::InService
                 && in_sync(Some(&latest), &state)
             {
-                return Ok(
-                    json!({ "action": "none", "reason": "the latest Approved package is already live", "endpoint": self.endpoint, "version": latest.version, "arn": latest.arn }),
-                );
+                return Ok(Deployment::None {
+                    reason: "the latest Approved package is already live".into(),
+                    endpoint: self.endpoint.clone(),
+                    version: latest.version,
+                    arn: latest.arn,
+                });
             }
             live = match state.variants.as_slice() {
                 [v] if v.model_package_version > 0 => Some(v.clone()),
@@ -301,13 +341,23 @@ impl Deployer {
         let config_name = self
             .roll_out(&self.endpoint, &model_name, latest.version, exists)
             .await?;
-        Ok(json!({
-            "action": if exists { "updated" } else { "created" },
-            "endpoint": self.endpoint,
-            "from": before,
-            "to": { "variant": format!("v{}", latest.version), "version": latest.version, "arn": latest.arn, "model": model_name, "endpoint_config": config_name },
-            "seconds": started.elapsed().as_secs_f64(),
-        }))
+        let switched = Switched {
+            endpoint: self.endpoint.clone(),
+            from: before,
+            to: SwitchedTo {
+                variant: format!("v{}", latest.version),
+                version: latest.version,
+                arn: latest.arn,
+                model: model_name,
+                endpoint_config: config_name,
+            },
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        Ok(if exists {
+            Deployment::Updated(switched)
+        } else {
+            Deployment::Created(switched)
+        })
     }
 
     pub(crate) async fn describe_package(

@@ -21,10 +21,10 @@ use aws_sdk_sagemaker::types::{
 };
 use proto::registry::v1::{EndpointState, Variant};
 use rollout_evidence::{Verdict, Window, weights_signature};
-use serde_json::{Value, json};
 
 use crate::{
     DeployError, Deployer, aws,
+    report::{Deployment, RolledBack, RolledOut, RolledOutTo, Step, StepOutcome, VariantVersion},
     strategy::{Quiet, round4},
 };
 
@@ -74,7 +74,7 @@ impl Deployer {
         arn: &str,
         version: i64,
         model: &str,
-    ) -> Result<Value, DeployError> {
+    ) -> Result<Deployment, DeployError> {
         let shares = self.strategy.shares()?;
         let first = shares[0];
         let described = self.describe_endpoint(&self.endpoint).await?;
@@ -139,9 +139,14 @@ impl Deployer {
             self.record(arn, DECISION_KEY, &format!("rolled_back: {reason}"))
                 .await?;
             tracing::warn!(version, %reason, "rolled back");
-            return Ok(json!({
-                "action": "rolled_back", "endpoint": self.endpoint, "version": version, "arn": arn,
-                "reason": reason, "live": live.model_package_version,
+            return Ok(Deployment::RolledBack(RolledBack {
+                endpoint: self.endpoint.clone(),
+                version,
+                arn: arn.to_owned(),
+                reason,
+                live: live.model_package_version,
+                steps: None,
+                seconds: None,
             }));
         }
         let state = self.endpoint_state().await?;
@@ -152,7 +157,11 @@ impl Deployer {
     }
 
     /// Runs the rollout the endpoint is in from step `from`.
-    pub(crate) async fn run_rollout(&self, pair: Pair, from: usize) -> Result<Value, DeployError> {
+    pub(crate) async fn run_rollout(
+        &self,
+        pair: Pair,
+        from: usize,
+    ) -> Result<Deployment, DeployError> {
         let started = Instant::now();
         let shares = self.strategy.shares()?;
         let arn = pair.candidate.model_package_arn.clone();
@@ -189,30 +198,50 @@ impl Deployer {
             match bake {
                 Bake::Advance(why) => {
                     tracing::info!(version, step = i + 1, %why, "step passed");
-                    steps.push(json!({ "share": share, "passed": why }));
+                    steps.push(Step {
+                        share: *share,
+                        outcome: StepOutcome::Passed(why),
+                    });
                 }
                 Bake::Promote(why) => {
-                    steps.push(json!({ "share": share, "promoted": why }));
+                    steps.push(Step {
+                        share: *share,
+                        outcome: StepOutcome::Promoted(why),
+                    });
                     break;
                 }
                 Bake::RollBack(why) => {
                     tracing::warn!(version, step = i + 1, %why, "rolling back");
                     self.roll_back(&pair, &why, true).await?;
-                    return Ok(json!({
-                        "action": "rolled_back", "endpoint": self.endpoint, "version": version,
-                        "arn": arn, "reason": why, "live": pair.live.model_package_version,
-                        "steps": steps, "seconds": started.elapsed().as_secs_f64(),
+                    return Ok(Deployment::RolledBack(RolledBack {
+                        endpoint: self.endpoint.clone(),
+                        version,
+                        arn,
+                        reason: why,
+                        live: pair.live.model_package_version,
+                        steps: Some(steps),
+                        seconds: Some(started.elapsed().as_secs_f64()),
                     }));
                 }
             }
         }
         let config = self.finish(&pair.candidate).await?;
         self.record(&arn, DECISION_KEY, "promoted").await?;
-        Ok(json!({
-            "action": "rolled_out", "strategy": self.strategy.name(), "endpoint": self.endpoint,
-            "from": { "variant": pair.live.name, "version": pair.live.model_package_version },
-            "to": { "variant": pair.candidate.name, "version": version, "arn": arn, "endpoint_config": config },
-            "steps": steps, "seconds": started.elapsed().as_secs_f64(),
+        Ok(Deployment::RolledOut(RolledOut {
+            strategy: self.strategy.name(),
+            endpoint: self.endpoint.clone(),
+            from: VariantVersion {
+                variant: pair.live.name.clone(),
+                version: pair.live.model_package_version,
+            },
+            to: RolledOutTo {
+                variant: pair.candidate.name.clone(),
+                version,
+                arn,
+                endpoint_config: config,
+            },
+            steps,
+            seconds: started.elapsed().as_secs_f64(),
         }))
     }
 

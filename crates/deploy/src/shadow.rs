@@ -19,15 +19,21 @@ use aws_sdk_sagemaker::types::ContainerDefinition;
 use model_registry::poll::Poller;
 use model_registry::status::shadowed;
 use proto::registry::v1::{ModelPackage, Status};
-use serde_json::{Value, json};
 use shadow_comparison::Comparison;
 
-use crate::{DeployError, Deployer, aws, endpoint::in_transition};
+use crate::{
+    DeployError, Deployer, aws,
+    endpoint::in_transition,
+    report::{
+        AgainstLiveView, CandidateView, ComparisonView, EndpointRef, FigureDiff, ShadowChange,
+        Shadowed, ShadowedCandidate,
+    },
+};
 
 impl Deployer {
     /// Converges the shadow endpoint on the candidate (or on nothing when `enabled` is false
     /// or there is no candidate).
-    pub async fn shadow(&self, enabled: bool) -> Result<Value, DeployError> {
+    pub async fn shadow(&self, enabled: bool) -> Result<ShadowChange, DeployError> {
         let started = Instant::now();
         let mut poller = self.poller();
         let latest = poller.latest_approved().await.map_err(Self::poll_error)?;
@@ -69,9 +75,11 @@ impl Deployer {
                     ..Default::default()
                 };
                 if shadowed(&status).is_some() {
-                    return Ok(
-                        json!({ "action": "none", "reason": format!("v{} is already shadowed", c.version), "endpoint": self.shadow_endpoint, "version": c.version }),
-                    );
+                    return Ok(ShadowChange::None {
+                        reason: format!("v{} is already shadowed", c.version),
+                        endpoint: Some(self.shadow_endpoint.clone()),
+                        version: Some(c.version),
+                    });
                 }
                 let exists = current.is_some();
                 let model = self.shadow_model_for(&c.arn, c.version).await?;
@@ -82,27 +90,49 @@ impl Deployer {
                 if let Some(old) = current {
                     self.retire(&old, &model).await;
                 }
-                Ok(json!({
-                    "action": if exists { "shadow-updated" } else { "shadow-created" },
-                    "endpoint": self.shadow_endpoint,
-                    "candidate": { "version": c.version, "arn": c.arn, "model": model, "endpoint_config": config },
-                    "seconds": started.elapsed().as_secs_f64(),
-                }))
+                let shadowed = Shadowed {
+                    endpoint: self.shadow_endpoint.clone(),
+                    candidate: ShadowedCandidate {
+                        version: c.version,
+                        arn: c.arn,
+                        model,
+                        endpoint_config: config,
+                    },
+                    seconds: started.elapsed().as_secs_f64(),
+                };
+                Ok(if exists {
+                    ShadowChange::ShadowUpdated(shadowed)
+                } else {
+                    ShadowChange::ShadowCreated(shadowed)
+                })
             }
             (None, Some(state)) => {
                 self.remove_shadow(&state).await?;
-                Ok(json!({
-                    "action": "shadow-removed",
-                    "endpoint": self.shadow_endpoint,
-                    "reason": if enabled { "no candidate awaits a decision" } else { "shadowing is off (SHADOW_CANDIDATES)" },
-                    "was": state.variants.iter().map(|v| v.model_package_version).collect::<Vec<_>>(),
-                    "seconds": started.elapsed().as_secs_f64(),
-                }))
+                Ok(ShadowChange::ShadowRemoved {
+                    endpoint: self.shadow_endpoint.clone(),
+                    reason: if enabled {
+                        "no candidate awaits a decision"
+                    } else {
+                        "shadowing is off (SHADOW_CANDIDATES)"
+                    },
+                    was: state
+                        .variants
+                        .iter()
+                        .map(|v| v.model_package_version)
+                        .collect(),
+                    seconds: started.elapsed().as_secs_f64(),
+                })
             }
-            (None, None) => Ok(json!({
-                "action": "none",
-                "reason": if enabled { "no candidate awaits a decision, and no shadow endpoint exists" } else { "shadowing is off, and no shadow endpoint exists" },
-            })),
+            (None, None) => Ok(ShadowChange::None {
+                reason: if enabled {
+                    "no candidate awaits a decision, and no shadow endpoint exists"
+                } else {
+                    "shadowing is off, and no shadow endpoint exists"
+                }
+                .into(),
+                endpoint: None,
+                version: None,
+            }),
         }
     }
 
@@ -197,7 +227,7 @@ impl Deployer {
 
     /// The candidate awaiting a decision, whether it is shadowed, and the comparison stored
     /// with its package (what `status` and the pipeline's gate show).
-    pub async fn candidate_view(&self) -> Result<Value, DeployError> {
+    pub async fn candidate_view(&self) -> Result<Option<CandidateView>, DeployError> {
         let mut poller = self.poller();
         let latest = poller.latest_approved().await.map_err(Self::poll_error)?;
         self.candidate_seen_by(&mut poller, latest.as_ref()).await
@@ -208,56 +238,71 @@ impl Deployer {
         &self,
         poller: &mut Poller,
         latest: Option<&ModelPackage>,
-    ) -> Result<Value, DeployError> {
+    ) -> Result<Option<CandidateView>, DeployError> {
         let Some((candidate, metadata)) =
             poller.candidate(latest).await.map_err(Self::poll_error)?
         else {
-            return Ok(Value::Null);
+            return Ok(None);
         };
         let shadow = poller
             .endpoint_named(&self.shadow_endpoint)
             .await
             .map_err(Self::poll_error)?;
         let comparison = match Comparison::from_metadata(|k| metadata.get(k).map(String::as_str)) {
-            Ok(Some(c)) => serde_json::to_value(c.summary()).unwrap_or(Value::Null),
-            Ok(None) => Value::Null,
-            Err(e) => json!({ "error": format!("the stored comparison does not read: {e}") }),
+            Ok(Some(c)) => Some(ComparisonView::Summary(Box::new(c.summary()))),
+            Ok(None) => None,
+            Err(e) => Some(ComparisonView::Unreadable {
+                error: format!("the stored comparison does not read: {e}"),
+            }),
         };
         let status = Status {
             candidate: Some(candidate.clone()),
             shadow: shadow.clone(),
             ..Default::default()
         };
-        Ok(json!({
-            "version": candidate.version,
-            "arn": candidate.arn,
-            "shadowed": shadowed(&status).is_some(),
-            "shadow_endpoint": shadow.map(|s| json!({ "name": s.name, "status": s.status })),
-            "comparison": comparison,
-            "against_live": against_live(&metadata),
+        Ok(Some(CandidateView {
+            version: candidate.version,
+            arn: candidate.arn,
+            shadowed: shadowed(&status).is_some(),
+            shadow_endpoint: shadow.map(|s| EndpointRef {
+                name: s.name,
+                status: s.status,
+            }),
+            comparison,
+            against_live: against_live(&metadata),
         }))
     }
 }
 
 /// Train's evaluation of the candidate and of the live model on the very same validation
 /// rows, with the differences; or why the live model could not score them.
-fn against_live(metadata: &std::collections::HashMap<String, String>) -> Value {
+fn against_live(metadata: &std::collections::HashMap<String, String>) -> Option<AgainstLiveView> {
     use model_registry::evaluation::{AgainstLive, against_live};
-    match against_live(|k| metadata.get(k).map(String::as_str)) {
-        None => Value::Null,
-        Some(AgainstLive::Unavailable { live_version, why }) => {
-            json!({ "live_version": live_version, "unavailable": why })
-        }
-        Some(AgainstLive::Scored {
-            live_version,
-            rows,
-            figures,
-        }) => {
-            let mut out = json!({ "live_version": live_version, "rows": rows });
-            for f in figures {
-                out[f.name] = json!({ "candidate": f.candidate, "live": f.live, "difference": f.difference() });
-            }
-            out
-        }
-    }
+    Some(
+        match against_live(|k| metadata.get(k).map(String::as_str))? {
+            AgainstLive::Unavailable { live_version, why } => AgainstLiveView::Unavailable {
+                live_version,
+                unavailable: why,
+            },
+            AgainstLive::Scored {
+                live_version,
+                rows,
+                figures,
+            } => AgainstLiveView::Scored {
+                live_version,
+                rows,
+                figures: figures
+                    .into_iter()
+                    .map(|f| {
+                        let diff = FigureDiff {
+                            candidate: f.candidate,
+                            live: f.live,
+                            difference: f.difference(),
+                        };
+                        (f.name.to_owned(), diff)
+                    })
+                    .collect(),
+            },
+        },
+    )
 }

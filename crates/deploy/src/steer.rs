@@ -4,11 +4,13 @@
 use aws_sdk_sagemaker::types::ModelApprovalStatus;
 use proto::registry::v1::EndpointState;
 use rollout_evidence::{Verdict, weights_signature};
-use serde_json::{Value, json};
 
 use crate::{
     DeployError, Deployer, aws,
     progressive::{PLAN_KEY, PROMOTE_KEY, Pair, evidence},
+    report::{
+        EvidenceView, RolloutSide, RolloutView, Steered, Steering, VariantEvidence, VerdictView,
+    },
 };
 
 impl Deployer {
@@ -17,7 +19,7 @@ impl Deployer {
     pub(crate) async fn rollout_view(
         &self,
         state: &EndpointState,
-    ) -> Result<Option<Value>, DeployError> {
+    ) -> Result<Option<RolloutView>, DeployError> {
         let Some(pair) = Pair::of(state) else {
             return Ok(None);
         };
@@ -33,31 +35,39 @@ impl Deployer {
             (pair.candidate.name.as_str(), pair.candidate.current_weight),
         ]);
         let window = evidence(&metadata, &weights);
-        let side = |s: &rollout_evidence::VariantStats| {
-            json!({
-                "requests": s.requests, "error_rate": s.error_rate(), "p50_ms": s.latency_p50_ms(),
-                "p99_ms": s.latency_p99_ms(), "mean_score": s.mean_score(),
-            })
+        let side = |s: &rollout_evidence::VariantStats| VariantEvidence {
+            requests: s.requests,
+            error_rate: s.error_rate(),
+            p50_ms: s.latency_p50_ms(),
+            p99_ms: s.latency_p99_ms(),
+            mean_score: s.mean_score(),
         };
-        Ok(Some(json!({
-            "live": { "variant": pair.live.name, "version": pair.live.model_package_version, "weight": pair.live.current_weight },
-            "candidate": { "variant": pair.candidate.name, "version": pair.candidate.model_package_version, "weight": pair.candidate.current_weight },
-            "plan": metadata.get(PLAN_KEY),
-            "promote": metadata.get(PROMOTE_KEY),
-            "evidence": window.as_ref().map(|w| json!({
-                "since": w.started, "live": side(&w.live), "candidate": side(&w.candidate),
-                "verdict": match self.strategy.thresholds.judge(w) {
-                    Verdict::Pass(why) => json!({ "pass": why }),
-                    Verdict::Fail(why) => json!({ "fail": why }),
-                    Verdict::Waiting(why) => json!({ "waiting": why }),
+        let of = |v: &proto::registry::v1::Variant| RolloutSide {
+            variant: v.name.clone(),
+            version: v.model_package_version,
+            weight: v.current_weight,
+        };
+        Ok(Some(RolloutView {
+            live: of(&pair.live),
+            candidate: of(&pair.candidate),
+            plan: metadata.get(PLAN_KEY).cloned(),
+            promote: metadata.get(PROMOTE_KEY).cloned(),
+            evidence: window.as_ref().map(|w| EvidenceView {
+                since: w.started,
+                live: side(&w.live),
+                candidate: side(&w.candidate),
+                verdict: match self.strategy.thresholds.judge(w) {
+                    Verdict::Pass(why) => VerdictView::Pass(why),
+                    Verdict::Fail(why) => VerdictView::Fail(why),
+                    Verdict::Waiting(why) => VerdictView::Waiting(why),
                 },
-            })),
-        })))
+            }),
+        }))
     }
 
     /// `rollout abort`: the candidate being rolled out is Rejected with `reason`; the Deploy
     /// running the rollout (or the next one) rolls back.
-    pub async fn abort(&self, reason: &str) -> Result<Value, DeployError> {
+    pub async fn abort(&self, reason: &str) -> Result<Steering, DeployError> {
         let pair = self.rollout_in_progress().await?;
         let arn = &pair.candidate.model_package_arn;
         self.client
@@ -68,20 +78,24 @@ impl Deployer {
             .send()
             .await
             .map_err(|e| aws("UpdateModelPackage", e))?;
-        Ok(
-            json!({ "action": "aborted", "version": pair.candidate.model_package_version, "arn": arn, "reason": reason }),
-        )
+        Ok(Steering::Aborted(Steered {
+            version: pair.candidate.model_package_version,
+            arn: arn.clone(),
+            reason: reason.to_owned(),
+        }))
     }
 
     /// `rollout promote`: the Deploy running the rollout (or the next one) skips its
     /// remaining steps.
-    pub async fn promote(&self, reason: &str) -> Result<Value, DeployError> {
+    pub async fn promote(&self, reason: &str) -> Result<Steering, DeployError> {
         let pair = self.rollout_in_progress().await?;
         let arn = &pair.candidate.model_package_arn;
         self.record(arn, PROMOTE_KEY, reason).await?;
-        Ok(
-            json!({ "action": "promoting", "version": pair.candidate.model_package_version, "arn": arn, "reason": reason }),
-        )
+        Ok(Steering::Promoting(Steered {
+            version: pair.candidate.model_package_version,
+            arn: arn.clone(),
+            reason: reason.to_owned(),
+        }))
     }
 
     /// Whether the endpoint is in a rollout (two versions serving).

@@ -65,32 +65,28 @@ impl Pipeline {
 
     /// Prints the candidate's comparison on live traffic when it moved since `shown`.
     async fn show_comparison(&self, version: i64, shown: &mut Option<u64>) {
-        let Ok(view) = self.deployer.candidate_view().await else {
+        let Ok(Some(view)) = self.deployer.candidate_view().await else {
             return;
         };
-        if view["version"].as_i64() != Some(version) {
+        let Some(c) = view.comparison.as_ref().and_then(|c| c.summary()) else {
             return;
-        }
-        let c = &view["comparison"];
-        let rows = c["rows"].as_u64();
-        if rows.is_none() || rows == *shown {
-            return;
-        }
-        *shown = rows;
-        let f = |v: &serde_json::Value, d: usize| {
-            v.as_f64().map_or("-".to_owned(), |x| format!("{x:.d$}"))
         };
+        if view.version != version || *shown == Some(c.rows) {
+            return;
+        }
+        *shown = Some(c.rows);
+        let f = |v: Option<f64>, d: usize| v.map_or("-".to_owned(), |x| format!("{x:.d$}"));
         println!(
             "   shadow v{version} on live traffic: {} rows, mean |candidate - live| {}, p99 {}, decision agreement {} at {}; candidate errors {} (rate {}), p50 {} ms vs live {} ms",
-            rows.unwrap_or(0),
-            f(&c["mean_abs_diff"], 4),
-            f(&c["abs_diff_p99"], 4),
-            f(&c["agreement"], 4),
-            c["threshold"],
-            c["candidate"]["errors"],
-            f(&c["candidate"]["error_rate"], 4),
-            f(&c["candidate"]["latency_p50_ms"], 2),
-            f(&c["live"]["latency_p50_ms"], 2),
+            c.rows,
+            f(c.mean_abs_diff, 4),
+            f(c.abs_diff_p99, 4),
+            f(c.agreement, 4),
+            c.threshold,
+            c.candidate.errors,
+            f(c.candidate.error_rate, 4),
+            f(c.candidate.latency_p50_ms, 2),
+            f(c.live.latency_p50_ms, 2),
         );
     }
 
@@ -99,11 +95,10 @@ impl Pipeline {
             return Vec::new();
         };
         let mut out = Vec::new();
-        for arn in status["live"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v["arn"].as_str())
+        for arn in status
+            .live
+            .iter()
+            .map(|v| v.arn.as_str())
             .filter(|a| !a.is_empty())
         {
             if let Ok(e) = registry::evaluation(&self.client, arn).await {

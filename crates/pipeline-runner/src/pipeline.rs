@@ -239,7 +239,7 @@ impl Pipeline {
             .deployer
             .status()
             .await
-            .map(|s| s["in_sync"].as_bool() == Some(true))
+            .map(|s| s.in_sync)
             .unwrap_or(false);
         if !in_sync {
             let _ = self
