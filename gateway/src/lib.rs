@@ -89,6 +89,10 @@ pub struct Config {
     /// busy share the next call. 0: one call per request.
     #[arg(long, env = "GATEWAY_LOG_CONCURRENCY", default_value_t = 2)]
     pub log_concurrency: usize,
+    /// Most milliseconds one `Log` call to the interaction logger may take before it counts
+    /// as failed (strict mode answers 503, buffered mode keeps the interactions for retry).
+    #[arg(long, env = "GATEWAY_LOG_TIMEOUT_MS", default_value_t = 1000)]
+    pub log_timeout_ms: u64,
     /// Other web origins allowed to call the API from a browser (comma-separated, e.g.
     /// `https://app.example.com`); none by default.
     #[arg(long, env = "GATEWAY_CORS_ORIGINS", value_delimiter = ',')]
@@ -98,7 +102,7 @@ pub struct Config {
     #[command(flatten)]
     pub tls: grpc_tls::Tls,
     #[command(flatten)]
-    pub grace: shutdown::Grace,
+    pub grace: bootstrap::shutdown::Grace,
 }
 
 pub struct App {
@@ -195,7 +199,7 @@ impl App {
                 logger,
                 config.log_mode,
                 config.log_buffer,
-                Duration::from_millis(1000),
+                Duration::from_millis(config.log_timeout_ms),
                 (config.log_concurrency > 0).then_some(config.log_concurrency),
             ),
             predictor_channel,

@@ -14,6 +14,8 @@ struct Args {
     #[command(flatten)]
     logging: telemetry::Logging,
     #[command(flatten)]
+    emf: telemetry::emf::Flags,
+    #[command(flatten)]
     config: gateway::Config,
 }
 
@@ -21,10 +23,10 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init(args.logging.log_format);
-    let shutdown = shutdown::on_signal();
+    let shutdown = bootstrap::shutdown::on_signal();
     let app = gateway::App::new(args.config, &shutdown)?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     println!("gateway listening on http://{}", listener.local_addr()?);
     let service = gateway::run(listener, app, shutdown.clone());
-    telemetry::emf::alongside("gateway", &shutdown, service).await
+    telemetry::emf::alongside("gateway", &args.emf, &shutdown, service).await
 }

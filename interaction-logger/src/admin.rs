@@ -38,7 +38,7 @@ struct AdminState {
 
 /// The admin routes: `readiness` for `/readyz`, `token` guarding the dead letters.
 pub fn router(
-    readiness: telemetry::Readiness,
+    readiness: bootstrap::Readiness,
     spool: Arc<Spool>,
     wake: Arc<Notify>,
     drift: Option<Drift>,
@@ -47,7 +47,7 @@ pub fn router(
     if token.is_none() {
         tracing::info!("no LOGGER_ADMIN_TOKEN: the dead-letter routes are refused");
     }
-    telemetry::admin_router(readiness)
+    bootstrap::admin::admin_router(readiness)
         .route(
             "/drift",
             get(move || {
@@ -64,7 +64,7 @@ pub fn router(
                 .with_state(AdminState { spool, wake })
                 .route_layer(axum::middleware::from_fn_with_state(
                     token,
-                    telemetry::require_admin_token,
+                    bootstrap::admin::require_admin_token,
                 )),
         )
 }

@@ -20,29 +20,36 @@ pub struct Config {
     #[arg(long, env = "REGISTRY_WATCHER_URL")]
     pub registry_watcher_url: Option<String>,
     /// The rolling window live inputs are compared over.
-    #[arg(long, env = "LOGGER_DRIFT_WINDOW_SECS", default_value_t = 900)]
+    #[arg(long, env = "LOGGER_DRIFT_WINDOW_SECS", default_value_t = WINDOW_SECS)]
     pub drift_window_secs: u64,
     /// Time slots the window moves by (window / slots at a time).
-    #[arg(long, env = "LOGGER_DRIFT_SLOTS", default_value_t = 30)]
+    #[arg(long, env = "LOGGER_DRIFT_SLOTS", default_value_t = SLOTS)]
     pub drift_slots: usize,
     /// Values of a feature the window needs before its PSI is reported.
-    #[arg(long, env = "LOGGER_DRIFT_MIN_ROWS", default_value_t = 200)]
+    #[arg(long, env = "LOGGER_DRIFT_MIN_ROWS", default_value_t = MIN_ROWS)]
     pub drift_min_rows: u64,
     /// PSI above which a feature counts as drifted (`logger_feature_drifted`): 0.1 is a
     /// moderate shift by the usual rule of thumb, 0.25 a large one.
-    #[arg(long, env = "LOGGER_DRIFT_PSI_THRESHOLD", default_value_t = 0.2)]
+    #[arg(long, env = "LOGGER_DRIFT_PSI_THRESHOLD", default_value_t = PSI_THRESHOLD)]
     pub drift_psi_threshold: f64,
 }
 
+/// The flags' defaults, declared once for the flags and for [`Config::default`].
+pub const WINDOW_SECS: u64 = 900;
+pub const SLOTS: usize = 30;
+pub const MIN_ROWS: u64 = 200;
+pub const PSI_THRESHOLD: f64 = 0.2;
+
 impl Default for Config {
-    /// The defaults the flags declare (and whatever the environment sets).
+    /// Tracking off (no watcher to follow), the flags' defaults otherwise.
     fn default() -> Self {
-        #[derive(clap::Parser)]
-        struct Flags {
-            #[command(flatten)]
-            config: Config,
+        Config {
+            registry_watcher_url: None,
+            drift_window_secs: WINDOW_SECS,
+            drift_slots: SLOTS,
+            drift_min_rows: MIN_ROWS,
+            drift_psi_threshold: PSI_THRESHOLD,
         }
-        <Flags as clap::Parser>::parse_from(["interaction-logger"]).config
     }
 }
 
@@ -90,7 +97,7 @@ impl Drift {
         let drift = Drift::new(config, follower);
         telemetry::add_section({
             let drift = drift.clone();
-            move || drift.metrics()
+            move || drift.record_metrics()
         });
         Ok(Some(drift))
     }
@@ -178,28 +185,28 @@ impl Drift {
         }
     }
 
-    /// Prometheus lines, rendered at each scrape: one series per feature of the live model.
-    pub fn metrics(&self) -> String {
+    /// The window's series, recorded at each scrape: one per feature of the live model.
+    pub fn record_metrics(&self) {
         let Some((version, report)) = self.report() else {
-            return String::new();
+            return;
         };
-        let mut out = format!(
-            "# HELP logger_drift_window_rows Rows in the drift window.\n# TYPE logger_drift_window_rows gauge\nlogger_drift_window_rows {}\n# HELP logger_drift_model_version The live model whose baseline live inputs are held against.\n# TYPE logger_drift_model_version gauge\nlogger_drift_model_version {version}\n",
-            report.rows
+        metrics::describe_gauge!("logger_drift_window_rows", "Rows in the drift window.");
+        metrics::gauge!("logger_drift_window_rows").set(report.rows as f64);
+        metrics::describe_gauge!(
+            "logger_drift_model_version",
+            "The live model whose baseline live inputs are held against."
         );
-        let escape = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
-        let mut series =
-            |name: &str, help: &str, value: &dyn Fn(&drift::FeatureDrift) -> Option<f64>| {
-                out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
-                for f in &report.features {
-                    if let Some(v) = value(f) {
-                        out.push_str(&format!(
-                            "{name}{{feature=\"{}\"}} {v}\n",
-                            escape(&f.feature)
-                        ));
-                    }
+        metrics::gauge!("logger_drift_model_version").set(version as f64);
+        let series = |name: &'static str,
+                      help: &'static str,
+                      value: &dyn Fn(&drift::FeatureDrift) -> Option<f64>| {
+            metrics::describe_gauge!(name, help);
+            for f in &report.features {
+                if let Some(v) = value(f) {
+                    metrics::gauge!(name, "feature" => f.feature.clone()).set(v);
                 }
-            };
+            }
+        };
         series(
             "logger_feature_psi",
             "Population stability index of the feature's live values against the live model's training baseline.",
@@ -226,8 +233,11 @@ impl Drift {
             .filter_map(|f| f.psi)
             .fold(None, |m: Option<f64>, p| Some(m.map_or(p, |m| m.max(p))));
         if let Some(max) = max {
-            out.push_str(&format!("# HELP logger_drift_psi_max The largest PSI over the live model's features (what the drift alarm watches).\n# TYPE logger_drift_psi_max gauge\nlogger_drift_psi_max {max}\n"));
+            metrics::describe_gauge!(
+                "logger_drift_psi_max",
+                "The largest PSI over the live model's features (what the drift alarm watches)."
+            );
+            metrics::gauge!("logger_drift_psi_max").set(max);
         }
-        out
     }
 }

@@ -97,9 +97,9 @@ pub struct Config {
     #[command(flatten)]
     pub tls: grpc_tls::Tls,
     #[command(flatten)]
-    pub grace: shutdown::Grace,
+    pub grace: bootstrap::shutdown::Grace,
     #[command(flatten)]
-    pub aws: aws_client::AwsClient,
+    pub aws: bootstrap::aws::AwsClient,
 }
 
 /// With mutual TLS, who may call `Log`: the gateway (every prediction's interactions) and
@@ -129,8 +129,8 @@ pub async fn run(
     let background = Background::start(&config, &id, &spool, &store, &wake, &shutdown);
     let drift = drift::Drift::follow(&config.drift, &config.tls, &shutdown)?;
 
-    let readiness = telemetry::Readiness::default();
-    let health = grpc_serve::Health::new::<InteractionLoggerServer<service::LoggerService>>(
+    let readiness = bootstrap::Readiness::default();
+    let health = bootstrap::grpc::Health::new::<InteractionLoggerServer<service::LoggerService>>(
         readiness.clone(),
         true,
     )
@@ -146,7 +146,7 @@ pub async fn run(
         .filter(|t| !t.is_blank())
         .map(|t| Arc::from(t.expose()));
     let admin_stop = CancellationToken::new();
-    let admin_task = tokio::spawn(telemetry::serve_admin(
+    let admin_task = tokio::spawn(bootstrap::admin::serve_admin(
         admin,
         admin::router(
             readiness,
@@ -165,7 +165,7 @@ pub async fn run(
         wake,
         drift,
     };
-    grpc_serve::serve(
+    bootstrap::grpc::serve(
         grpc,
         InteractionLoggerServer::new(service),
         &config.tls,
@@ -303,7 +303,7 @@ impl Background {
 /// The service's health follows the spool's: NOT_SERVING while its storage is faulted.
 async fn follow_spool_health(
     spool: Arc<spool::Spool>,
-    health: grpc_serve::Health,
+    health: bootstrap::grpc::Health,
     shutdown: CancellationToken,
 ) {
     let mut healthy = spool.healthy();

@@ -1,6 +1,6 @@
 allocator::install!();
 
-telemetry::grpc_main!(
+bootstrap::grpc_main!(
     name = "interaction-logger",
     about = "gRPC interaction logger: durable spool, shipped to the SageMaker Feature Store",
     listen = ("LOGGER_LISTEN", "0.0.0.0:50052"),

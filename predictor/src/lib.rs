@@ -62,9 +62,9 @@ pub struct Config {
     #[command(flatten)]
     pub tls: grpc_tls::Tls,
     #[command(flatten)]
-    pub grace: shutdown::Grace,
+    pub grace: bootstrap::shutdown::Grace,
     #[command(flatten)]
-    pub aws: aws_client::AwsClient,
+    pub aws: bootstrap::aws::AwsClient,
 }
 
 /// With mutual TLS, who may call `Predict`: the gateway, the front door every prediction
@@ -133,21 +133,21 @@ pub async fn run(
         default_timeout: Duration::from_millis(config.timeout_ms),
     };
 
-    let readiness = telemetry::Readiness::default();
-    let health = grpc_serve::Health::new::<PredictorServer<service::PredictorService>>(
+    let readiness = bootstrap::Readiness::default();
+    let health = bootstrap::grpc::Health::new::<PredictorServer<service::PredictorService>>(
         readiness.clone(),
         true,
     )
     .await;
-    let admin_task = tokio::spawn(telemetry::serve_admin(
+    let admin_task = tokio::spawn(bootstrap::admin::serve_admin(
         admin,
-        telemetry::admin_router(readiness),
+        bootstrap::admin::admin_router(readiness),
         shutdown.child_token(),
     ));
 
     tracing::info!(addr = %grpc.local_addr()?, endpoint = %config.endpoint_name, batching = config.batching, invoke_concurrency = config.invoke_concurrency, transport = config.tls.describe(), "predictor serving");
     let grace = config.grace.duration();
-    let finished = grpc_serve::serve(
+    let finished = bootstrap::grpc::serve(
         grpc,
         PredictorServer::new(service),
         &config.tls,

@@ -1,6 +1,6 @@
 allocator::install!();
 
-telemetry::grpc_main!(
+bootstrap::grpc_main!(
     name = "predictor",
     about = "gRPC predictor in front of a SageMaker real-time endpoint",
     listen = ("PREDICTOR_LISTEN", "0.0.0.0:50051"),

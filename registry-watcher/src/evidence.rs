@@ -207,28 +207,34 @@ impl Evidence {
         }
     }
 
-    /// Prometheus lines for the comparison so far, rendered at each scrape (the series end
-    /// with the candidate).
-    pub fn metrics(&self) -> String {
+    /// The comparison so far as series, recorded at each scrape (they end with the
+    /// candidate).
+    pub fn record_metrics(&self) {
         let Some((version, _, c)) = self.snapshot() else {
-            return String::new();
+            return;
         };
         let s = c.summary();
-        let mut out = String::new();
-        let mut gauge = |name: &str, help: &str, values: &[(&str, Option<f64>)]| {
-            let values: Vec<_> = values
-                .iter()
-                .filter_map(|(l, v)| v.map(|v| (l, v)))
-                .collect();
-            if values.is_empty() {
-                return;
-            }
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
-            for (labels, v) in values {
-                out.push_str(&format!("{name}{{candidate=\"{version}\"{labels}}} {v}\n"));
+        let candidate = version.to_string();
+        let gauge = |name: &'static str,
+                     help: &'static str,
+                     values: &[(Option<&'static str>, Option<f64>)]| {
+            let mut described = false;
+            for (model, v) in values {
+                let Some(v) = v else { continue };
+                if !described {
+                    metrics::describe_gauge!(name, help);
+                    described = true;
+                }
+                match model {
+                    Some(m) => {
+                        metrics::gauge!(name, "candidate" => candidate.clone(), "model" => *m)
+                            .set(*v)
+                    }
+                    None => metrics::gauge!(name, "candidate" => candidate.clone()).set(*v),
+                }
             }
         };
-        let one = |v: Option<f64>| [("", v)];
+        let one = |v: Option<f64>| [(None, v)];
         gauge(
             "watcher_shadow_rows",
             "Rows both the live model and the shadowed candidate scored.",
@@ -266,8 +272,8 @@ impl Evidence {
         );
         let sides = |f: fn(&shadow_comparison::Side) -> Option<f64>| {
             [
-                (",model=\"candidate\"", f(&s.candidate)),
-                (",model=\"live\"", f(&s.live)),
+                (Some("candidate"), f(&s.candidate)),
+                (Some("live"), f(&s.live)),
             ]
         };
         gauge(
@@ -285,7 +291,6 @@ impl Evidence {
             "99th percentile invocation latency over mirrored requests.",
             &sides(|x| x.latency_p99_ms),
         );
-        out
     }
 }
 
@@ -347,7 +352,10 @@ mod tests {
 
         e.follow(None);
         assert!(e.snapshot().is_none());
-        assert!(e.metrics().is_empty(), "no series without a candidate");
+        assert!(
+            telemetry::render_section(|| e.record_metrics()).is_empty(),
+            "no series without a candidate"
+        );
     }
 
     #[test]
@@ -355,7 +363,7 @@ mod tests {
         let e = Evidence::new(0.5);
         e.follow(Some((&package("a", 2), &HashMap::new())));
         e.report("a", &[outcome(0.1, 0.2)]).unwrap();
-        let text = e.metrics();
+        let text = telemetry::render_section(|| e.record_metrics());
         assert_eq!(
             text.matches("# TYPE watcher_shadow_error_rate gauge")
                 .count(),

@@ -56,9 +56,9 @@ pub struct Config {
     #[command(flatten)]
     pub tls: grpc_tls::Tls,
     #[command(flatten)]
-    pub grace: shutdown::Grace,
+    pub grace: bootstrap::shutdown::Grace,
     #[command(flatten)]
-    pub aws: aws_client::AwsClient,
+    pub aws: bootstrap::aws::AwsClient,
 }
 
 pub struct WatcherService {
@@ -134,20 +134,17 @@ fn publish_metrics(s: &Status) {
     metrics::gauge!("watcher_out_of_sync_seconds").set(out);
 }
 
-/// `watcher_live_version{variant}`, rendered from the current status at every scrape: one
+/// `watcher_live_version{variant}`, recorded from the current status at every scrape: one
 /// series per variant live now (a recorder gauge would keep every variant ever live).
-fn live_versions(status: &Status) -> String {
-    let mut text = String::from(
-        "# HELP watcher_live_version The model package version each live variant serves.\n# TYPE watcher_live_version gauge\n",
+fn live_versions(status: &Status) {
+    metrics::describe_gauge!(
+        "watcher_live_version",
+        "The model package version each live variant serves."
     );
     for v in status.endpoint.iter().flat_map(|e| &e.variants) {
-        let name = v.name.replace('\\', "\\\\").replace('"', "\\\"");
-        text.push_str(&format!(
-            "watcher_live_version{{variant=\"{name}\"}} {}\n",
-            v.model_package_version
-        ));
+        metrics::gauge!("watcher_live_version", "variant" => v.name.clone())
+            .set(v.model_package_version as f64);
     }
-    text
 }
 
 /// Follows the rollout the status shows (its evidence window), and counts how one ended:
@@ -275,11 +272,11 @@ pub async fn run(
     });
     telemetry::add_section({
         let evidence = evidence.clone();
-        move || evidence.metrics()
+        move || evidence.record_metrics()
     });
     telemetry::add_section({
         let rollouts = rollouts.clone();
-        move || rollouts.metrics()
+        move || rollouts.record_metrics()
     });
     let saving_rollouts = tokio::spawn(rollouts.clone().save_loop(
         client.clone(),
@@ -292,11 +289,13 @@ pub async fn run(
         shutdown.child_token(),
     ));
 
-    let readiness = telemetry::Readiness::default();
+    let readiness = bootstrap::Readiness::default();
     // Not serving until the first poll has given a status to serve.
-    let health =
-        grpc_serve::Health::new::<RegistryWatcherServer<WatcherService>>(readiness.clone(), false)
-            .await;
+    let health = bootstrap::grpc::Health::new::<RegistryWatcherServer<WatcherService>>(
+        readiness.clone(),
+        false,
+    )
+    .await;
     let ready = {
         let health = health.clone();
         move || {
@@ -313,9 +312,9 @@ pub async fn run(
         shutdown.child_token(),
         ready,
     ));
-    let admin_task = tokio::spawn(telemetry::serve_admin(
+    let admin_task = tokio::spawn(bootstrap::admin::serve_admin(
         admin,
-        telemetry::admin_router(readiness).merge(page::routes(
+        bootstrap::admin::admin_router(readiness).merge(page::routes(
             evidence.clone(),
             rollouts.clone(),
             config.rollout_thresholds,
@@ -326,7 +325,7 @@ pub async fn run(
 
     tracing::info!(addr = %grpc.local_addr()?, group = %config.group, endpoint = %config.endpoint_name, %shadow_endpoint, transport = config.tls.describe(), "registry-watcher serving");
     // Open WatchStatus streams end when polling stops; the grace period bounds the wait.
-    let finished = grpc_serve::serve(
+    let finished = bootstrap::grpc::serve(
         grpc,
         RegistryWatcherServer::new(WatcherService {
             status: rx,
@@ -373,7 +372,8 @@ mod tests {
 
     #[test]
     fn live_versions_name_only_the_variants_live_now() {
-        let both = live_versions(&status(&[("v1", 1), ("v2", 2)]));
+        let render = |s: Status| telemetry::render_section(|| live_versions(&s));
+        let both = render(status(&[("v1", 1), ("v2", 2)]));
         assert!(
             both.contains("watcher_live_version{variant=\"v1\"} 1\n"),
             "{both}"
@@ -382,11 +382,11 @@ mod tests {
             both.contains("watcher_live_version{variant=\"v2\"} 2\n"),
             "{both}"
         );
-        let after = live_versions(&status(&[("v2", 2)]));
+        let after = render(status(&[("v2", 2)]));
         assert!(!after.contains("\"v1\""), "a variant gone is gone: {after}");
         assert!(after.contains("# TYPE watcher_live_version gauge"));
         assert!(
-            live_versions(&status(&[("a\"b", 3)])).contains(r#"variant="a\"b""#),
+            render(status(&[("a\"b", 3)])).contains(r#"variant="a\"b""#),
             "escaped"
         );
     }

@@ -1,6 +1,6 @@
 allocator::install!();
 
-telemetry::grpc_main!(
+bootstrap::grpc_main!(
     name = "registry-watcher",
     about = "gRPC registry watcher: is the latest Approved model the one serving?",
     listen = ("WATCHER_LISTEN", "0.0.0.0:50053"),

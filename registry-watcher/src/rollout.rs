@@ -182,22 +182,21 @@ impl Rollouts {
         }
     }
 
-    /// Prometheus lines for the step under way, rendered at each scrape.
-    pub fn metrics(&self) -> String {
+    /// The step under way's series, recorded at each scrape (they end with the rollout).
+    pub fn record_metrics(&self) {
         let Some((version, _, w)) = self.snapshot() else {
-            return String::new();
+            return;
         };
-        let mut out = String::new();
-        let mut gauge = |name: &str, help: &str, live: Option<f64>, candidate: Option<f64>| {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
-            for (side, v) in [("live", live), ("candidate", candidate)] {
-                if let Some(v) = v {
-                    out.push_str(&format!(
-                        "{name}{{candidate=\"{version}\",model=\"{side}\"}} {v}\n"
-                    ));
+        let gauge =
+            |name: &'static str, help: &'static str, live: Option<f64>, candidate: Option<f64>| {
+                metrics::describe_gauge!(name, help);
+                for (side, v) in [("live", live), ("candidate", candidate)] {
+                    if let Some(v) = v {
+                        metrics::gauge!(name, "candidate" => version.to_string(), "model" => side)
+                            .set(v);
+                    }
                 }
-            }
-        };
+            };
         let (l, c) = (&w.live, &w.candidate);
         gauge(
             "watcher_rollout_requests",
@@ -223,7 +222,6 @@ impl Rollouts {
             l.mean_score(),
             c.mean_score(),
         );
-        out
     }
 }
 
@@ -306,7 +304,7 @@ mod tests {
         assert_eq!(fresh.snapshot().unwrap().2.candidate.errors, 1);
         r.follow(&status(&[(2, 1.0)]), None);
         assert!(
-            r.snapshot().is_none() && r.metrics().is_empty(),
+            r.snapshot().is_none() && telemetry::render_section(|| r.record_metrics()).is_empty(),
             "one variant: no rollout"
         );
     }

@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use aws_sdk_sagemaker::types::ModelApprovalStatus;
 use clap::{Parser, Subcommand};
+use deploy::report::json_line;
 
 /// The deploy step of the model pipeline. Prints one JSON object per command on stdout;
 /// exits non-zero when the command did not do what it says.
@@ -10,6 +11,8 @@ use clap::{Parser, Subcommand};
 struct Args {
     #[command(flatten)]
     target: deploy::Target,
+    #[command(flatten)]
+    aws: bootstrap::aws::AwsClient,
     #[command(subcommand)]
     command: Command,
 }
@@ -131,7 +134,7 @@ impl EndpointArgs {
 async fn main() -> std::process::ExitCode {
     deploy::init_cli_logging("info");
     let args = Args::parse();
-    let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let conf = args.aws.load_for_tool().await;
     let mut deployer = deploy::Deployer::new(aws_sdk_sagemaker::Client::new(&conf), args.target);
     let result = match args.command {
         Command::Register {
@@ -139,40 +142,37 @@ async fn main() -> std::process::ExitCode {
             image,
             description,
             features,
-        } => {
-            deployer
-                .register(&model_data_url, &image, description, features)
-                .await
-        }
+        } => deployer
+            .register(&model_data_url, &image, description, features)
+            .await
+            .map(|r| json_line(&r)),
         Command::Approve {
             version,
             reason,
             only_if_pending,
-        } => {
-            deployer
-                .set_approval(
-                    &version,
-                    ModelApprovalStatus::Approved,
-                    reason,
-                    only_if_pending,
-                )
-                .await
-        }
+        } => deployer
+            .set_approval(
+                &version,
+                ModelApprovalStatus::Approved,
+                reason,
+                only_if_pending,
+            )
+            .await
+            .map(|r| json_line(&r)),
         Command::Reject {
             version,
             reason,
             only_if_pending,
-        } => {
-            deployer
-                .set_approval(
-                    &version,
-                    ModelApprovalStatus::Rejected,
-                    reason,
-                    only_if_pending,
-                )
-                .await
-        }
-        Command::Status => deployer.status().await,
+        } => deployer
+            .set_approval(
+                &version,
+                ModelApprovalStatus::Rejected,
+                reason,
+                only_if_pending,
+            )
+            .await
+            .map(|r| json_line(&r)),
+        Command::Status => deployer.status().await.map(|r| json_line(&r)),
         Command::Deploy {
             rollout,
             strategy,
@@ -186,15 +186,17 @@ async fn main() -> std::process::ExitCode {
                 client: aws_sdk_applicationautoscaling::Client::new(&conf),
                 config: scaling,
             });
-            deployer.deploy().await
+            deployer.deploy().await.map(|r| json_line(&r))
         }
         Command::Rollout { action } => match action {
-            RolloutAction::Abort { reason } => deployer.abort(&reason).await,
-            RolloutAction::Promote { reason } => deployer.promote(&reason).await,
+            RolloutAction::Abort { reason } => deployer.abort(&reason).await.map(|r| json_line(&r)),
+            RolloutAction::Promote { reason } => {
+                deployer.promote(&reason).await.map(|r| json_line(&r))
+            }
         },
         Command::Shadow { enabled, rollout } => {
             rollout.apply(&mut deployer);
-            deployer.shadow(enabled).await
+            deployer.shadow(enabled).await.map(|r| json_line(&r))
         }
     };
     match result {

@@ -14,6 +14,8 @@ use pipeline_runner::{
 struct Args {
     #[command(flatten)]
     target: deploy::Target,
+    #[command(flatten)]
+    aws: bootstrap::aws::AwsClient,
     /// The source checkout the buildspecs run in (CodeBuild's CODEBUILD_SRC_DIR).
     #[arg(long, env = "PIPELINE_SOURCE_DIR", default_value = ".", global = true)]
     source_dir: PathBuf,
@@ -91,7 +93,7 @@ enum Command {
 async fn main() -> ExitCode {
     deploy::init_cli_logging("warn");
     let args = Args::parse();
-    let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let conf = args.aws.load_for_tool().await;
     let client = aws_sdk_sagemaker::Client::new(&conf);
     let source_dir = std::path::absolute(&args.source_dir).unwrap_or(args.source_dir);
     let pipeline = Pipeline {
@@ -115,7 +117,7 @@ async fn main() -> ExitCode {
         approve_command: args.approve_command,
         shadow_candidates: args.shadow_candidates,
     };
-    let shutdown = shutdown::on_signal();
+    let shutdown = bootstrap::shutdown::on_signal();
     let result = match args.command {
         Command::Run {
             once,

@@ -42,6 +42,8 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 pub const DEFAULT_ACCOUNT_ID: &str = "000000000000";
 pub const DEFAULT_ACCESS_KEY_ID: &str = "sagemaker-local";
 pub const DEFAULT_SECRET_ACCESS_KEY: &str = "sagemaker-local-secret";
+/// How long an endpoint stays Creating/Updating before it switches, by default.
+pub const DEFAULT_ENDPOINT_DELAY_MS: u64 = 1000;
 
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -139,7 +141,7 @@ impl Settings {
         of(Some(variant)).or_else(|| of(None))
     }
 
-    /// Defaults for a data dir: the documented key pair, fast transitions.
+    /// Defaults for a data dir: the documented key pair, the binary's defaults.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Settings {
             data_dir: data_dir.into(),
@@ -149,7 +151,7 @@ impl Settings {
                 access_key_id: DEFAULT_ACCESS_KEY_ID.into(),
                 secret_access_key: DEFAULT_SECRET_ACCESS_KEY.into(),
             },
-            endpoint_delay: Duration::from_millis(500),
+            endpoint_delay: Duration::from_millis(DEFAULT_ENDPOINT_DELAY_MS),
             offline_flush_interval: Duration::from_secs(5),
             denied_operations: Vec::new(),
             endpoint_faults: Vec::new(),

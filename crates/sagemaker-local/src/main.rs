@@ -36,7 +36,7 @@ struct Args {
     #[arg(
         long,
         env = "SAGEMAKER_LOCAL_ENDPOINT_DELAY_MS",
-        default_value_t = 1000
+        default_value_t = sagemaker_local::DEFAULT_ENDPOINT_DELAY_MS
     )]
     endpoint_delay_ms: u64,
     /// Milliseconds between writes of queued rows to the offline store.
@@ -67,7 +67,7 @@ struct Args {
     #[command(flatten)]
     logging: telemetry::Logging,
     #[command(flatten)]
-    grace: shutdown::Grace,
+    grace: bootstrap::shutdown::Grace,
 }
 
 #[tokio::main]
@@ -104,12 +104,12 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(%addr, data_dir = %state.settings.data_dir.display(), demo = args.demo, "sagemaker-local listening");
     // Tests and scripts read this line to learn the port when listening on :0.
     println!("sagemaker-local listening on http://{addr}");
-    let shutdown = shutdown::on_signal();
+    let shutdown = bootstrap::shutdown::on_signal();
     let signal = shutdown.clone();
     let serving = sagemaker_local::run(listener, state, async move { signal.cancelled().await });
     // Drains in-flight requests and writes queued offline rows, within the grace period
     // (rows not written by then stay queued, durably, for the next start).
-    match shutdown::within_grace(&shutdown, args.grace.duration(), serving).await {
+    match bootstrap::shutdown::within_grace(&shutdown, args.grace.duration(), serving).await {
         Some(served) => served?,
         None => tracing::warn!("grace period over; exiting with work left for the next start"),
     }

@@ -1,5 +1,5 @@
 //! CloudWatch Embedded Metric Format: with `METRICS_EMF_NAMESPACE` set, every
-//! `METRICS_EMF_INTERVAL_SECS` (default 60) the service prints its metrics as EMF JSON lines
+//! `METRICS_EMF_INTERVAL_SECS` (default [`DEFAULT_INTERVAL_SECS`]) the service prints its metrics as EMF JSON lines
 //! on stdout, next to its logs. On ECS the awslogs driver ships stdout to CloudWatch Logs,
 //! which turns those lines into CloudWatch metrics: no agent, no sidecar, no PutMetricData
 //! permission.
@@ -158,22 +158,36 @@ impl Emf {
     }
 }
 
+/// Default of `METRICS_EMF_INTERVAL_SECS`: CloudWatch's standard resolution.
+pub const DEFAULT_INTERVAL_SECS: u64 = 60;
+
+/// The EMF flags of every service, flattened into its arguments. A bad value is refused at
+/// start, not replaced by the default.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Flags {
+    /// CloudWatch namespace: set, the service prints its metrics on stdout as EMF lines every
+    /// `METRICS_EMF_INTERVAL_SECS` (the Fargate tasks set it). Unset: no EMF.
+    #[arg(long, env = "METRICS_EMF_NAMESPACE")]
+    pub metrics_emf_namespace: Option<String>,
+    /// Seconds between EMF emissions (at least 1).
+    #[arg(long, env = "METRICS_EMF_INTERVAL_SECS", default_value_t = DEFAULT_INTERVAL_SECS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub metrics_emf_interval_secs: u64,
+}
+
 /// Starts the emitter if `METRICS_EMF_NAMESPACE` is set: every interval, and once more when
 /// `shutdown` is cancelled, the process's metrics go to stdout as EMF lines.
 /// Await the handle after shutdown to get that last emission out.
-pub fn spawn_from_env(
+pub fn spawn(
     service: &str,
+    flags: &Flags,
     shutdown: CancellationToken,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let namespace = std::env::var("METRICS_EMF_NAMESPACE").ok()?;
+    let namespace = flags.metrics_emf_namespace.clone()?;
     if namespace.is_empty() {
         return None;
     }
-    let secs = std::env::var("METRICS_EMF_INTERVAL_SECS")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .filter(|s| *s > 0)
-        .unwrap_or(60);
+    let secs = flags.metrics_emf_interval_secs.max(1);
     tracing::info!(%namespace, interval_secs = secs, "emitting CloudWatch EMF metrics on stdout");
     let mut emf = Emf::new(namespace, service);
     Some(tokio::spawn(async move {
@@ -196,10 +210,11 @@ pub fn spawn_from_env(
 /// the emitter print the final interval once the service has stopped.
 pub async fn alongside<T>(
     name: &str,
+    flags: &Flags,
     shutdown: &CancellationToken,
     service: impl std::future::Future<Output = T>,
 ) -> T {
-    let emitter = spawn_from_env(name, shutdown.clone());
+    let emitter = spawn(name, flags, shutdown.clone());
     let out = service.await;
     if let Some(last) = emitter {
         let _ = last.await;

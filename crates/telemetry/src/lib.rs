@@ -1,20 +1,14 @@
 //! Telemetry for every service: tracing to stdout (JSON lines in production, pretty
-//! locally), a process-wide Prometheus recorder, and the small admin HTTP server with
-//! `/metrics`, `/healthz` (alive) and `/readyz` (ready to take traffic); optionally the same
-//! metrics as CloudWatch EMF lines on stdout (`emf`).
+//! locally), a process-wide Prometheus recorder and its text (what the admin port's
+//! `/metrics` serves, crate `bootstrap`); optionally the same metrics as CloudWatch EMF lines
+//! on stdout (`emf`).
 
 pub mod emf;
 mod prometheus_text;
 
-use std::sync::{
-    Arc, OnceLock,
-    atomic::{AtomicBool, Ordering},
-};
+use std::sync::OnceLock;
 
-use axum::{Router, http::StatusCode, routing::get};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 /// How a process writes its logs.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,188 +92,38 @@ fn spawn_upkeep(handle: PrometheusHandle, interval: std::time::Duration) {
     }
 }
 
-/// The whole `main` of a gRPC service after its arguments are parsed: logging and metrics,
-/// the gRPC and admin listeners, the `{name} listening on grpc=… admin=…` line that scripts
-/// and tests read to learn the ports, the SIGTERM/SIGINT token, and the EMF emitter
-/// alongside `run`.
-pub async fn run_grpc_service<E, F>(
-    name: &str,
-    log_format: LogFormat,
-    listen: &str,
-    admin_listen: &str,
-    run: impl FnOnce(TcpListener, TcpListener, CancellationToken) -> F,
-) -> Result<(), E>
-where
-    F: std::future::Future<Output = Result<(), E>>,
-    E: From<std::io::Error>,
-{
-    init(log_format);
-    let grpc = TcpListener::bind(listen).await?;
-    let admin = TcpListener::bind(admin_listen).await?;
-    println!(
-        "{name} listening on grpc={} admin={}",
-        grpc.local_addr()?,
-        admin.local_addr()?
-    );
-    let shutdown = shutdown::on_signal();
-    let service = run(grpc, admin, shutdown.clone());
-    emf::alongside(name, &shutdown, service).await
-}
-
-/// Declares a gRPC service's arguments, the same for every one: its gRPC and admin listen
-/// addresses (each under the service's own documented variable), the logging block, then
-/// the service's own `Config` (which flattens the shutdown-grace and AWS-client blocks); and
-/// `main`, which runs it through `run_grpc_service`.
-///
-/// ```ignore
-/// telemetry::grpc_main!(
-///     name = "predictor", about = "gRPC predictor in front of a SageMaker real-time endpoint",
-///     listen = ("PREDICTOR_LISTEN", "0.0.0.0:50051"), admin = ("PREDICTOR_ADMIN_LISTEN", "127.0.0.1:9101"),
-///     config = predictor::Config, run = predictor::run,
-/// );
-/// ```
-#[macro_export]
-macro_rules! grpc_main {
-    (
-        name = $name:literal, about = $about:literal,
-        listen = ($listen_env:literal, $listen_default:literal),
-        admin = ($admin_env:literal, $admin_default:literal),
-        config = $config:ty, run = $run:path $(,)?
-    ) => {
-        #[derive(clap::Parser, Debug)]
-        #[command(version, about = $about)]
-        struct Args {
-            /// gRPC listen address.
-            #[arg(long, env = $listen_env, default_value = $listen_default)]
-            listen: String,
-            /// Admin HTTP (/metrics, /healthz, /readyz) listen address.
-            #[arg(long, env = $admin_env, default_value = $admin_default)]
-            admin_listen: String,
-            #[command(flatten)]
-            logging: $crate::Logging,
-            #[command(flatten)]
-            config: $config,
-        }
-
-        #[tokio::main]
-        async fn main() -> anyhow::Result<()> {
-            let args = <Args as clap::Parser>::parse();
-            $crate::run_grpc_service(
-                $name,
-                args.logging.log_format,
-                &args.listen,
-                &args.admin_listen,
-                |grpc, admin, shutdown| $run(grpc, admin, args.config, shutdown),
-            )
-            .await
-        }
-    };
-}
-
-/// Readiness, flipped by the service: false until it can serve, false again on shutdown.
-#[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
-
-impl Readiness {
-    pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-type Section = Box<dyn Fn() -> String + Send + Sync>;
+type Section = Box<dyn Fn() + Send + Sync>;
 static SECTIONS: std::sync::Mutex<Vec<Section>> = std::sync::Mutex::new(Vec::new());
 
-/// Adds Prometheus text rendered from the process's own state at every scrape (and every EMF
+/// Adds series recorded from the process's own state at every scrape (and every EMF
 /// interval): for series that must disappear with what they describe — a variant that is no
-/// longer live — which the recorder cannot do (it never forgets a series).
-pub fn add_section(section: impl Fn() -> String + Send + Sync + 'static) {
+/// longer live — which the process's recorder cannot do (it never forgets a series).
+/// `section` records them with the `metrics` macros (`gauge!`, `describe_gauge!`) into a
+/// recorder of that render alone, so the one exporter formats and escapes every series.
+pub fn add_section(section: impl Fn() + Send + Sync + 'static) {
     SECTIONS
         .lock()
         .expect("metric sections")
         .push(Box::new(section));
 }
 
+/// What `record` records, rendered as Prometheus text by a recorder of its own.
+pub fn render_section(record: impl FnOnce()) -> String {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    metrics::with_local_recorder(&recorder, record);
+    recorder.handle().render()
+}
+
 /// Every metric of the process: the recorder's series, then the sections.
 pub fn render() -> String {
     let mut text = prometheus().render();
-    for section in SECTIONS.lock().expect("metric sections").iter() {
-        text.push_str(&section());
-    }
+    let sections = SECTIONS.lock().expect("metric sections");
+    text.push_str(&render_section(|| {
+        for section in sections.iter() {
+            section();
+        }
+    }));
     text
-}
-
-/// `/metrics`, `/healthz`, `/readyz`, plus any extra routes a service adds.
-pub fn admin_router(readiness: Readiness) -> Router {
-    prometheus(); // installed now, before the service records anything
-    Router::new()
-        .route("/metrics", get(|| std::future::ready(render())))
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let ready = readiness.is_ready();
-                async move {
-                    if ready {
-                        (StatusCode::OK, "ready")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
-                    }
-                }
-            }),
-        )
-}
-
-/// Guards admin routes that change state or show recorded data: they need
-/// `Authorization: Bearer <token>` (401 without it); with no token configured they are refused
-/// (403), never open. Use with `axum::middleware::from_fn_with_state(token, require_admin_token)`.
-pub async fn require_admin_token(
-    axum::extract::State(token): axum::extract::State<Option<Arc<str>>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let Some(token) = token else {
-        return (
-            StatusCode::FORBIDDEN,
-            "this route needs an admin token, and none is configured (the service's *_ADMIN_TOKEN)",
-        )
-            .into_response();
-    };
-    let given = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
-        return next.run(request).await;
-    }
-    metrics::counter!("admin_unauthorized_total").increment(1);
-    (
-        StatusCode::UNAUTHORIZED,
-        [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
-        "a valid admin token is required: Authorization: Bearer <token>",
-    )
-        .into_response()
-}
-
-/// Compares two secrets in time that depends only on their lengths.
-pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Serves `router` on `listener` until `shutdown` is cancelled.
-pub async fn serve_admin(
-    listener: TcpListener,
-    router: Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
 }
 
 #[cfg(test)]
@@ -318,11 +162,27 @@ mod section_tests {
     fn sections_are_rendered_from_current_state_at_every_render() {
         let current = std::sync::Arc::new(std::sync::Mutex::new(1));
         let state = std::sync::Arc::clone(&current);
-        super::add_section(move || format!("test_section_value {}\n", state.lock().unwrap()));
-        assert!(super::render().contains("test_section_value 1\n"));
+        super::add_section(move || {
+            let v = *state.lock().unwrap();
+            metrics::describe_gauge!("test_section_value", "A test's gauge.");
+            metrics::gauge!("test_section_value", "label" => format!("a\"{v}")).set(f64::from(v));
+        });
+        let text = super::render();
+        assert!(
+            text.contains("test_section_value{label=\"a\\\"1\"} 1\n"),
+            "{text}"
+        );
         *current.lock().unwrap() = 2;
         let text = super::render();
-        assert!(text.contains("test_section_value 2\n") && !text.contains("test_section_value 1"));
+        assert!(
+            text.contains("test_section_value{label=\"a\\\"2\"} 2\n") && !text.contains("a\\\"1"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("# TYPE test_section_value gauge").count(),
+            1,
+            "{text}"
+        );
     }
 }
 

@@ -124,10 +124,10 @@ pub async fn spawn_logger(
         drift: Default::default(),
         tls: Default::default(),
         ship_linger_ms: 20,
-        grace: shutdown::Grace {
+        grace: bootstrap::shutdown::Grace {
             shutdown_grace_secs: 5,
         },
-        aws: aws_client::AwsClient::default(),
+        aws: bootstrap::aws::AwsClient::default(),
     };
     configure(&mut config);
     // As the binary's main does first: the recorder is there before anything counts.

@@ -62,9 +62,10 @@ const NAME: &str = "mlops.registry.v1.RegistryWatcher";
 
 #[tokio::test]
 async fn health_follows_the_service_and_shutdown_gives_in_flight_calls_the_grace_only() {
-    let readiness = telemetry::Readiness::default();
+    let readiness = bootstrap::Readiness::default();
     let health =
-        grpc_serve::Health::new::<RegistryWatcherServer<Endless>>(readiness.clone(), false).await;
+        bootstrap::grpc::Health::new::<RegistryWatcherServer<Endless>>(readiness.clone(), false)
+            .await;
     assert!(!readiness.is_ready());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -73,7 +74,7 @@ async fn health_follows_the_service_and_shutdown_gives_in_flight_calls_the_grace
     let serving = {
         let (health, shutdown) = (health.clone(), shutdown.clone());
         tokio::spawn(async move {
-            grpc_serve::serve(
+            bootstrap::grpc::serve(
                 listener,
                 RegistryWatcherServer::new(Endless),
                 &tls,

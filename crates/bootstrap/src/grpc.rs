@@ -26,12 +26,12 @@ use tonic_health::{
 pub struct Health {
     reporter: HealthReporter,
     name: &'static str,
-    readiness: telemetry::Readiness,
+    readiness: crate::Readiness,
 }
 
 impl Health {
     /// Health for the gRPC service `S`, serving from the start or not (until `set(true)`).
-    pub async fn new<S: NamedService>(readiness: telemetry::Readiness, serving: bool) -> Self {
+    pub async fn new<S: NamedService>(readiness: crate::Readiness, serving: bool) -> Self {
         let health = Health {
             reporter: HealthReporter::new(),
             name: S::NAME,
@@ -100,7 +100,7 @@ where
         );
     match grace {
         None => serving.await.map(|()| true).map_err(Into::into),
-        Some(grace) => match shutdown::within_grace(&shutdown, grace, serving).await {
+        Some(grace) => match crate::shutdown::within_grace(&shutdown, grace, serving).await {
             Some(served) => served.map(|()| true).map_err(Into::into),
             None => Ok(false),
         },
