@@ -1,19 +1,102 @@
 //! Rolling an endpoint onto a model: the endpoint config, the create or update, the wait for
 //! InService (the live endpoint in `deploy`, the shadow endpoint in `shadow`).
 
-use std::time::Instant;
+use std::{collections::HashMap, time::Instant};
 
 use aws_sdk_sagemaker::{
     error::ProvideErrorMetadata,
     operation::describe_endpoint::DescribeEndpointOutput,
     types::{
-        ContainerDefinition, EndpointStatus, ProductionVariant, ProductionVariantInstanceType,
+        ContainerDefinition, DesiredWeightAndCapacity, EndpointStatus, ProductionVariant,
+        ProductionVariantInstanceType,
     },
 };
+
+use proto::registry::v1::EndpointState;
 
 use crate::{DeployError, Deployer, aws};
 
 impl Deployer {
+    pub(crate) async fn describe_package(
+        &self,
+        arn: &str,
+    ) -> Result<
+        aws_sdk_sagemaker::operation::describe_model_package::DescribeModelPackageOutput,
+        DeployError,
+    > {
+        self.client
+            .describe_model_package()
+            .model_package_name(arn)
+            .send()
+            .await
+            .map_err(|e| aws("DescribeModelPackage", e))
+    }
+
+    pub(crate) async fn describe_endpoint(
+        &self,
+        endpoint: &str,
+    ) -> Result<aws_sdk_sagemaker::operation::describe_endpoint::DescribeEndpointOutput, DeployError>
+    {
+        self.client
+            .describe_endpoint()
+            .endpoint_name(endpoint)
+            .send()
+            .await
+            .map_err(|e| aws("DescribeEndpoint", e))
+    }
+
+    /// What the endpoint serves now.
+    pub(crate) async fn endpoint_state(&self) -> Result<EndpointState, DeployError> {
+        self.poller().endpoint().await.map_err(Self::poll_error)
+    }
+
+    /// What the endpoint serves once its current change (if any) is over.
+    pub(crate) async fn settled_state(&self) -> Result<EndpointState, DeployError> {
+        let state = self.endpoint_state().await?;
+        if !in_transition(&EndpointStatus::from(state.status.as_str())) {
+            return Ok(state);
+        }
+        tracing::info!(status = %state.status, "waiting for the endpoint's current change to finish");
+        self.wait_settled(&self.endpoint).await?;
+        self.endpoint_state().await
+    }
+
+    /// Sets the variants' weights (`UpdateEndpointWeightsAndCapacities`) unless they are
+    /// those already, and waits for InService.
+    pub(crate) async fn set_weights(&self, weights: &[(&str, f64)]) -> Result<(), DeployError> {
+        let state = self.endpoint_state().await?;
+        let current: HashMap<&str, f64> = state
+            .variants
+            .iter()
+            .map(|v| (v.name.as_str(), v.current_weight))
+            .collect();
+        if weights
+            .iter()
+            .all(|(n, w)| current.get(n).is_some_and(|c| (c - w).abs() < 1e-6))
+        {
+            return Ok(());
+        }
+        self.client
+            .update_endpoint_weights_and_capacities()
+            .endpoint_name(&self.endpoint)
+            .set_desired_weights_and_capacities(Some(
+                weights
+                    .iter()
+                    .map(|(n, w)| {
+                        DesiredWeightAndCapacity::builder()
+                            .variant_name(*n)
+                            .desired_weight(*w as f32)
+                            .build()
+                    })
+                    .collect(),
+            ))
+            .send()
+            .await
+            .map_err(|e| aws("UpdateEndpointWeightsAndCapacities", e))?;
+        self.wait_settled(&self.endpoint).await?;
+        Ok(())
+    }
+
     /// The model `name` with `container`: the existing one when its container `holds` what is
     /// wanted (`what`, for the error), else created now. A model of that name holding anything
     /// else is an error, never replaced.

@@ -26,10 +26,9 @@ mod steer;
 mod strategy;
 
 pub use cli::{Target, init_cli_logging};
-use endpoint::{in_transition, truncate};
+use endpoint::truncate;
 pub use model_registry::version_of;
 use model_registry::{poll::Poller, status::in_sync};
-use proto::registry::v1::EndpointState;
 use report::{
     Approval, Deployment, LiveVariant, PackageRef, Registered, Status, Switched, SwitchedTo,
     VariantVersion,
@@ -358,50 +357,6 @@ impl Deployer {
         } else {
             Deployment::Created(switched)
         })
-    }
-
-    pub(crate) async fn describe_package(
-        &self,
-        arn: &str,
-    ) -> Result<
-        aws_sdk_sagemaker::operation::describe_model_package::DescribeModelPackageOutput,
-        DeployError,
-    > {
-        self.client
-            .describe_model_package()
-            .model_package_name(arn)
-            .send()
-            .await
-            .map_err(|e| aws("DescribeModelPackage", e))
-    }
-
-    pub(crate) async fn describe_endpoint(
-        &self,
-        endpoint: &str,
-    ) -> Result<aws_sdk_sagemaker::operation::describe_endpoint::DescribeEndpointOutput, DeployError>
-    {
-        self.client
-            .describe_endpoint()
-            .endpoint_name(endpoint)
-            .send()
-            .await
-            .map_err(|e| aws("DescribeEndpoint", e))
-    }
-
-    /// What the endpoint serves now.
-    pub(crate) async fn endpoint_state(&self) -> Result<EndpointState, DeployError> {
-        self.poller().endpoint().await.map_err(Self::poll_error)
-    }
-
-    /// What the endpoint serves once its current change (if any) is over.
-    async fn settled_state(&self) -> Result<EndpointState, DeployError> {
-        let state = self.endpoint_state().await?;
-        if !in_transition(&EndpointStatus::from(state.status.as_str())) {
-            return Ok(state);
-        }
-        tracing::info!(status = %state.status, "waiting for the endpoint's current change to finish");
-        self.wait_settled(&self.endpoint).await?;
-        self.endpoint_state().await
     }
 
     /// A model for the package: the existing `{endpoint}-v{n}` when it serves that package.

@@ -17,7 +17,7 @@ use std::{
 };
 
 use aws_sdk_sagemaker::types::{
-    DesiredWeightAndCapacity, ModelApprovalStatus, ProductionVariant, ProductionVariantInstanceType,
+    ModelApprovalStatus, ProductionVariant, ProductionVariantInstanceType,
 };
 use proto::registry::v1::{EndpointState, Variant};
 use rollout_evidence::{Verdict, Window, weights_signature};
@@ -336,42 +336,6 @@ impl Deployer {
         let name = format!("{}-v{}", self.endpoint, keep.model_package_version);
         self.apply_config(&self.endpoint, &name, vec![variant], true)
             .await
-    }
-
-    /// Sets the variants' weights (`UpdateEndpointWeightsAndCapacities`) unless they are
-    /// those already, and waits for InService.
-    async fn set_weights(&self, weights: &[(&str, f64)]) -> Result<(), DeployError> {
-        let state = self.endpoint_state().await?;
-        let current: HashMap<&str, f64> = state
-            .variants
-            .iter()
-            .map(|v| (v.name.as_str(), v.current_weight))
-            .collect();
-        if weights
-            .iter()
-            .all(|(n, w)| current.get(n).is_some_and(|c| (c - w).abs() < 1e-6))
-        {
-            return Ok(());
-        }
-        self.client
-            .update_endpoint_weights_and_capacities()
-            .endpoint_name(&self.endpoint)
-            .set_desired_weights_and_capacities(Some(
-                weights
-                    .iter()
-                    .map(|(n, w)| {
-                        DesiredWeightAndCapacity::builder()
-                            .variant_name(*n)
-                            .desired_weight(*w as f32)
-                            .build()
-                    })
-                    .collect(),
-            ))
-            .send()
-            .await
-            .map_err(|e| aws("UpdateEndpointWeightsAndCapacities", e))?;
-        self.wait_settled(&self.endpoint).await?;
-        Ok(())
     }
 
     async fn reject(&self, arn: &str, why: &str) -> Result<(), DeployError> {

@@ -1,5 +1,6 @@
 //! The deploy step's own decisions.
 use super::*;
+use crate::endpoint::in_transition;
 
 #[test]
 fn deploy_waits_out_exactly_the_changing_states() {
