@@ -6,16 +6,19 @@ use axum::{
     Json,
     body::Bytes,
     extract::State,
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, header},
     response::{IntoResponse, Response},
 };
-use proto::{
-    interaction::v1::{Interaction, Source},
-    predictor::v1::{PredictRequest, Row},
-};
+use proto::predictor::v1::{PredictRequest, PredictResponse as PredictResponse_, Row};
 use serde::Serialize;
 
-use crate::{App, access::Caller, input, interactions::NotRecorded, problem::Problem};
+use crate::{
+    App,
+    access::Caller,
+    input,
+    interactions::{self, Origin},
+    problem::Problem,
+};
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct PredictResponse {
@@ -156,11 +159,30 @@ async fn predict_inner(
     let interaction_ids: Vec<String> = (0..rows.len())
         .map(|_| uuid::Uuid::now_v7().to_string())
         .collect();
+    let answer = predict_rows(app, id, rows, interaction_ids.clone()).await?;
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let origin = Origin::of(caller, headers);
+    let interactions = interactions::of_answer(&answer, interaction_ids, &origin, latency_ms);
+    let ids = interactions
+        .iter()
+        .map(|i| i.interaction_id.clone())
+        .collect();
+    app.recorder.record(interactions, id).await?;
+    Ok(PredictResponse::new(id, answer, ids, latency_ms))
+}
+
+/// The predictor's answer for `rows`, within the gateway's deadline.
+async fn predict_rows(
+    app: &App,
+    id: &str,
+    rows: Vec<Vec<f64>>,
+    interaction_ids: Vec<String>,
+) -> Result<PredictResponse_, Problem> {
     let mut request = tonic::Request::new(PredictRequest {
         request_id: id.to_owned(),
         rows: rows.into_iter().map(|values| Row { values }).collect(),
         target_variant: String::new(),
-        interaction_ids: interaction_ids.clone(),
+        interaction_ids,
     });
     request.set_timeout(app.timeout);
     if let Ok(v) = id.parse() {
@@ -170,98 +192,35 @@ async fn predict_inner(
     let answer = app.predictor.clone().predict(request).await;
     metrics::histogram!("gateway_upstream_seconds", "call" => "predict")
         .record(asked.elapsed().as_secs_f64());
-    let answer = answer.map_err(|s| Problem::from_status(&s))?.into_inner();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let model = answer.model.unwrap_or_default();
+    Ok(answer.map_err(|s| Problem::from_status(&s))?.into_inner())
+}
 
-    let source = if headers
-        .get("x-requested-by")
-        .is_some_and(|v| v == "mlops-web")
-    {
-        Source::Web
-    } else {
-        Source::Api
-    };
-    // With API keys, the key's name; never a header the caller chose. Open (no keys): the
-    // caller's own X-Client-Id, as a label only.
-    let client_id = match &caller.key_name {
-        Some(name) => name.clone(),
-        None => headers
-            .get("x-client-id")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 128)
-            .unwrap_or("anonymous")
-            .to_owned(),
-    };
-    let event_time = chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string();
-    let interactions: Vec<Interaction> = answer
-        .predictions
-        .iter()
-        .zip(interaction_ids)
-        .map(|(p, interaction_id)| Interaction {
-            interaction_id,
-            event_time: event_time.clone(),
-            client_id: client_id.clone(),
-            source: source as i32,
-            features_csv: p.features_csv.clone(),
-            prediction: p.scores.first().copied().unwrap_or(f64::NAN),
-            scores_csv: p
-                .scores
-                .iter()
-                .map(f64::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
-            model_package_arn: model.model_package_arn.clone(),
-            model_package_version: model.model_package_version,
-            endpoint_name: model.endpoint_name.clone(),
-            variant_name: model.variant_name.clone(),
+impl PredictResponse {
+    fn new(id: &str, answer: PredictResponse_, ids: Vec<String>, latency_ms: f64) -> Self {
+        let model = answer.model.unwrap_or_default();
+        PredictResponse {
+            request_id: id.to_owned(),
+            model: ModelInfo {
+                endpoint_name: model.endpoint_name,
+                variant_name: model.variant_name,
+                model_package_arn: (!model.model_package_arn.is_empty())
+                    .then_some(model.model_package_arn),
+                model_package_version: (model.model_package_version > 0)
+                    .then_some(model.model_package_version),
+            },
+            predictions: answer
+                .predictions
+                .into_iter()
+                .zip(ids)
+                .map(|(p, interaction_id)| PredictionOut {
+                    interaction_id,
+                    probability: p.scores.first().copied().unwrap_or(f64::NAN),
+                    scores: p.scores,
+                })
+                .collect(),
             latency_ms,
-            ..Default::default()
-        })
-        .collect();
-    let ids: Vec<String> = interactions
-        .iter()
-        .map(|i| i.interaction_id.clone())
-        .collect();
-    app.recorder
-        .record(interactions, id)
-        .await
-        .map_err(|e| match e {
-            NotRecorded::Unavailable(_) => {
-                let mut p = Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
-                p.retry_after = Some(1);
-                p
-            }
-            // logged with its cause by the recorder; opaque to the caller
-            NotRecorded::Refused(_) => {
-                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-            }
-        })?;
-
-    Ok(PredictResponse {
-        request_id: id.to_owned(),
-        model: ModelInfo {
-            endpoint_name: model.endpoint_name,
-            variant_name: model.variant_name,
-            model_package_arn: (!model.model_package_arn.is_empty())
-                .then_some(model.model_package_arn),
-            model_package_version: (model.model_package_version > 0)
-                .then_some(model.model_package_version),
-        },
-        predictions: answer
-            .predictions
-            .into_iter()
-            .zip(ids)
-            .map(|(p, interaction_id)| PredictionOut {
-                interaction_id,
-                probability: p.scores.first().copied().unwrap_or(f64::NAN),
-                scores: p.scores,
-            })
-            .collect(),
-        latency_ms,
-    })
+        }
+    }
 }
 
 /// The model's features, in order (the page builds its form from them).

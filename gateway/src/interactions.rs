@@ -31,9 +31,14 @@ use std::{
     time::Duration,
 };
 
+use crate::access::Caller;
+use axum::http::HeaderMap;
 use coalesce::{Coalescer, Limits, Weight};
 use log_client::{LogClient, LogFailure, Refused};
-use proto::interaction::v1::{Interaction, interaction_logger_client::InteractionLoggerClient};
+use proto::{
+    interaction::v1::{Interaction, Source, interaction_logger_client::InteractionLoggerClient},
+    predictor::v1::PredictResponse,
+};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -49,6 +54,76 @@ pub enum LogMode {
 
 /// While the logger is down, strict mode lets one request try it this often.
 const STRICT_PROBE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Who a request's interactions are recorded as coming from.
+pub struct Origin {
+    pub source: Source,
+    pub client_id: String,
+}
+
+impl Origin {
+    /// The page's requests are `web`, the rest `api`. With API keys the client is the key's
+    /// name, never a header the caller chose; open (no keys), the caller's own `X-Client-Id`,
+    /// as a label only.
+    pub fn of(caller: &Caller, headers: &HeaderMap) -> Self {
+        let source = if headers
+            .get("x-requested-by")
+            .is_some_and(|v| v == "mlops-web")
+        {
+            Source::Web
+        } else {
+            Source::Api
+        };
+        let client_id = match &caller.key_name {
+            Some(name) => name.clone(),
+            None => headers
+                .get("x-client-id")
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty() && v.len() <= 128)
+                .unwrap_or("anonymous")
+                .to_owned(),
+        };
+        Origin { source, client_id }
+    }
+}
+
+/// One interaction per row of the predictor's `answer`, under the ids fixed for them.
+pub fn of_answer(
+    answer: &PredictResponse,
+    interaction_ids: Vec<String>,
+    origin: &Origin,
+    latency_ms: f64,
+) -> Vec<Interaction> {
+    let model = answer.model.clone().unwrap_or_default();
+    let event_time = chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string();
+    answer
+        .predictions
+        .iter()
+        .zip(interaction_ids)
+        .map(|(p, interaction_id)| Interaction {
+            interaction_id,
+            event_time: event_time.clone(),
+            client_id: origin.client_id.clone(),
+            source: origin.source as i32,
+            features_csv: p.features_csv.clone(),
+            prediction: p.scores.first().copied().unwrap_or(f64::NAN),
+            scores_csv: p
+                .scores
+                .iter()
+                .map(f64::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            model_package_arn: model.model_package_arn.clone(),
+            model_package_version: model.model_package_version,
+            endpoint_name: model.endpoint_name.clone(),
+            variant_name: model.variant_name.clone(),
+            latency_ms,
+            ..Default::default()
+        })
+        .collect()
+}
 
 /// Why strict mode refused to answer.
 #[derive(Debug, thiserror::Error)]

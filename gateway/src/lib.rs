@@ -212,13 +212,7 @@ impl App {
 pub fn router(app: Arc<App>) -> Router {
     let shed = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
-            Problem {
-                retry_after: Some(1),
-                ..Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the gateway is at capacity; retry shortly",
-                )
-            }
+            Problem::unavailable("the gateway is at capacity; retry shortly", 1)
         }))
         .load_shed()
         .concurrency_limit(app.config.max_in_flight);

@@ -46,6 +46,14 @@ impl Problem {
         }
     }
 
+    /// 503 with `Retry-After`.
+    pub fn unavailable(detail: impl Into<String>, retry_after: u64) -> Self {
+        Problem {
+            retry_after: Some(retry_after),
+            ..Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail)
+        }
+    }
+
     pub fn bad_input(field: impl Into<String>, detail: impl Into<String>) -> Self {
         Problem {
             field: Some(field.into()),
@@ -134,6 +142,20 @@ impl IntoResponse for Problem {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         response
+    }
+}
+
+/// Strict mode could not record the interactions: no answer goes out.
+impl From<crate::interactions::NotRecorded> for Problem {
+    fn from(e: crate::interactions::NotRecorded) -> Self {
+        use crate::interactions::NotRecorded;
+        match e {
+            NotRecorded::Unavailable(_) => Problem::unavailable(e.to_string(), 1),
+            // logged with its cause by the recorder; opaque to the caller
+            NotRecorded::Refused(_) => {
+                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            }
+        }
     }
 }
 
