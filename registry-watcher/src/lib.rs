@@ -215,7 +215,7 @@ async fn poll_loop(
             }
             Err(e) => {
                 metrics::counter!("watcher_poll_errors_total").increment(1);
-                if matches!(e, poll::PollError::Throttled(_)) {
+                if matches!(e, poll::PollError::Throttled { .. }) {
                     wait = (wait * 2).min(Duration::from_secs(60));
                 }
                 tracing::warn!(error = %e, "poll failed; serving the last status");

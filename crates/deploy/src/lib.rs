@@ -36,10 +36,19 @@ use report::{
 pub use scaling::{Scaler, Scaling};
 pub use strategy::{Kind, Quiet, Strategy};
 
+/// Why a deploy operation failed; an AWS call's error is kept as the source.
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
-    #[error("{0}")]
-    Aws(String),
+    #[error("{operation}: {code}: {message}")]
+    Aws {
+        operation: String,
+        code: String,
+        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(transparent)]
+    Registry(#[from] model_registry::poll::PollError),
     #[error("the group {0} has no Approved model package")]
     NothingApproved(String),
     #[error("the endpoint did not reach InService within {0:?} (last status {1})")]
@@ -48,12 +57,17 @@ pub enum DeployError {
     Failed(String),
 }
 
-fn aws<E: ProvideErrorMetadata + std::fmt::Debug>(what: &str, e: E) -> DeployError {
-    DeployError::Aws(format!(
-        "{what}: {}: {}",
-        e.code().unwrap_or("error"),
-        e.message().unwrap_or(&format!("{e:?}"))
-    ))
+/// An AWS call's error, as every part of the deploy step reports it.
+fn aws<E>(what: &str, e: E) -> DeployError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    DeployError::Aws {
+        operation: what.to_owned(),
+        code: e.code().unwrap_or("error").to_owned(),
+        message: e.message().map_or_else(|| format!("{e:?}"), str::to_owned),
+        source: Box::new(e),
+    }
 }
 
 pub struct Deployer {
@@ -109,7 +123,7 @@ impl Deployer {
     }
 
     fn poll_error(e: model_registry::poll::PollError) -> DeployError {
-        DeployError::Aws(e.to_string())
+        DeployError::Registry(e)
     }
 
     /// The package ARN for a version of the group (or an ARN given as is).

@@ -4,15 +4,12 @@
 //! variant has its own name, so Deploy deregisters a retiring variant before the update that
 //! removes it and registers the one that serves alone after.
 
-use aws_sdk_applicationautoscaling::{
-    error::ProvideErrorMetadata,
-    types::{
-        MetricType, PolicyType, PredefinedMetricSpecification, ScalableDimension, ServiceNamespace,
-        TargetTrackingScalingPolicyConfiguration,
-    },
+use aws_sdk_applicationautoscaling::types::{
+    MetricType, PolicyType, PredefinedMetricSpecification, ScalableDimension, ServiceNamespace,
+    TargetTrackingScalingPolicyConfiguration,
 };
 
-use crate::DeployError;
+use crate::{DeployError, aws};
 
 /// How the serving variant scales (`DEPLOY_SCALING_MIN` 0: not at all).
 #[derive(clap::Args, Debug, Clone, PartialEq)]
@@ -44,14 +41,6 @@ impl Default for Scaling {
 
 /// The scaling policy's name, one per variant.
 const POLICY: &str = "mlops-invocations-per-instance";
-
-fn failed<E: ProvideErrorMetadata>(what: &str, e: E) -> DeployError {
-    DeployError::Aws(format!(
-        "{what}: {}: {}",
-        e.code().unwrap_or("error"),
-        e.message().unwrap_or("no message")
-    ))
-}
 
 pub fn resource_id(endpoint: &str, variant: &str) -> String {
     format!("endpoint/{endpoint}/variant/{variant}")
@@ -89,7 +78,7 @@ impl Scaler {
             .resource_ids(resource_id(endpoint, variant))
             .send()
             .await
-            .map_err(|e| failed("DescribeScalableTargets", e))?;
+            .map_err(|e| aws("DescribeScalableTargets", e))?;
         Ok(!out.scalable_targets().is_empty())
     }
 
@@ -109,7 +98,7 @@ impl Scaler {
             .resource_id(&id)
             .send()
             .await
-            .map_err(|e| failed("DescribeScalingPolicies", e))?;
+            .map_err(|e| aws("DescribeScalingPolicies", e))?;
         for p in policies.scaling_policies() {
             self.client
                 .delete_scaling_policy()
@@ -119,7 +108,7 @@ impl Scaler {
                 .policy_name(p.policy_name())
                 .send()
                 .await
-                .map_err(|e| failed("DeleteScalingPolicy", e))?;
+                .map_err(|e| aws("DeleteScalingPolicy", e))?;
         }
         self.client
             .deregister_scalable_target()
@@ -128,7 +117,7 @@ impl Scaler {
             .resource_id(&id)
             .send()
             .await
-            .map_err(|e| failed("DeregisterScalableTarget", e))?;
+            .map_err(|e| aws("DeregisterScalableTarget", e))?;
         tracing::info!(%id, "deregistered from auto scaling (the variant is retiring)");
         Ok(())
     }
@@ -150,7 +139,7 @@ impl Scaler {
             .max_capacity(self.config.max)
             .send()
             .await
-            .map_err(|e| failed("RegisterScalableTarget", e))?;
+            .map_err(|e| aws("RegisterScalableTarget", e))?;
         let metric = PredefinedMetricSpecification::builder()
             .predefined_metric_type(MetricType::SageMakerVariantInvocationsPerInstance)
             .build()
@@ -170,7 +159,7 @@ impl Scaler {
             .target_tracking_scaling_policy_configuration(tracking)
             .send()
             .await
-            .map_err(|e| failed("PutScalingPolicy", e))?;
+            .map_err(|e| aws("PutScalingPolicy", e))?;
         tracing::info!(%id, min = self.config.min, max = self.config.max, target = self.config.target, "registered for auto scaling");
         Ok(())
     }

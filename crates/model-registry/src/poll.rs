@@ -11,27 +11,54 @@ use aws_sdk_sagemaker::{
 };
 use proto::registry::v1::{EndpointState, FeatureBaseline, ModelPackage, Variant};
 
+type Source = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a look at the registry or the endpoint failed, with the SDK's error as its source.
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
-    #[error("SageMaker throttled the watcher: {0}")]
-    Throttled(String),
-    #[error("{0}")]
-    Failed(String),
+    #[error("SageMaker throttled the watcher: {operation}: {message}")]
+    Throttled {
+        operation: String,
+        message: String,
+        #[source]
+        source: Source,
+    },
+    #[error("{operation}: {}{message}", code.as_deref().map(|c| format!("{c}: ")).unwrap_or_default())]
+    Failed {
+        operation: String,
+        code: Option<String>,
+        message: String,
+        #[source]
+        source: Source,
+    },
+    #[error("DescribeEndpoint: no endpoint {0}")]
+    NoEndpoint(String),
 }
 
-fn failed<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
-    what: &str,
-    e: SdkError<E, R>,
-) -> PollError {
+fn failed<E, R>(what: &str, e: SdkError<E, R>) -> PollError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
     let code = e.code().map(str::to_owned);
     let message = match &e {
         SdkError::ServiceError(ctx) => ctx.err().message().unwrap_or_default().to_owned(),
         other => aws_smithy_types::error::display::DisplayErrorContext(other).to_string(),
     };
+    let operation = what.to_owned();
+    let source = Box::new(e);
     match code.as_deref() {
-        Some("ThrottlingException") => PollError::Throttled(format!("{what}: {message}")),
-        Some(code) => PollError::Failed(format!("{what}: {code}: {message}")),
-        None => PollError::Failed(format!("{what}: {message}")),
+        Some("ThrottlingException") => PollError::Throttled {
+            operation,
+            message,
+            source,
+        },
+        _ => PollError::Failed {
+            operation,
+            code,
+            message,
+            source,
+        },
     }
 }
 
@@ -162,7 +189,7 @@ impl Poller {
         let name = self.endpoint.clone();
         self.endpoint_named(&name)
             .await?
-            .ok_or_else(|| PollError::Failed(format!("DescribeEndpoint: no endpoint {name}")))
+            .ok_or_else(|| PollError::NoEndpoint(name.to_owned()))
     }
 
     /// What the endpoint `name` serves; `None` when there is no such endpoint.
@@ -343,5 +370,24 @@ impl Poller {
             self.facts(&arn).await?;
         }
         Ok(found(&self.facts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use aws_sdk_sagemaker::operation::describe_endpoint::DescribeEndpointError;
+
+    use super::*;
+
+    #[test]
+    fn a_failed_call_names_the_operation_and_keeps_the_sdk_error_as_its_source() {
+        let e: SdkError<DescribeEndpointError, ()> = SdkError::timeout_error("no answer in 10 s");
+        let p = failed("DescribeEndpoint", e);
+        assert!(matches!(p, PollError::Failed { .. }), "{p:?}");
+        assert!(p.to_string().starts_with("DescribeEndpoint: "), "{p}");
+        let source = p.source().expect("the SDK error is kept");
+        assert!(source.to_string().contains("timed out"), "{source}");
     }
 }
