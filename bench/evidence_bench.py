@@ -23,7 +23,6 @@ predictor's (the mirroring itself: queue, worker, reports) and the watcher's (th
 import json
 import os
 import pathlib
-import subprocess
 import sys
 import tempfile
 
@@ -38,11 +37,7 @@ FEATURES = "age,tenure_months,monthly_charges,support_calls,num_products,late_pa
 
 
 def deploy_cli(stack, *args):
-    env = dict(stack.aws_env, SHADOW_CANDIDATES="true", DEPLOY_POLL_MS="100")
-    out = subprocess.run([str(TARGET / "mlops-deploy"), *args], env=env, capture_output=True, text=True, timeout=300)
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr + out.stdout)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return stack.mlops_deploy(*args, env={"SHADOW_CANDIDATES": "true", "DEPLOY_POLL_MS": "100"})
 
 
 def main():
@@ -55,9 +50,7 @@ def main():
         copies = {}
         try:
             live = deploy_cli(stack, "status")["live"][0]["arn"]
-            import boto3
-            sm = boto3.client("sagemaker", endpoint_url=stack.sagemaker_url, region_name="us-east-1",
-                              aws_access_key_id="sagemaker-local", aws_secret_access_key="sagemaker-local-secret")
+            sm = stack.client("sagemaker")
             url = sm.describe_model_package(ModelPackageName=live)["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
             # The candidate: the same model under another artifact (the watcher tells packages
             # apart by their artifact).

@@ -42,7 +42,7 @@ import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from stack import Service, Stack  # noqa: E402
+from stack import Stack, metric  # noqa: E402
 
 TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
 ROW = "63,40,29.01,0,4,0,2,1"
@@ -76,10 +76,6 @@ def samples(url):
     return [l.rsplit(" ", 1) for l in text.splitlines() if l and not l.startswith("#")]
 
 
-def metric(url, prefix):
-    return sum(float(v) for series, v in samples(url) if series.startswith(prefix))
-
-
 class Services:
     """One copy of the inference services (logger, predictor, gateway) on the stack's
     sagemaker-local and registry-watcher; `batching` False turns every batching off."""
@@ -90,18 +86,9 @@ class Services:
         if not batching:
             env.update(PREDICTOR_BATCHING="false", GATEWAY_LOG_CONCURRENCY="0", LOGGER_SHIP_BATCH_WRITE="false")
         self.name, self.env = name, env
-        watcher = "http://" + stack.watcher.addrs["grpc"]
-        self.logger = Service("interaction-logger", [str(TARGET / "interaction-logger"), "--listen", "127.0.0.1:0",
-                                                     "--admin-listen", "127.0.0.1:0", "--spool-dir",
-                                                     os.path.join(data, name + "-spool")], env, subprocess.DEVNULL)
-        # LOGGER_URL: where a shadowed candidate's answers are recorded (nothing without one).
-        self.predictor = Service("predictor", [str(TARGET / "predictor"), "--listen", "127.0.0.1:0", "--admin-listen",
-                                               "127.0.0.1:0", "--registry-watcher-url", watcher],
-                                 dict(env, LOGGER_URL="http://" + self.logger.addrs["grpc"]), subprocess.DEVNULL)
-        self.gateway = Service("gateway", [str(TARGET / "gateway"), "--listen", "127.0.0.1:0",
-                                           "--predictor-url", "http://" + self.predictor.addrs["grpc"],
-                                           "--logger-url", "http://" + self.logger.addrs["grpc"],
-                                           "--registry-watcher-url", watcher], env, subprocess.DEVNULL)
+        # Drift only when the copy is given the watcher (evidence_bench's "drift" copies).
+        self.logger, self.predictor, self.gateway = stack.start_front(
+            os.path.join(data, name + "-spool"), env=env, drift="REGISTRY_WATCHER_URL" in env)
         self.url = "http://" + self.gateway.addrs["http"]
         self.processes = [self.gateway, self.predictor, self.logger]
         stack.wait_ready(self.url + "/readyz")

@@ -30,11 +30,10 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from stack import Stack  # noqa: E402
+from stack import Stack, metric  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 from faults import CuttableProxy  # noqa: E402
@@ -106,12 +105,6 @@ def loadgen_cmd(bin_dir, url, seconds, rate=None, concurrency=64, answers=None):
     if answers:
         cmd += ["--answers", answers]
     return cmd
-
-
-def metric(url, name):
-    text = urllib.request.urlopen(url, timeout=5).read().decode()
-    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
-               if l.startswith(name) and not l.startswith("#"))
 
 
 class Soak:

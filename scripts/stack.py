@@ -11,6 +11,7 @@ its first stdout line, which is how the launcher (and the tests, through `Stack`
 SIGINT/SIGTERM stops the services in reverse order, each with SIGTERM (they drain).
 """
 import argparse
+import json
 import os
 import re
 import secrets
@@ -22,6 +23,35 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ACCESS_KEY, SECRET_KEY, REGION = "sagemaker-local", "sagemaker-local-secret", "us-east-1"
+
+
+def metric(url, name):
+    """The sum of the samples of every series whose name starts with `name`, from a process's
+    Prometheus text at `url` (its `/metrics`, appended when `url` does not end with it)."""
+    import urllib.request
+    if not url.endswith("/metrics"):
+        url = url.rstrip("/") + "/metrics"
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and not line.startswith("#"))
+
+
+def aws_client(service, env):
+    """A boto3 client for `service` with the AWS endpoint, region and keys in `env`."""
+    import boto3
+    return boto3.client(service, endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
+                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+
+
+def run_tool(bin_dir, tool, args, env, check=True, timeout=300):
+    """Runs one of the pipeline's tools (`mlops-deploy ...`) and returns its result, the JSON
+    on its last stdout line; with `check`, a failure is an AssertionError with its output."""
+    out = subprocess.run([os.path.join(str(bin_dir), tool), *args], env=env, capture_output=True, text=True,
+                         timeout=timeout)
+    if check:
+        assert out.returncode == 0, f"{tool} {' '.join(args)}: {out.stderr}{out.stdout}"
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 class Service:
@@ -99,43 +129,63 @@ class Stack:
                                  SHADOW_CANDIDATES=str(shadow).lower())
         self.wait_endpoint()
         # TLS on the gRPC hops when given a folder of certificates (scripts/dev-ca makes one).
-        scheme = "https://" if tls_dir else "http://"
-
-        def tls(svc):
-            if not tls_dir:
-                return {}
-            return {"GRPC_TLS_CERT": os.path.join(tls_dir, svc + ".crt"), "GRPC_TLS_KEY": os.path.join(tls_dir, svc + ".key"),
-                    "GRPC_TLS_CA": os.path.join(tls_dir, "ca.crt"), "GRPC_TLS_REQUIRE_CLIENT_CERT": str(mutual_tls).lower()}
+        self.tls_dir, self.mutual_tls = tls_dir, mutual_tls
+        tls = self.tls
         # The logger's dead-letter routes need a token: a new one per start.
         self.admin_token = secrets.token_urlsafe(24)
         self.watcher = self._start("registry-watcher", [
             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--poll-ms", str(poll_ms)],
             dict(self.aws_env, WATCHER_SHADOW_SAVE_MS=str(max(poll_ms, 200)), **tls("registry-watcher")))
-        watcher_url = scheme + self.watcher.addrs["grpc"]
-        # The logger follows the watcher for the live model's baseline (drift).
-        self.logger = self._start("interaction-logger", [
-            "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-            "--spool-dir", os.path.join(data_dir, "interaction-logger")],
-            dict(self.aws_env, LOGGER_ADMIN_TOKEN=self.admin_token, REGISTRY_WATCHER_URL=watcher_url,
-                 **tls("interaction-logger")))
-        self.predictor = self._start("predictor", [
-            "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-            "--registry-watcher-url", watcher_url],
-            # Mirrors live requests to a shadowed candidate whenever there is one.
-            # and records the candidate's answers beside the live ones, through the logger.
-            dict(self.aws_env, PREDICTOR_SHADOW_FRACTION=str(shadow_fraction),
-                 LOGGER_URL=scheme + self.logger.addrs["grpc"], **tls("predictor")))
-        self.gateway = self._start("gateway", [
-            "--listen", gateway,
-            "--predictor-url", scheme + self.predictor.addrs["grpc"],
-            "--logger-url", scheme + self.logger.addrs["grpc"],
-            "--registry-watcher-url", scheme + self.watcher.addrs["grpc"]], dict(self.aws_env, **tls("gateway")))
+        self.logger, self.predictor, self.gateway = self.start_front(
+            os.path.join(data_dir, "interaction-logger"), gateway=gateway,
+            logger_env=dict(LOGGER_ADMIN_TOKEN=self.admin_token),
+            # Mirrors live requests to a shadowed candidate whenever there is one, and records
+            # the candidate's answers beside the live ones, through the logger.
+            predictor_env=dict(PREDICTOR_SHADOW_FRACTION=str(shadow_fraction)))
         self.url = "http://" + self.gateway.addrs["http"]
         self.wait_ready("http://" + self.watcher.addrs["admin"] + "/readyz")
         # Listening last: it deploys on approvals, and says it listens once it has its first
         # look at the registry (decisions from then on are its to act on).
         self.listener = self._start("mlops-pipeline", [
             "--poll-ms", str(poll_ms), "listen"], self.pipeline_env) if pipeline else None
+
+    @property
+    def scheme(self):
+        return "https://" if self.tls_dir else "http://"
+
+    def tls(self, svc):
+        """The GRPC_TLS_* of service `svc`, when the stack runs with certificates."""
+        if not self.tls_dir:
+            return {}
+        return {"GRPC_TLS_CERT": os.path.join(self.tls_dir, svc + ".crt"),
+                "GRPC_TLS_KEY": os.path.join(self.tls_dir, svc + ".key"),
+                "GRPC_TLS_CA": os.path.join(self.tls_dir, "ca.crt"),
+                "GRPC_TLS_REQUIRE_CLIENT_CERT": str(self.mutual_tls).lower()}
+
+    def start_front(self, spool_dir, gateway="127.0.0.1:0", env=None, logger_env=None, predictor_env=None,
+                    drift=True):
+        """An interaction logger (spooling in `spool_dir`, following the watcher for drift
+        unless `drift` is False), a predictor and a gateway on this stack's sagemaker-local and
+        watcher, with `env` on top of the stack's: the stack's own front, and the benchmarks'
+        extra copies side by side. Returns the three services."""
+        scheme, tls = self.scheme, self.tls
+        env = dict(self.aws_env, **(env or {}))
+        watcher_url = scheme + self.watcher.addrs["grpc"]
+        # The logger follows the watcher for the live model's baseline (drift).
+        logger = self._start("interaction-logger", [
+            "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--spool-dir", spool_dir],
+            dict(env, **({"REGISTRY_WATCHER_URL": watcher_url} if drift else {}), **(logger_env or {}),
+                 **tls("interaction-logger")))
+        # LOGGER_URL: where a shadowed candidate's answers are recorded (nothing without one).
+        predictor = self._start("predictor", [
+            "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--registry-watcher-url", watcher_url],
+            dict(env, LOGGER_URL=scheme + logger.addrs["grpc"], **(predictor_env or {}), **tls("predictor")))
+        front = self._start("gateway", [
+            "--listen", gateway,
+            "--predictor-url", scheme + predictor.addrs["grpc"],
+            "--logger-url", scheme + logger.addrs["grpc"],
+            "--registry-watcher-url", watcher_url], dict(env, **tls("gateway")))
+        return logger, predictor, front
 
     def wait_ready(self, url, timeout=30):
         """Waits for a 200 from `url` (a service's /readyz)."""
@@ -149,6 +199,14 @@ class Stack:
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"{url} never became ready")
+
+    def client(self, service):
+        """A boto3 client for `service` on this stack's sagemaker-local."""
+        return aws_client(service, self.aws_env)
+
+    def mlops_deploy(self, *args, env=None, check=True, timeout=300):
+        """`mlops-deploy ARGS` against this stack (its environment, plus `env`): the result."""
+        return run_tool(self.bin_dir, "mlops-deploy", args, dict(self.aws_env, **(env or {})), check, timeout)
 
     def _start(self, name, args, env):
         svc = Service(name, [os.path.join(self.bin_dir, name), *args], env, self.log)

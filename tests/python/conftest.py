@@ -5,18 +5,16 @@ command builds it first). A missing binary or a server that does not come up fai
 """
 import os
 import pathlib
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 import boto3
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
-from stack import Stack  # noqa: E402
+from stack import Service, Stack  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ACCESS_KEY = "sagemaker-local"
@@ -33,29 +31,20 @@ def binary():
 
 
 class Server:
+    """sagemaker-local alone on port 0 (fast endpoint transitions and offline flushes), started
+    as every process here is (`stack.Service`)."""
+
     def __init__(self, data_dir, extra_args=()):
         exe = binary()
         if not exe.exists():
             raise RuntimeError(f"sagemaker-local binary not found at {exe}: run `cargo build -p sagemaker-local` first")
         self.data_dir = pathlib.Path(data_dir)
-        self.proc = subprocess.Popen(
-            [str(exe), "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir),
-             "--endpoint-delay-ms", "100", "--offline-flush-ms", "200", *extra_args],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        )
-        deadline = time.time() + 30
-        self.url = None
-        while time.time() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            m = re.search(r"listening on (http://\S+)", line)
-            if m:
-                self.url = m.group(1)
-                break
-        if self.url is None:
-            self.stop()
-            raise RuntimeError(f"sagemaker-local did not start (exit code {self.proc.poll()})")
+        self.service = Service("sagemaker-local", [
+            str(exe), "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir),
+            "--endpoint-delay-ms", "100", "--offline-flush-ms", "200", *extra_args], dict(os.environ),
+            subprocess.DEVNULL)
+        self.proc = self.service.proc
+        self.url = "http://" + self.service.addrs["http"]
 
     def client(self, service, secret=SECRET_KEY, key=ACCESS_KEY):
         return boto3.client(service, endpoint_url=self.url, region_name=REGION,
@@ -68,14 +57,7 @@ class Server:
         return f"s3://{bucket}/{key}"
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return self.service.stop(timeout=20)
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,6 @@ InvokeEndpoint call or not; a bad row fails only its own caller; batching off gi
 answers. One invocation lane makes batches form under concurrency."""
 import concurrent.futures
 import os
-import subprocess
-import urllib.request
 
 import grpc
 import numpy as np
@@ -15,7 +13,7 @@ import xgboost as xgb
 
 from conftest import ACCESS_KEY, REGION, SECRET_KEY, binary, predictor_stub
 from deploy import deploy
-from stack import Service
+from stack import Service, metric
 
 WIDTH = 6
 CALLERS = 48
@@ -51,9 +49,8 @@ def predictors(server, model, tmp_path_factory):
     assert codes == [0, 0], codes
 
 
-def metric(svc, name):
-    text = urllib.request.urlopen(f"http://{svc.addrs['admin']}/metrics", timeout=5).read().decode()
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+def admin_metric(svc, name):
+    return metric(f"http://{svc.addrs['admin']}", name)
 
 
 def rows_of(caller, round_):
@@ -89,31 +86,31 @@ def call_all(svc, rounds, bad=None):
 def test_concurrent_callers_each_get_their_own_rows_scores(predictors, model):
     booster = model[0]
     on = predictors["on"]
-    before = (metric(on, "predictor_invocation_requests_sum"), metric(on, "predictor_invocation_requests_count"))
+    before = (admin_metric(on, "predictor_invocation_requests_sum"), admin_metric(on, "predictor_invocation_requests_count"))
     answers = call_all(on, rounds=5)
     for (round_, caller), scores in answers.items():
         assert not isinstance(scores, Exception), (round_, caller, scores)
         want = booster.predict(xgb.DMatrix(rows_of(caller, round_)))
         np.testing.assert_allclose(scores, want, atol=1e-6, err_msg=f"round {round_} caller {caller}")
-    requests = metric(on, "predictor_invocation_requests_sum") - before[0]
-    calls = metric(on, "predictor_invocation_requests_count") - before[1]
+    requests = admin_metric(on, "predictor_invocation_requests_sum") - before[0]
+    calls = admin_metric(on, "predictor_invocation_requests_count") - before[1]
     assert requests == 5 * CALLERS, requests
     assert calls < requests, f"{calls} invocations for {requests} requests: nothing was batched"
 
 
 def test_batching_off_gives_the_same_answers_one_invocation_per_call(predictors):
     on, off = predictors["on"], predictors["off"]
-    before = metric(off, "predictor_invocation_requests_count")
+    before = admin_metric(off, "predictor_invocation_requests_count")
     a, b = call_all(on, rounds=2), call_all(off, rounds=2)
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_allclose(a[k], b[k], atol=0, err_msg=str(k))
-    assert metric(off, "predictor_invocation_requests_count") - before == 2 * CALLERS
+    assert admin_metric(off, "predictor_invocation_requests_count") - before == 2 * CALLERS
 
 
 def test_a_bad_row_fails_only_its_own_caller(predictors, model):
     booster, on = model[0], predictors["on"]
-    split_before = metric(on, "predictor_batches_split_total")
+    split_before = admin_metric(on, "predictor_batches_split_total")
     for attempt in range(10):  # until the bad request rode in a batch (almost always at once)
         answers = call_all(on, rounds=1, bad=5)
         failed = {k: v for k, v in answers.items() if isinstance(v, Exception)}
@@ -123,6 +120,6 @@ def test_a_bad_row_fails_only_its_own_caller(predictors, model):
         for (round_, caller), scores in answers.items():
             if caller != 5:
                 np.testing.assert_allclose(scores, booster.predict(xgb.DMatrix(rows_of(caller, round_))), atol=1e-6)
-        if metric(on, "predictor_batches_split_total") > split_before:
+        if admin_metric(on, "predictor_batches_split_total") > split_before:
             return
     pytest.fail("the bad row never shared an invocation with others in 10 rounds")

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from deploy import local_booster, xgboost_predict
-from conftest import binary, running_stack
+from conftest import running_stack
 from test_stack_e2e import EXPECTED, ROOT, feature_store, http, predict, records, row
 
 ROW0 = row(0)
@@ -22,10 +22,7 @@ def stack(tmp_path_factory):
 
 
 def cli(stack, *args, check=True):
-    out = subprocess.run([str(binary().parent / "mlops-deploy"), *args], env=stack.aws_env, capture_output=True, text=True, timeout=120)
-    if check:
-        assert out.returncode == 0, out.stderr + out.stdout
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return stack.mlops_deploy(*args, check=check, timeout=120)
 
 
 def registry(stack):

@@ -9,7 +9,6 @@ import sys
 import time
 import urllib.request
 
-import boto3
 import numpy as np
 import pytest
 
@@ -42,8 +41,7 @@ def parse(value):
 
 
 def baselines(stack):
-    sm = boto3.client("sagemaker", endpoint_url=stack.sagemaker_url, region_name="us-east-1",
-                      aws_access_key_id="sagemaker-local", aws_secret_access_key="sagemaker-local-secret")
+    sm = stack.client("sagemaker")
     m = sm.describe_model_package(ModelPackageName="my-mlops-prod-pkg/1")["CustomerMetadataProperties"]
     return {f: parse(m[f"baseline.{f}"]) for f in FEATURES}
 

@@ -22,14 +22,9 @@ from test_stack_e2e import feature_store, load, predict, row, wait_for_records
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
-from stack import Stack  # noqa: E402
+from stack import Stack, metric  # noqa: E402
 
 GROUP = "my-mlops-user-interactions-v1"
-
-
-def metric(url, name):
-    text = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
-    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(name) and not l.startswith("#"))
 
 
 def status_of(url):
@@ -146,10 +141,7 @@ def test_an_input_a_32_bit_float_cannot_hold_is_refused_with_its_field(stack):
 
 
 def cli(stack, *args):
-    out = subprocess.run([str(binary().parent / "mlops-deploy"), *args], env=stack.aws_env, capture_output=True,
-                         text=True, timeout=120)
-    assert out.returncode == 0, out.stderr + out.stdout
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return stack.mlops_deploy(*args, timeout=120)
 
 
 def test_a_model_that_answers_nan_gets_a_model_error_and_nothing_is_recorded(stack):
@@ -186,9 +178,7 @@ def test_a_model_that_answers_nan_gets_a_model_error_and_nothing_is_recorded(sta
 def test_a_deleted_and_recreated_feature_group_delays_but_dead_letters_nothing(stack):
     """The interactions group vanishes under load and comes back: what the logger could not
     write waits (retried with backoff, never dead-lettered) and then arrives."""
-    import boto3
-    sm = boto3.client("sagemaker", endpoint_url=stack.sagemaker_url, region_name="us-east-1",
-                      aws_access_key_id="sagemaker-local", aws_secret_access_key="sagemaker-local-secret")
+    sm = stack.client("sagemaker")
     described = sm.describe_feature_group(FeatureGroupName=GROUP)
     acknowledged = {}
     stop = threading.Event()

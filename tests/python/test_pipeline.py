@@ -33,9 +33,7 @@ def stack(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sm(stack):
-    import boto3
-    return boto3.client("sagemaker", endpoint_url=stack.sagemaker_url, region_name="us-east-1",
-                        aws_access_key_id="sagemaker-local", aws_secret_access_key="sagemaker-local-secret")
+    return stack.client("sagemaker")
 
 
 class Load:

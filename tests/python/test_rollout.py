@@ -36,11 +36,7 @@ def stack(tmp_path_factory):
 
 
 def mlops_deploy(stack, *args, env=None, check=True):
-    out = subprocess.run([str(binary().parent / "mlops-deploy"), *args], env=dict(stack.aws_env, **DEPLOY_ENV, **(env or {})),
-                         capture_output=True, text=True, timeout=300)
-    if check:
-        assert out.returncode == 0, out.stderr + out.stdout
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return stack.mlops_deploy(*args, env=dict(DEPLOY_ENV, **(env or {})), check=check)
 
 
 def start_deploy(stack, *args):
@@ -55,19 +51,12 @@ def finished(proc, timeout=240):
 
 
 def package(stack, version):
-    sm = stack_client(stack)
+    sm = stack.client("sagemaker")
     return sm.describe_model_package(ModelPackageName=f"my-mlops-prod-pkg/{version}")
 
 
-def stack_client(stack):
-    import boto3
-    env = stack.aws_env
-    return boto3.client("sagemaker", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
-                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
-
-
 def variants(stack):
-    d = stack_client(stack).describe_endpoint(EndpointName=ENDPOINT)
+    d = stack.client("sagemaker").describe_endpoint(EndpointName=ENDPOINT)
     return {v["VariantName"]: v["CurrentWeight"] for v in d["ProductionVariants"]}
 
 
@@ -328,10 +317,7 @@ def test_the_listener_resumes_a_rollout_whose_deploy_was_killed(stack, v2, predi
 def test_scaling_followed_every_deployment(stack):
     """SageMaker refuses an update that removes a registered variant: each deployment above
     deregistered the retiring one first and registered the one serving alone after."""
-    import boto3
-    env = stack.aws_env
-    aas = boto3.client("application-autoscaling", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
-                       aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    aas = stack.client("application-autoscaling")
     (serving,) = variants(stack)
     targets = aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
     assert [(t["ResourceId"], t["MinCapacity"], t["MaxCapacity"]) for t in targets] == [

@@ -36,9 +36,7 @@ def stack(tmp_path_factory):
 
 
 def client(stack, service):
-    import boto3
-    return boto3.client(service, endpoint_url=stack.sagemaker_url, region_name="us-east-1",
-                        aws_access_key_id="sagemaker-local", aws_secret_access_key="sagemaker-local-secret")
+    return stack.client(service)
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +71,7 @@ def v2(stack):
     assert approve, "".join(lines)
     version = int(re.search(r"approve (\d+)", approve).group(1))
     assert version == 2
-    out = subprocess.run([str(binary().parent / "mlops-deploy"), "approve", "2", "--reason", "adds region"],
-                         env=env, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
+    stack.mlops_deploy("approve", "2", "--reason", "adds region", env=env, timeout=60)
     assert runner.wait(timeout=120) == 0, "".join(lines)
     reader.join(timeout=5)
     described = sm.describe_model_package(ModelPackageName="my-mlops-prod-pkg/2")

@@ -27,10 +27,7 @@ def stack(tmp_path_factory):
 
 
 def cli(stack, *args):
-    out = subprocess.run([str(binary().parent / "mlops-deploy"), *args], env=stack.aws_env, capture_output=True,
-                         text=True, timeout=120)
-    assert out.returncode == 0, out.stderr + out.stdout
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return stack.mlops_deploy(*args, timeout=120)
 
 
 def train_candidate(stack, rounds):
@@ -82,9 +79,7 @@ def shadowed(stack, version):
 
 
 def package(stack, version):
-    import boto3
-    sm = boto3.client("sagemaker", endpoint_url=stack.sagemaker_url, region_name="us-east-1",
-                      aws_access_key_id="sagemaker-local", aws_secret_access_key="sagemaker-local-secret")
+    sm = stack.client("sagemaker")
     return sm, sm.describe_model_package(ModelPackageName=f"my-mlops-prod-pkg/{version}")
 
 

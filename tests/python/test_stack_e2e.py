@@ -14,11 +14,10 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
-from stack import Stack  # noqa: E402
-from conftest import ACCESS_KEY, REGION, SECRET_KEY, binary, running_stack  # noqa: E402
+from stack import Stack, metric  # noqa: E402
+from conftest import binary, running_stack  # noqa: E402
 from faults import CuttableProxy  # noqa: E402
 
-import boto3  # noqa: E402
 
 FEATURES = ["age", "tenure_months", "monthly_charges", "support_calls", "num_products", "late_payments", "satisfaction", "has_contract"]
 CUSTOMERS = [line.split(",") for line in (ROOT / "demo" / "data" / "customers.csv").read_text().splitlines()[1:]]
@@ -76,14 +75,8 @@ def post_expecting_continue(url, body, content_type):
     return int(lines[0].split()[1]), headers, payload
 
 
-def metric(url, name):
-    text = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name) and not line.startswith("#"))
-
-
 def feature_store(stack):
-    return boto3.client("sagemaker-featurestore-runtime", endpoint_url=stack.sagemaker_url, region_name=REGION,
-                        aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
+    return stack.client("sagemaker-featurestore-runtime")
 
 
 def records(fs, ids):
