@@ -64,6 +64,8 @@ FROM ${RUST_IMAGE} AS builder
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates crates
+COPY tools tools
+COPY sagemaker-local sagemaker-local
 COPY gateway gateway
 COPY predictor predictor
 COPY interaction-logger interaction-logger

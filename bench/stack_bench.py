@@ -3,7 +3,7 @@
 
     cargo build --release --workspace && pip install -r bench/requirements.txt && python3 bench/stack_bench.py
 
-Everything runs on this machine at once, the load generator (crates/loadgen) included, against
+Everything runs on this machine at once, the load generator (tools/loadgen) included, against
 one sagemaker-local. Two copies of the inference services run side by side: one with
 batching on (the defaults: rows of concurrent predictions share InvokeEndpoint calls,
 interactions of concurrent requests share Log calls, the logger ships by BatchWriteRecord),

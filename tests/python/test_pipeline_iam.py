@@ -139,7 +139,7 @@ def test_deploy_may_roll_the_one_endpoint_and_pass_only_the_execution_role(templ
 
 
 def test_deploy_scaling_grants_are_the_calls_mlops_deploy_makes(template):
-    source = (ROOT / "crates/deploy/src/scaling.rs").read_text()
+    source = (ROOT / "tools/mlops-deploy/src/scaling.rs").read_text()
     calls = {"application-autoscaling:" + camel(c) for c in re.findall(r"\.(register_\w+|deregister_\w+|put_\w+|delete_\w+|describe_\w+)\(\)", source)}
     assert len(calls) == 6, calls
     granted = {a for a, _ in plain(grants(template, PARAMS, "DeployRole")) if a.startswith("application-autoscaling:")}
@@ -147,10 +147,10 @@ def test_deploy_scaling_grants_are_the_calls_mlops_deploy_makes(template):
 
 
 def test_deploy_grants_are_the_calls_mlops_deploy_makes(template):
-    """`mlops-deploy deploy/approve/status/shadow` (crates/deploy) and the registry logic it uses
+    """`mlops-deploy deploy/approve/status/shadow` (tools/mlops-deploy) and the registry logic it uses
     (crates/model-registry); `register` is the local shortcut the pipeline does not run.
     scaling.rs calls Application Auto Scaling (the next test)."""
-    source = "".join(p.read_text() for p in [*sorted(f for f in (ROOT / "crates/deploy/src").glob("*.rs") if f.name != "scaling.rs"),
+    source = "".join(p.read_text() for p in [*sorted(f for f in (ROOT / "tools/mlops-deploy/src").glob("*.rs") if f.name != "scaling.rs"),
                                              ROOT / "crates/model-registry/src/poll.rs"])
     calls = {"sagemaker:" + camel(c) for c in re.findall(r"\.(list_\w+|describe_\w+|create_\w+|update_\w+|delete_\w+)\(\)", source)}
     calls.discard("sagemaker:CreateModelPackage")

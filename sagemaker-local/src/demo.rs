@@ -22,8 +22,8 @@ pub const XGBOOST_IMAGE: &str =
     "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1";
 pub const MODEL_DATA_URL: &str = "s3://my-mlops-artifacts/models/churn-v1/model.tar.gz";
 
-const MODEL_JSON: &[u8] = include_bytes!("../../../demo/model/xgboost-model.json");
-const CUSTOMERS_CSV: &str = include_str!("../../../demo/data/customers.csv");
+const MODEL_JSON: &[u8] = include_bytes!("../../demo/model/xgboost-model.json");
+const CUSTOMERS_CSV: &str = include_str!("../../demo/data/customers.csv");
 /// The demo customers' event time: when the training snapshot was taken.
 const SNAPSHOT_TIME: f64 = 1_767_225_600.0; // 2026-01-01T00:00:00Z
 

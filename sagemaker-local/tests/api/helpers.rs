@@ -5,7 +5,7 @@ use aws_sdk_sagemaker::config::{BehaviorVersion, Region};
 use sagemaker_local::{AppState, Settings};
 use tokio::sync::oneshot;
 
-pub const MODEL_JSON: &[u8] = include_bytes!("../../../../demo/model/xgboost-model.json");
+pub const MODEL_JSON: &[u8] = include_bytes!("../../../demo/model/xgboost-model.json");
 
 /// A running sagemaker-local with typed clients; stops when dropped.
 pub struct App {
@@ -232,8 +232,8 @@ impl Drop for App {
 /// The first `n` demo customers as CSV rows, and xgboost's own predictions for them.
 pub fn demo_rows(n: usize) -> (String, Vec<f64>) {
     // Embedded at build time, as MODEL_JSON is.
-    let data = include_str!("../../../../demo/data/customers.csv");
-    let expected = include_str!("../../../../demo/model/expected.csv");
+    let data = include_str!("../../../demo/data/customers.csv");
+    let expected = include_str!("../../../demo/model/expected.csv");
     let rows: Vec<String> = data
         .lines()
         .skip(1)

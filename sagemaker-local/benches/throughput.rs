@@ -16,7 +16,7 @@ use aws_credential_types::Credentials;
 use aws_sdk_sagemakerruntime::config::{BehaviorVersion, Region};
 use aws_smithy_types::Blob;
 
-const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 const SECONDS: u64 = 5;
 
 fn demo_rows() -> Vec<Vec<f64>> {
