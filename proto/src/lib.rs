@@ -31,32 +31,3 @@ pub const MAX_LOG_CALL_BYTES: usize = 3 << 20;
 /// Encoded `FileDescriptorSet` of every contract, for `tonic-reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/mlops_descriptor.bin"));
-
-/// The reflection services every server registers, over `FILE_DESCRIPTOR_SET`: `v1` (grpcurl
-/// and current clients) and `v1alpha` (the official Python `grpcio-reflection` client and the
-/// tools built on it still ask for it, and get UNIMPLEMENTED without it).
-pub mod reflection {
-    use tonic_reflection::server::{Builder, Error};
-
-    pub fn v1() -> Result<
-        tonic_reflection::server::v1::ServerReflectionServer<
-            impl tonic_reflection::server::v1::ServerReflection,
-        >,
-        Error,
-    > {
-        Builder::configure()
-            .register_encoded_file_descriptor_set(super::FILE_DESCRIPTOR_SET)
-            .build_v1()
-    }
-
-    pub fn v1alpha() -> Result<
-        tonic_reflection::server::v1alpha::ServerReflectionServer<
-            impl tonic_reflection::server::v1alpha::ServerReflection,
-        >,
-        Error,
-    > {
-        Builder::configure()
-            .register_encoded_file_descriptor_set(super::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()
-    }
-}

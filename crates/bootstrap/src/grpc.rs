@@ -1,5 +1,6 @@
 //! Serves a service's gRPC API the way every service here does: `grpc.health.v1` and server
-//! reflection (v1 and v1alpha, so `grpcurl` needs no `.proto` files) beside it, TLS or mutual
+//! reflection (v1 and v1alpha, so `grpcurl` needs no `.proto` files; it lists exactly what the
+//! server serves) beside it, TLS or mutual
 //! TLS as `GRPC_TLS_*` say (crate `grpc-tls`), TCP_NODELAY. On shutdown the service's health
 //! and the admin port's `/readyz` turn not-serving first, no new connection is taken, and the
 //! calls in flight get the grace period.
@@ -76,8 +77,10 @@ where
     S::Response: axum::response::IntoResponse,
     S::Future: Send + 'static,
 {
-    let (reflection, reflection_v1alpha) =
-        (proto::reflection::v1()?, proto::reflection::v1alpha()?);
+    let (reflection, reflection_v1alpha) = (
+        reflection(S::NAME).build_v1()?,
+        reflection(S::NAME).build_v1alpha()?,
+    );
     let health_service =
         HealthServer::new(HealthService::from_health_reporter(health.reporter.clone()));
     let stop = shutdown.clone();
@@ -165,4 +168,29 @@ where
             Ok(response.into_response())
         })
     }
+}
+
+/// What every server's reflection lists: exactly what it serves — its one service, health,
+/// and reflection itself in both versions (`v1` for grpcurl and current clients, `v1alpha` for
+/// the official Python `grpcio-reflection` client and the tools built on it) — each one
+/// describable, from the contracts' descriptor set and tonic's own.
+fn served_services(service: &str) -> [&str; 4] {
+    [service, HEALTH, REFLECTION_V1, REFLECTION_V1ALPHA]
+}
+
+const HEALTH: &str = "grpc.health.v1.Health";
+const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
+const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
+
+fn reflection(service: &str) -> tonic_reflection::server::Builder<'static> {
+    served_services(service).into_iter().fold(
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ),
+        |builder, name| builder.with_service_name(name),
+    )
 }

@@ -105,6 +105,21 @@ async fn health_follows_the_service_and_shutdown_gives_in_flight_calls_the_grace
     let check = checker.check(status()).await.unwrap().into_inner().status;
     assert_eq!(check, ServingStatus::Serving as i32);
     assert!(readiness.is_ready());
+    // Reflection lists exactly what this server serves, in both versions, and describes it.
+    let expected = [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+        NAME,
+    ];
+    assert_eq!(reflection::list_v1(channel.clone()).await, expected);
+    assert_eq!(reflection::list_v1alpha(channel.clone()).await, expected);
+    for symbol in expected {
+        assert!(
+            reflection::describes(channel.clone(), symbol).await,
+            "{symbol} is listed but not described"
+        );
+    }
 
     // A call in flight: a status stream that never ends.
     let mut stream = RegistryWatcherClient::new(channel)
@@ -120,4 +135,79 @@ async fn health_follows_the_service_and_shutdown_gives_in_flight_calls_the_grace
     assert!(!readiness.is_ready(), "readiness turned with health");
     let waited = signalled.elapsed();
     assert!(waited >= Duration::from_millis(300), "{waited:?}");
+}
+
+/// A reflection client, as grpcurl and the Python `grpcio-reflection` client ask.
+mod reflection {
+    use tonic::transport::Channel;
+    use tonic_reflection::pb::{v1, v1alpha};
+
+    pub async fn list_v1(channel: Channel) -> Vec<String> {
+        use v1::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = ServerReflectionClient::new(channel)
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(MessageResponse::ListServicesResponse(list)) =
+            answers.message().await.unwrap().unwrap().message_response
+        else {
+            panic!("not a service list");
+        };
+        let mut names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+        names.sort();
+        names
+    }
+
+    pub async fn list_v1alpha(channel: Channel) -> Vec<String> {
+        use v1alpha::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = ServerReflectionClient::new(channel)
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(MessageResponse::ListServicesResponse(list)) =
+            answers.message().await.unwrap().unwrap().message_response
+        else {
+            panic!("not a service list");
+        };
+        let mut names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+        names.sort();
+        names
+    }
+
+    /// Whether reflection (v1) returns the file that declares `symbol`.
+    pub async fn describes(channel: Channel, symbol: &str) -> bool {
+        use v1::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(symbol.into())),
+        };
+        let mut answers = ServerReflectionClient::new(channel)
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        matches!(
+            answers.message().await.unwrap().unwrap().message_response,
+            Some(MessageResponse::FileDescriptorResponse(f)) if !f.file_descriptor_proto.is_empty()
+        )
+    }
 }
