@@ -22,6 +22,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from conftest import ACCESS_KEY, REGION, SECRET_KEY  # noqa: E402
+from stack import aws_client  # noqa: E402
 from test_stack_e2e import EXPECTED, ROOT, feature_store, http, load, row, wait_for_records
 
 SERVICES = ["sagemaker-local", "registry-watcher", "predictor", "interaction-logger", "interaction-logger-2", "gateway"]
@@ -125,7 +127,10 @@ def compose(pytestconfig):
         c.wait_healthy()
         gateway, sagemaker = c.published("gateway", 8080), c.published("sagemaker-local", 9000)
         say(f"stack healthy: gateway on http://{gateway}, sagemaker-local (observation port) on http://{sagemaker}")
-        c.stack = SimpleNamespace(url=f"http://{gateway}", sagemaker_url=f"http://{sagemaker}")
+        aws = dict(AWS_ENDPOINT_URL=f"http://{sagemaker}", AWS_REGION=REGION, AWS_ACCESS_KEY_ID=ACCESS_KEY,
+                   AWS_SECRET_ACCESS_KEY=SECRET_KEY)
+        c.stack = SimpleNamespace(url=f"http://{gateway}", sagemaker_url=f"http://{sagemaker}",
+                                  client=lambda service: aws_client(service, aws))
         yield c
     finally:
         logs = c("logs", "--no-color", "--tail", "40", check=False).stdout

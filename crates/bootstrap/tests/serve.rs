@@ -142,52 +142,40 @@ mod reflection {
     use tonic::transport::Channel;
     use tonic_reflection::pb::{v1, v1alpha};
 
+    /// The services a reflection version lists, sorted.
+    macro_rules! list {
+        ($version:ident, $channel:expr) => {{
+            use $version::{
+                ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+                server_reflection_request::MessageRequest,
+                server_reflection_response::MessageResponse,
+            };
+            let request = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut answers = ServerReflectionClient::new($channel)
+                .server_reflection_info(tokio_stream::iter([request]))
+                .await
+                .unwrap()
+                .into_inner();
+            let Some(MessageResponse::ListServicesResponse(list)) =
+                answers.message().await.unwrap().unwrap().message_response
+            else {
+                panic!("not a service list");
+            };
+            let mut names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+            names.sort();
+            names
+        }};
+    }
+
     pub async fn list_v1(channel: Channel) -> Vec<String> {
-        use v1::{
-            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-        };
-        let request = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        };
-        let mut answers = ServerReflectionClient::new(channel)
-            .server_reflection_info(tokio_stream::iter([request]))
-            .await
-            .unwrap()
-            .into_inner();
-        let Some(MessageResponse::ListServicesResponse(list)) =
-            answers.message().await.unwrap().unwrap().message_response
-        else {
-            panic!("not a service list");
-        };
-        let mut names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-        names.sort();
-        names
+        list!(v1, channel)
     }
 
     pub async fn list_v1alpha(channel: Channel) -> Vec<String> {
-        use v1alpha::{
-            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-        };
-        let request = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        };
-        let mut answers = ServerReflectionClient::new(channel)
-            .server_reflection_info(tokio_stream::iter([request]))
-            .await
-            .unwrap()
-            .into_inner();
-        let Some(MessageResponse::ListServicesResponse(list)) =
-            answers.message().await.unwrap().unwrap().message_response
-        else {
-            panic!("not a service list");
-        };
-        let mut names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-        names.sort();
-        names
+        list!(v1alpha, channel)
     }
 
     /// Whether reflection (v1) returns the file that declares `symbol`.

@@ -17,6 +17,29 @@ struct Args {
     command: Command,
 }
 
+/// A decision on a package: `approve` and `reject` take the same arguments.
+#[derive(clap::Args)]
+struct Decision {
+    version: String,
+    #[arg(long)]
+    reason: Option<String>,
+    /// Change nothing unless the package is PendingManualApproval (a decision already made in
+    /// the registry stands; the same decision again is a no-op).
+    #[arg(long)]
+    only_if_pending: bool,
+}
+
+async fn decide(
+    deployer: &deploy::Deployer,
+    d: Decision,
+    status: ModelApprovalStatus,
+) -> Result<String, deploy::DeployError> {
+    deployer
+        .set_approval(&d.version, status, d.reason, d.only_if_pending)
+        .await
+        .map(|r| json_line(&r))
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Register a model artifact as a new package version, PendingManualApproval.
@@ -37,25 +60,9 @@ enum Command {
         features: Option<String>,
     },
     /// Approve a package version (or ARN).
-    Approve {
-        version: String,
-        #[arg(long)]
-        reason: Option<String>,
-        /// Change nothing unless the package is PendingManualApproval (a decision already
-        /// made in the registry stands; the same decision again is a no-op).
-        #[arg(long)]
-        only_if_pending: bool,
-    },
+    Approve(Decision),
     /// Reject a package version (or ARN).
-    Reject {
-        version: String,
-        #[arg(long)]
-        reason: Option<String>,
-        /// Change nothing unless the package is PendingManualApproval (a decision already
-        /// made in the registry stands; the same decision again is a no-op).
-        #[arg(long)]
-        only_if_pending: bool,
-    },
+    Reject(Decision),
     /// Roll the endpoint to the latest Approved package (nothing when it is live), by the
     /// strategy: all at once, or step by step with each step decided by live evidence.
     Deploy {
@@ -146,32 +153,8 @@ async fn main() -> std::process::ExitCode {
             .register(&model_data_url, &image, description, features)
             .await
             .map(|r| json_line(&r)),
-        Command::Approve {
-            version,
-            reason,
-            only_if_pending,
-        } => deployer
-            .set_approval(
-                &version,
-                ModelApprovalStatus::Approved,
-                reason,
-                only_if_pending,
-            )
-            .await
-            .map(|r| json_line(&r)),
-        Command::Reject {
-            version,
-            reason,
-            only_if_pending,
-        } => deployer
-            .set_approval(
-                &version,
-                ModelApprovalStatus::Rejected,
-                reason,
-                only_if_pending,
-            )
-            .await
-            .map(|r| json_line(&r)),
+        Command::Approve(d) => decide(&deployer, d, ModelApprovalStatus::Approved).await,
+        Command::Reject(d) => decide(&deployer, d, ModelApprovalStatus::Rejected).await,
         Command::Status => deployer.status().await.map(|r| json_line(&r)),
         Command::Deploy {
             rollout,
