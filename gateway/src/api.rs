@@ -9,7 +9,10 @@ use axum::{
     http::{HeaderMap, header},
     response::{IntoResponse, Response},
 };
-use proto::predictor::v1::{PredictRequest, PredictResponse as PredictResponse_, Row};
+use proto::{
+    interaction::v1::Source,
+    predictor::v1::{PredictRequest, PredictResponse as PredictResponse_, Row},
+};
 use serde::Serialize;
 
 use crate::{
@@ -84,7 +87,7 @@ pub struct LiveVariant {
     pub model_package_version: Option<i64>,
 }
 
-fn request_id(headers: &HeaderMap) -> String {
+pub(crate) fn request_id(headers: &HeaderMap) -> String {
     headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
@@ -123,13 +126,13 @@ pub async fn predict(
     let id = request_id(&headers);
     tracing::Span::current().record("request_id", id.as_str());
     let result = predict_inner(&app, &caller, &headers, &id, &body, started).await;
-    let status = match &result {
-        Ok(_) => 200,
-        Err(p) => p.status,
-    };
-    metrics::counter!("gateway_predict_requests_total", "status" => status.to_string())
-        .increment(1);
-    metrics::histogram!("gateway_predict_seconds").record(started.elapsed().as_secs_f64());
+    observe(
+        started,
+        match &result {
+            Ok(_) => 200,
+            Err(p) => p.status,
+        },
+    );
     match result {
         Ok(r) => Json(r).into_response(),
         Err(p) => p.with_request_id(&id).into_response(),
@@ -154,21 +157,53 @@ async fn predict_inner(
         &app.schema().features,
         app.config.max_rows,
     )?;
+    let origin = Origin::of(caller, headers, Source::Api);
+    let scored = score(app, id, rows, &origin, Target::Live, started).await?;
+    Ok(PredictResponse::new(id, scored))
+}
+
+/// Which variant a request is for.
+pub(crate) enum Target {
+    /// Whichever the endpoint's weights pick (and a rollout's routing).
+    Live,
+    /// This variant only (a request for one live version).
+    Variant(String),
+}
+
+/// What scoring a request's rows gave: the predictor's answer and the ids its rows are
+/// recorded under.
+pub(crate) struct Scored {
+    pub answer: PredictResponse_,
+    pub interaction_ids: Vec<String>,
+    pub latency_ms: f64,
+}
+
+/// Every front-door API's one path after its own parsing: the rows scored by the predictor,
+/// every row recorded as an interaction of `origin`, and only then the answer (stored, then
+/// returned).
+pub(crate) async fn score(
+    app: &App,
+    id: &str,
+    rows: Vec<Vec<f64>>,
+    origin: &Origin,
+    target: Target,
+    started: Instant,
+) -> Result<Scored, Problem> {
     // The ids the rows are recorded under, fixed before predicting: the predictor names them
     // in a shadowed candidate's records of the same rows.
     let interaction_ids: Vec<String> = (0..rows.len())
         .map(|_| uuid::Uuid::now_v7().to_string())
         .collect();
-    let answer = predict_rows(app, id, rows, interaction_ids.clone()).await?;
+    let answer = predict_rows(app, id, rows, interaction_ids.clone(), target).await?;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let origin = Origin::of(caller, headers);
-    let interactions = interactions::of_answer(&answer, interaction_ids, &origin, latency_ms);
-    let ids = interactions
-        .iter()
-        .map(|i| i.interaction_id.clone())
-        .collect();
+    let interactions =
+        interactions::of_answer(&answer, interaction_ids.clone(), origin, latency_ms);
     app.recorder.record(interactions, id).await?;
-    Ok(PredictResponse::new(id, answer, ids, latency_ms))
+    Ok(Scored {
+        answer,
+        interaction_ids,
+        latency_ms,
+    })
 }
 
 /// The predictor's answer for `rows`, within the gateway's deadline.
@@ -177,11 +212,15 @@ async fn predict_rows(
     id: &str,
     rows: Vec<Vec<f64>>,
     interaction_ids: Vec<String>,
+    target: Target,
 ) -> Result<PredictResponse_, Problem> {
     let mut request = tonic::Request::new(PredictRequest {
         request_id: id.to_owned(),
         rows: rows.into_iter().map(|values| Row { values }).collect(),
-        target_variant: String::new(),
+        target_variant: match target {
+            Target::Live => String::new(),
+            Target::Variant(v) => v,
+        },
         interaction_ids,
     });
     request.set_timeout(app.timeout);
@@ -195,8 +234,21 @@ async fn predict_rows(
     Ok(answer.map_err(|s| Problem::from_status(&s))?.into_inner())
 }
 
+/// Counts and times a front-door prediction (`gateway_predict_requests_total{status}`,
+/// `gateway_predict_seconds`), whichever API it came through.
+pub(crate) fn observe(started: Instant, status: u16) {
+    metrics::counter!("gateway_predict_requests_total", "status" => status.to_string())
+        .increment(1);
+    metrics::histogram!("gateway_predict_seconds").record(started.elapsed().as_secs_f64());
+}
+
 impl PredictResponse {
-    fn new(id: &str, answer: PredictResponse_, ids: Vec<String>, latency_ms: f64) -> Self {
+    fn new(id: &str, scored: Scored) -> Self {
+        let Scored {
+            answer,
+            interaction_ids: ids,
+            latency_ms,
+        } = scored;
         let model = answer.model.unwrap_or_default();
         PredictResponse {
             request_id: id.to_owned(),

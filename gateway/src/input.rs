@@ -49,7 +49,7 @@ pub fn parse(
 
 /// XGBoost reads features as 32-bit floats: a finite f64 beyond their range is an infinity
 /// to the model (and makes a linear model's score one), so it is refused here, by field.
-fn in_model_range(x: f64) -> bool {
+pub(crate) fn in_model_range(x: f64) -> bool {
     x.is_finite() && x.abs() <= f64::from(f32::MAX)
 }
 

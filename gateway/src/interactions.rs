@@ -62,17 +62,17 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// The page's requests are `web`, the rest `api`. With API keys the client is the key's
-    /// name, never a header the caller chose; open (no keys), the caller's own `X-Client-Id`,
-    /// as a label only.
-    pub fn of(caller: &Caller, headers: &HeaderMap) -> Self {
-        let source = if headers
+    /// `api` names the API the request came through; of `/v1`'s (`Api`), the page's
+    /// requests are `Web`. With API keys the client is the key's name, never a header the
+    /// caller chose; open (no keys), the caller's own `X-Client-Id`, as a label only.
+    pub fn of(caller: &Caller, headers: &HeaderMap, api: Source) -> Self {
+        let page = headers
             .get("x-requested-by")
-            .is_some_and(|v| v == "mlops-web")
-        {
+            .is_some_and(|v| v == "mlops-web");
+        let source = if api == Source::Api && page {
             Source::Web
         } else {
-            Source::Api
+            api
         };
         let client_id = match &caller.key_name {
             Some(name) => name.clone(),

@@ -7,6 +7,7 @@ pub mod api;
 mod body;
 pub mod input;
 pub mod interactions;
+pub mod oip;
 pub mod problem;
 pub mod schema;
 mod web;
@@ -218,6 +219,11 @@ pub fn router(app: Arc<App>) -> Router {
         .concurrency_limit(app.config.max_in_flight);
     let api = Router::new()
         .route("/v1/predict", post(api::predict))
+        .route("/v2/models/{name}/infer", post(oip::infer))
+        .route(
+            "/v2/models/{name}/versions/{version}/infer",
+            post(oip::version_infer),
+        )
         .layer(DefaultBodyLimit::max(app.config.max_body_bytes))
         .layer(middleware::from_fn(body::problem_for_rejections))
         .layer(middleware::from_fn_with_state(
@@ -254,6 +260,19 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(move || async move { health }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(|| async { telemetry::render() }))
+        .route("/v2", get(oip::server_metadata))
+        .route("/v2/health/live", get(oip::live))
+        .route("/v2/health/ready", get(oip::ready))
+        .route("/v2/models/{name}", get(oip::model_metadata))
+        .route(
+            "/v2/models/{name}/versions/{version}",
+            get(oip::version_metadata),
+        )
+        .route("/v2/models/{name}/ready", get(oip::model_ready))
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(oip::version_ready),
+        )
         .merge(api)
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such route") })
         .with_state(app)
@@ -266,11 +285,20 @@ pub fn router(app: Arc<App>) -> Router {
                     trusted,
                     web::security_headers,
                 ))
+                .layer(middleware::from_fn(oip::oip_errors))
                 .option_layer(cors),
         )
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
+    match predictor_ready(&app).await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
+/// Whether the predictor serves (its gRPC health): what `/readyz` and the OIP readiness say.
+pub(crate) async fn predictor_ready(app: &App) -> Result<(), Problem> {
     let mut health =
         tonic_health::pb::health_client::HealthClient::new(app.predictor_channel.clone());
     let mut request = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
@@ -282,20 +310,18 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
             if r.get_ref().status
                 == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 =>
         {
-            (StatusCode::OK, "ready").into_response()
+            Ok(())
         }
-        Ok(_) => Problem::new(
+        Ok(_) => Err(Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "the predictor is not serving",
-        )
-        .into_response(),
+        )),
         Err(s) => {
             tracing::warn!(code = ?s.code(), message = s.message(), "readiness: the predictor is unreachable");
-            Problem::new(
+            Err(Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the predictor is unreachable",
-            )
-            .into_response()
+            ))
         }
     }
 }

@@ -204,3 +204,46 @@ async fn the_model_route_and_the_openapi_document_name_the_features() {
         "age"
     );
 }
+
+#[tokio::test]
+async fn the_open_inference_protocol_routes_answer_with_its_shapes_and_errors() {
+    let a = call(app(&[]), get("/v2/health/live")).await;
+    assert_eq!(
+        (a.status, a.body["live"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+    let a = call(app(&[]), get("/v2")).await;
+    assert_eq!(a.body["extensions"][0], "binary_tensor_data", "{}", a.text);
+    let a = call(app(&[]), get("/v2/models/my-mlops-prod-endpoint")).await;
+    assert_eq!(a.body["inputs"][0]["shape"][1], 8, "{}", a.text);
+    // Errors are {"error": ...}, whichever layer answers: the handler, readiness, the body rules.
+    for (request, status) in [
+        (get("/v2/models/other"), StatusCode::NOT_FOUND),
+        (get("/v2/health/ready"), StatusCode::SERVICE_UNAVAILABLE),
+        (
+            post(
+                "/v2/models/my-mlops-prod-endpoint/infer",
+                "application/json",
+                "[1",
+            ),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let a = call(app(&["--max-body-bytes", "64"]), request).await;
+        assert_eq!(a.status, status, "{}", a.text);
+        assert_eq!(a.headers[header::CONTENT_TYPE], "application/json");
+        let keys: Vec<_> = a.body.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["error"], "{}", a.text);
+    }
+    let a = call(
+        app(&["--max-body-bytes", "64"]),
+        post(
+            "/v2/models/my-mlops-prod-endpoint/infer",
+            "",
+            vec![b' '; 1000],
+        ),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(a.body["error"].as_str().is_some(), "{}", a.text);
+}

@@ -27,6 +27,7 @@ pub fn source_name(source: i32) -> &'static str {
         Ok(Source::Web) => "web",
         Ok(Source::Api) => "api",
         Ok(Source::Shadow) => "shadow",
+        Ok(Source::OipRest) => "oip-rest",
         _ => "grpc",
     }
 }

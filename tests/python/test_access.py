@@ -131,3 +131,36 @@ def test_cors_answers_only_the_configured_origins(stack):
     assert allowed["access-control-allow-origin"] == "https://app.example.com", allowed
     assert "authorization" in allowed["access-control-allow-headers"].lower(), allowed
     assert "access-control-allow-origin" not in preflight("https://elsewhere.example")
+
+
+def test_the_oip_api_takes_the_same_keys_and_limits_with_the_protocols_errors(stack):
+    """`/v2/models/{name}/infer` is behind the same keys and limits as /v1, with the Open
+    Inference Protocol's `{"error": ...}`: 401 without a key (nothing predicted or logged),
+    200 with one (`tritonclient` with the key in its headers), 429 over the limit."""
+    import numpy as np
+    import tritonclient.http as triton
+    from tritonclient.utils import InferenceServerException
+    url = f"{stack.url}/v2/models/my-mlops-prod-endpoint/infer"
+    body = {"inputs": [{"name": "features", "shape": [1, 8], "datatype": "FP64", "data": [row(0)]}]}
+    before = counts(stack)
+    status, headers, raw = http("POST", url, body)
+    assert status == 401 and json.loads(raw).keys() == {"error"}, raw
+    assert "www-authenticate" in {k.lower() for k in headers}, headers
+    assert counts(stack) == before, "nothing predicted or logged without a key"
+    client = triton.InferenceServerClient(stack.url.removeprefix("http://"))
+    x = np.array([[np.nan if v is None else v for v in row(0)]], dtype=np.float32)
+    inp = triton.InferInput("features", [1, 8], "FP32")
+    inp.set_data_from_numpy(x)
+    answer = client.infer("my-mlops-prod-endpoint", [inp], headers={"authorization": f"Bearer {ALPHA}"})
+    assert answer.as_numpy("probability").shape == (1,)
+    with pytest.raises(InferenceServerException) as e:
+        client.infer("my-mlops-prod-endpoint", [inp])
+    assert "key" in str(e.value), e.value
+    time.sleep(3.5)  # slow's bucket is full again
+    statuses = [http("POST", url, body, headers={"x-api-key": SLOW}) for _ in range(6)]
+    limited = [(h, raw) for s, h, raw in statuses if s == 429]
+    assert [s for s, _, _ in statuses][:3] == [200, 200, 200] and limited, [s for s, _, _ in statuses]
+    headers, raw = limited[0]
+    assert int({k.lower(): v for k, v in headers.items()}["retry-after"]) >= 1, headers
+    assert "slow" in json.loads(raw)["error"], raw
+    client.close()

@@ -1,0 +1,361 @@
+//! An OIP `infer` body to rows, and scores to an `infer` answer: the JSON form, and the binary
+//! tensor extension (the JSON's length in `Inference-Header-Content-Length`, then each binary
+//! tensor's little-endian bytes in order, sized by its `binary_data_size`). The server keys on
+//! that header, never on the content type (`tritonclient.http` sends none that means it).
+
+// The error is the response itself; built once per bad request.
+#![allow(clippy::result_large_err)]
+
+use axum::{
+    http::{HeaderMap, HeaderValue, header},
+    response::{IntoResponse, Response},
+};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{HEADER_LENGTH, OUTPUT};
+use crate::{api::Scored, input::in_model_range, problem::Problem};
+
+#[derive(Deserialize)]
+struct Body {
+    id: Option<String>,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+    inputs: Vec<Input>,
+    #[serde(default)]
+    outputs: Vec<RequestedOutput>,
+}
+
+#[derive(Deserialize)]
+struct Input {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+    data: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct RequestedOutput {
+    name: String,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+}
+
+/// A parsed `infer` request.
+#[derive(Debug)]
+pub struct InferRequest {
+    pub id: Option<String>,
+    pub rows: Vec<Vec<f64>>,
+    /// The caller asked for the output as binary data.
+    pub binary_output: bool,
+}
+
+fn bad(field: impl Into<String>, detail: impl Into<String>) -> Problem {
+    Problem::bad_input(field, detail)
+}
+
+impl InferRequest {
+    pub fn parse(
+        headers: &HeaderMap,
+        body: &[u8],
+        width: usize,
+        max_rows: usize,
+    ) -> Result<Self, Problem> {
+        let (json_part, mut binary) = split(headers, body)?;
+        let doc: Body = serde_json::from_slice(json_part)
+            .map_err(|e| bad("body", format!("not an inference request: {e}")))?;
+        let [input] = doc.inputs.as_slice() else {
+            return Err(bad(
+                "inputs",
+                format!(
+                    "one input tensor is expected ({:?}: rows of the model's {width} features), got {}",
+                    super::INPUT,
+                    doc.inputs.len()
+                ),
+            ));
+        };
+        let field = |f: &str| format!("inputs[{}].{f}", input.name);
+        let (rows, cols) = match input.shape.as_slice() {
+            [r, c] if *r >= 0 && *c >= 0 => (*r as usize, *c as usize),
+            [c] if *c >= 0 => (1, *c as usize),
+            other => {
+                return Err(bad(
+                    field("shape"),
+                    format!("shape {other:?} is not [rows, {width}] (or [{width}] for one row)"),
+                ));
+            }
+        };
+        if cols != width {
+            return Err(bad(
+                field("shape"),
+                format!("rows of {cols} values; the model takes {width} features"),
+            ));
+        }
+        if rows == 0 {
+            return Err(bad(field("shape"), "at least one row is required"));
+        }
+        if rows > max_rows {
+            return Err(bad(
+                field("shape"),
+                format!("{rows} rows is more than the limit of {max_rows}"),
+            ));
+        }
+        let size = match input.datatype.as_str() {
+            "FP32" => 4,
+            "FP64" => 8,
+            other => {
+                return Err(bad(
+                    field("datatype"),
+                    format!("datatype {other:?} is not supported: FP32 or FP64"),
+                ));
+            }
+        };
+        let n = rows * cols;
+        let values = match input.parameters.get("binary_data_size") {
+            Some(declared) => {
+                let declared = declared.as_u64().ok_or_else(|| {
+                    bad(field("parameters.binary_data_size"), "must be a byte count")
+                })? as usize;
+                if declared != n * size {
+                    return Err(bad(
+                        field("parameters.binary_data_size"),
+                        format!(
+                            "{declared} bytes for {n} {} values ({} bytes)",
+                            input.datatype,
+                            n * size
+                        ),
+                    ));
+                }
+                if binary.len() < declared {
+                    return Err(bad(
+                        field("parameters.binary_data_size"),
+                        format!("{declared} bytes declared, {} in the body", binary.len()),
+                    ));
+                }
+                let (mine, rest) = binary.split_at(declared);
+                binary = rest;
+                decode(mine, size)
+            }
+            None => {
+                let data = input
+                    .data
+                    .as_ref()
+                    .ok_or_else(|| bad(field("data"), "data (or binary_data_size) is required"))?;
+                let mut flat = Vec::with_capacity(n);
+                flatten(data, &mut flat).map_err(|d| bad(field("data"), d))?;
+                flat
+            }
+        };
+        if !binary.is_empty() {
+            return Err(bad(
+                "body",
+                format!(
+                    "{} bytes after the tensors the header declares",
+                    binary.len()
+                ),
+            ));
+        }
+        if values.len() != n {
+            return Err(bad(
+                field("data"),
+                format!("{} values for shape [{rows}, {cols}] ({n})", values.len()),
+            ));
+        }
+        // NaN is a missing value (as XGBoost reads it); infinities and values beyond f32 are
+        // refused as /v1 refuses them.
+        if let Some(i) = values
+            .iter()
+            .position(|x| !x.is_nan() && !in_model_range(*x))
+        {
+            return Err(bad(
+                format!("{}[{}][{}]", field("data"), i / cols, i % cols),
+                "must be a finite number within the 32-bit float range the model reads",
+            ));
+        }
+        for o in &doc.outputs {
+            if o.name != OUTPUT {
+                return Err(bad(
+                    "outputs",
+                    format!("unknown output {:?}: the model has {OUTPUT:?}", o.name),
+                ));
+            }
+        }
+        let flag =
+            |p: &Map<String, Value>, k: &str| p.get(k).and_then(Value::as_bool) == Some(true);
+        let binary_output = flag(&doc.parameters, "binary_data_output")
+            || doc
+                .outputs
+                .iter()
+                .any(|o| flag(&o.parameters, "binary_data"));
+        Ok(InferRequest {
+            id: doc.id,
+            rows: values.chunks(cols).map(<[f64]>::to_vec).collect(),
+            binary_output,
+        })
+    }
+}
+
+/// The JSON part and the binary part of a body.
+fn split<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), Problem> {
+    let Some(length) = headers.get(HEADER_LENGTH) else {
+        return Ok((body, &[]));
+    };
+    let length: usize = length
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| bad(HEADER_LENGTH, "must be the JSON part's length in bytes"))?;
+    if length > body.len() {
+        return Err(bad(
+            HEADER_LENGTH,
+            format!("{length} bytes of JSON, but the body has {}", body.len()),
+        ));
+    }
+    Ok(body.split_at(length))
+}
+
+fn decode(bytes: &[u8], size: usize) -> Vec<f64> {
+    if size == 4 {
+        bytes
+            .chunks_exact(4)
+            .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+            .collect()
+    } else {
+        bytes
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .collect()
+    }
+}
+
+/// Row-major values of `data`, flat or nested; `null` is a missing value.
+fn flatten(data: &Value, out: &mut Vec<f64>) -> Result<(), String> {
+    match data {
+        Value::Array(items) => items.iter().try_for_each(|v| flatten(v, out)),
+        Value::Number(n) => {
+            out.push(n.as_f64().ok_or("not a number")?);
+            Ok(())
+        }
+        Value::Null => {
+            out.push(f64::NAN);
+            Ok(())
+        }
+        other => Err(format!(
+            "must hold numbers (or null for a missing value), not {other}"
+        )),
+    }
+}
+
+/// The `infer` answer: the model's version that answered, the request's id, the interaction
+/// ids (one per row, comma-separated) and the variant in `parameters`, and `probability` as
+/// FP32, in JSON or as binary data when asked.
+pub fn response(model: &str, id: String, scored: Scored, binary: bool) -> Response {
+    let answer = scored.answer;
+    let info = answer.model.unwrap_or_default();
+    let scores: Vec<f32> = answer
+        .predictions
+        .iter()
+        .map(|p| p.scores.first().copied().unwrap_or(f64::NAN) as f32)
+        .collect();
+    let mut output = json!({ "name": OUTPUT, "datatype": "FP32", "shape": [scores.len()] });
+    let raw: Vec<u8> = if binary {
+        output["parameters"] = json!({ "binary_data_size": scores.len() * 4 });
+        scores.iter().flat_map(|s| s.to_le_bytes()).collect()
+    } else {
+        output["data"] = json!(scores);
+        Vec::new()
+    };
+    let mut doc = json!({
+        "model_name": model,
+        "id": id,
+        "parameters": {
+            "interaction_ids": scored.interaction_ids.join(","),
+            "variant": info.variant_name,
+            "latency_ms": scored.latency_ms,
+        },
+        "outputs": [output],
+    });
+    if info.model_package_version > 0 {
+        doc["model_version"] = json!(info.model_package_version.to_string());
+    }
+    let header_part = doc.to_string().into_bytes();
+    if !binary {
+        return ([(header::CONTENT_TYPE, "application/json")], header_part).into_response();
+    }
+    let length = header_part.len();
+    let mut body = header_part;
+    body.extend_from_slice(&raw);
+    let mut response = ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response();
+    response
+        .headers_mut()
+        .insert(HEADER_LENGTH, HeaderValue::from(length));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(headers: &HeaderMap, body: &[u8]) -> Result<InferRequest, Problem> {
+        InferRequest::parse(headers, body, 3, 10)
+    }
+
+    #[test]
+    fn json_rows_flat_or_nested_with_null_as_missing() {
+        let body = br#"{"inputs":[{"name":"features","shape":[2,3],"datatype":"FP64","data":[[1,2,null],[4,5,6]]}]}"#;
+        let r = parse(&HeaderMap::new(), body).unwrap();
+        assert_eq!(r.rows.len(), 2);
+        assert!(r.rows[0][2].is_nan());
+        assert_eq!(r.rows[1], vec![4.0, 5.0, 6.0]);
+        let flat = br#"{"inputs":[{"name":"x","shape":[3],"datatype":"FP32","data":[1,2,3]}],"outputs":[{"name":"probability","parameters":{"binary_data":true}}]}"#;
+        let r = parse(&HeaderMap::new(), flat).unwrap();
+        assert_eq!(r.rows, vec![vec![1.0, 2.0, 3.0]]);
+        assert!(r.binary_output);
+    }
+
+    #[test]
+    fn binary_tensors_follow_the_json_part() {
+        let json = br#"{"inputs":[{"name":"features","shape":[1,3],"datatype":"FP32","parameters":{"binary_data_size":12}}],"parameters":{"binary_data_output":true}}"#;
+        let mut body = json.to_vec();
+        for x in [1.5f32, -2.0, 3.25] {
+            body.extend_from_slice(&x.to_le_bytes());
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER_LENGTH, HeaderValue::from(json.len()));
+        let r = parse(&headers, &body).unwrap();
+        assert_eq!(r.rows, vec![vec![1.5, -2.0, 3.25]]);
+        assert!(r.binary_output);
+        // A size that does not match the shape, or bytes missing, is the caller's error.
+        body.truncate(body.len() - 4);
+        assert_eq!(parse(&headers, &body).unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn wrong_shape_datatype_output_or_values_are_refused_by_field() {
+        let cases: [(&[u8], &str); 6] = [
+            (br#"{"inputs":[{"name":"f","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}"#, "inputs[f].shape"),
+            (br#"{"inputs":[{"name":"f","shape":[1,3],"datatype":"INT64","data":[1,2,3]}]}"#, "inputs[f].datatype"),
+            (br#"{"inputs":[{"name":"f","shape":[2,3],"datatype":"FP32","data":[1,2,3]}]}"#, "inputs[f].data"),
+            (br#"{"inputs":[{"name":"f","shape":[1,3],"datatype":"FP64","data":[1,1e300,3]}]}"#, "inputs[f].data[0][1]"),
+            (br#"{"inputs":[{"name":"f","shape":[1,3],"datatype":"FP32","data":[1,2,3]}],"outputs":[{"name":"logits"}]}"#, "outputs"),
+            (br#"{"inputs":[]}"#, "inputs"),
+        ];
+        for (body, field) in cases {
+            let p = parse(&HeaderMap::new(), body).unwrap_err();
+            assert_eq!(
+                (p.status, p.field.as_deref()),
+                (400, Some(field)),
+                "{}",
+                p.detail
+            );
+        }
+        let p = parse(
+            &HeaderMap::new(),
+            br#"{"inputs":[{"name":"f","shape":[11,3],"datatype":"FP32","data":[]}]}"#,
+        )
+        .unwrap_err();
+        assert!(p.detail.contains("limit of 10"), "{}", p.detail);
+    }
+}
