@@ -180,8 +180,10 @@ class Stack:
         predictor = self._start("predictor", [
             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--registry-watcher-url", watcher_url],
             dict(env, LOGGER_URL=scheme + logger.addrs["grpc"], **(predictor_env or {}), **tls("predictor")))
+        # The OIP gRPC API beside the HTTP port: 8081 beside a fixed 8080, any free port beside 0.
+        host, port = gateway.rsplit(":", 1)
         front = self._start("gateway", [
-            "--listen", gateway,
+            "--listen", gateway, "--grpc-listen", f"{host}:{'0' if port == '0' else '8081'}",
             "--predictor-url", scheme + predictor.addrs["grpc"],
             "--logger-url", scheme + logger.addrs["grpc"],
             "--registry-watcher-url", watcher_url], dict(env, **tls("gateway")))

@@ -326,9 +326,11 @@ pub(crate) async fn predictor_ready(app: &App) -> Result<(), Problem> {
     }
 }
 
-/// Serves on `listener` until `shutdown`; then drains requests and the interaction buffer.
+/// Serves HTTP on `listener` (and the Open Inference Protocol's gRPC API on `grpc`, with
+/// health and reflection) until `shutdown`; then drains requests and the interaction buffer.
 pub async fn run(
     listener: TcpListener,
+    grpc: Option<TcpListener>,
     app: Arc<App>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -341,6 +343,7 @@ pub async fn run(
     });
     tracing::info!(addr = %listener.local_addr()?, predictor = %app.config.predictor_url, logger = %app.config.logger_url, "gateway serving");
     let grace = app.config.grace.duration();
+    let grpc = grpc.map(|grpc| tokio::spawn(serve_grpc(grpc, Arc::clone(&app), shutdown.clone())));
     let stop = shutdown.clone();
     let server = axum::serve(
         listener.tap_io(|tcp| {
@@ -353,9 +356,38 @@ pub async fn run(
         result = server => result?,
         _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => tracing::warn!("requests still in flight after the grace period"),
     }
+    if let Some(grpc) = grpc {
+        grpc.await??;
+    }
     retry_stop.cancel();
     let _ = tokio::time::timeout(grace, retry).await;
     let _ = keys.await;
     tracing::info!(buffered = app.recorder.buffered(), "gateway stopped");
+    Ok(())
+}
+
+/// The Open Inference Protocol's gRPC API, with health (serving from the start: its readiness
+/// per model is `ModelReady`) and reflection, until `shutdown` and the grace period.
+async fn serve_grpc(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    use proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
+    type Server = GrpcInferenceServiceServer<oip::grpc::Oip>;
+    let health =
+        bootstrap::grpc::Health::new::<Server>(bootstrap::Readiness::default(), true).await;
+    let grace = app.config.grace.duration();
+    let service = GrpcInferenceServiceServer::new(oip::grpc::Oip { app });
+    bootstrap::grpc::serve(
+        listener,
+        service,
+        &grpc_tls::Tls::default(),
+        &[],
+        health,
+        shutdown,
+        Some(grace),
+    )
+    .await?;
     Ok(())
 }

@@ -11,6 +11,10 @@ struct Args {
     /// HTTP listen address.
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "0.0.0.0:8080")]
     listen: String,
+    /// gRPC listen address of the Open Inference Protocol's API
+    /// (`inference.GRPCInferenceService`, with health and reflection).
+    #[arg(long, env = "GATEWAY_GRPC_LISTEN", default_value = "0.0.0.0:8081")]
+    grpc_listen: String,
     #[command(flatten)]
     logging: telemetry::Logging,
     #[command(flatten)]
@@ -26,7 +30,12 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = bootstrap::shutdown::on_signal();
     let app = gateway::App::new(args.config, &shutdown)?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
-    println!("gateway listening on http://{}", listener.local_addr()?);
-    let service = gateway::run(listener, app, shutdown.clone());
+    let grpc = tokio::net::TcpListener::bind(&args.grpc_listen).await?;
+    println!(
+        "gateway listening on http://{} grpc={}",
+        listener.local_addr()?,
+        grpc.local_addr()?
+    );
+    let service = gateway::run(listener, Some(grpc), app, shutdown.clone());
     telemetry::emf::alongside("gateway", &args.emf, &shutdown, service).await
 }

@@ -10,6 +10,7 @@
 // The error is the response itself (as in `input`): built once per bad request.
 #![allow(clippy::result_large_err)]
 
+pub mod grpc;
 mod tensor;
 
 use std::{sync::Arc, time::Instant};
@@ -33,6 +34,10 @@ use crate::{
     problem::Problem,
 };
 
+/// The server's name in its metadata.
+pub const SERVER_NAME: &str = "mlops-gateway";
+/// The model's platform in its metadata.
+pub const PLATFORM: &str = "xgboost";
 /// The protocol's extensions this server implements (`GET /v2`).
 pub const EXTENSIONS: &[&str] = &["binary_tensor_data"];
 /// The one input tensor: rows of the live model's features, in its order.
@@ -58,7 +63,7 @@ pub async fn ready(State(app): State<Arc<App>>) -> Response {
 /// `GET /v2`.
 pub async fn server_metadata() -> Json<Value> {
     Json(json!({
-        "name": "mlops-gateway",
+        "name": SERVER_NAME,
         "version": env!("CARGO_PKG_VERSION"),
         "extensions": EXTENSIONS,
     }))
@@ -118,20 +123,33 @@ fn resolve(app: &App, name: &str, version: Option<&str>) -> Result<Target, Probl
     }
 }
 
-fn metadata(app: &App, name: &str, version: Option<&str>) -> Result<Json<Value>, Problem> {
+/// What a model's metadata says beyond its fixed tensors: its live versions and its width.
+struct Model {
+    versions: Vec<String>,
+    width: usize,
+}
+
+fn model(app: &App, name: &str, version: Option<&str>) -> Result<Model, Problem> {
     resolve(app, name, version)?;
-    let width = app.schema().features.len();
     let mut versions: Vec<String> = live_versions(app)
         .into_iter()
         .map(|(_, v)| v.to_string())
         .collect();
     versions.sort();
     versions.dedup();
+    Ok(Model {
+        versions,
+        width: app.schema().features.len(),
+    })
+}
+
+fn metadata(app: &App, name: &str, version: Option<&str>) -> Result<Json<Value>, Problem> {
+    let m = model(app, name, version)?;
     Ok(Json(json!({
         "name": name,
-        "versions": versions,
-        "platform": "xgboost",
-        "inputs": [{ "name": INPUT, "datatype": "FP32", "shape": [-1, width] }],
+        "versions": m.versions,
+        "platform": PLATFORM,
+        "inputs": [{ "name": INPUT, "datatype": "FP32", "shape": [-1, m.width] }],
         "outputs": [{ "name": OUTPUT, "datatype": "FP32", "shape": [-1] }],
     })))
 }

@@ -145,6 +145,29 @@ impl IntoResponse for Problem {
     }
 }
 
+impl Problem {
+    /// The same table read the other way, for the gateway's gRPC API: the status a gRPC caller
+    /// gets for what an HTTP caller gets as this problem.
+    pub fn to_status(&self) -> tonic::Status {
+        let code = match self.status {
+            400 | 413 | 415 => Code::InvalidArgument,
+            401 => Code::Unauthenticated,
+            403 => Code::PermissionDenied,
+            404 => Code::NotFound,
+            408 | 504 => Code::DeadlineExceeded,
+            422 => Code::FailedPrecondition,
+            429 => Code::ResourceExhausted,
+            503 => Code::Unavailable,
+            _ => Code::Internal,
+        };
+        let detail = match &self.field {
+            Some(field) => format!("{}: {}", field, self.detail),
+            None => self.detail.clone(),
+        };
+        tonic::Status::new(code, detail)
+    }
+}
+
 /// Strict mode could not record the interactions: no answer goes out.
 impl From<crate::interactions::NotRecorded> for Problem {
     fn from(e: crate::interactions::NotRecorded) -> Self {

@@ -124,7 +124,8 @@ async fn a_prediction_crosses_every_service_started_through_its_run() {
         &gateway_shutdown,
     )
     .unwrap();
-    let gateway = tokio::spawn(gateway::run(g_http, app, gateway_shutdown));
+    let (g_grpc, _) = bind().await;
+    let gateway = tokio::spawn(gateway::run(g_http, Some(g_grpc), app, gateway_shutdown));
 
     // Ready once the predictor serves; the version once the watcher has polled.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

@@ -28,6 +28,7 @@ pub fn source_name(source: i32) -> &'static str {
         Ok(Source::Api) => "api",
         Ok(Source::Shadow) => "shadow",
         Ok(Source::OipRest) => "oip-rest",
+        Ok(Source::OipGrpc) => "oip-grpc",
         _ => "grpc",
     }
 }

@@ -20,6 +20,11 @@ pub mod registry {
     }
 }
 
+/// The Open Inference Protocol's gRPC API (package `inference`), which the gateway serves.
+pub mod inference {
+    tonic::include_proto!("inference");
+}
+
 /// The most interactions one `InteractionLogger/Log` call may carry: the logger refuses more,
 /// the gateway sends no more.
 pub const MAX_INTERACTIONS_PER_LOG: usize = 1000;

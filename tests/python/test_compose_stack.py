@@ -69,7 +69,7 @@ class Compose:
         self.argv = [*compose_command(), "-p", self.project,
                      "-f", str(ROOT / "docker-compose.yml"), "-f", str(ROOT / "tests/python/compose-observe.yml")]
         self.ids = {}
-        self.env = dict(os.environ, MLOPS_IMAGE=IMAGE, GATEWAY_PUBLISH="127.0.0.1:", WATCHER_POLL_MS="500",
+        self.env = dict(os.environ, MLOPS_IMAGE=IMAGE, GATEWAY_PUBLISH="127.0.0.1:", GATEWAY_GRPC_PUBLISH="127.0.0.1:", WATCHER_POLL_MS="500",
                         METRICS_EMF_NAMESPACE=EMF_NAMESPACE, METRICS_EMF_INTERVAL_SECS="3")
 
     def __call__(self, *args, **kw):

@@ -138,3 +138,58 @@ def test_binary_bodies_key_on_the_header_not_the_content_type(stack):
         time.sleep(0.2)
     assert len(found) == 2, found
     np.testing.assert_allclose([float(found[i]["prediction"]) for i in ids], EXPECTED[:2], rtol=0, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def grpc_client(stack):
+    import tritonclient.grpc as tgrpc
+    c = tgrpc.InferenceServerClient(stack.gateway.addrs["grpc"])
+    yield c
+    c.close()
+
+
+def test_grpc_the_same_model_scores_and_records_through_tritonclient_grpc(stack, grpc_client):
+    """`inference.GRPCInferenceService` on GATEWAY_GRPC_LISTEN with the stock tritonclient.grpc
+    (raw tensor bytes both ways): metadata, readiness, and an infer equal to xgboost's, every
+    row recorded with source `oip-grpc`; a bad shape is INVALID_ARGUMENT, a version not live
+    NOT_FOUND, and nothing is predicted for either."""
+    import tritonclient.grpc as tgrpc
+    assert grpc_client.is_server_live() and grpc_client.is_server_ready()
+    assert "binary_tensor_data" in grpc_client.get_server_metadata(as_json=True)["extensions"]
+    assert grpc_client.is_model_ready(MODEL) and not grpc_client.is_model_ready(MODEL, "7")
+    meta = grpc_client.get_model_metadata(MODEL, as_json=True)
+    assert meta["inputs"][0]["shape"] == ["-1", "8"] and meta["versions"] == ["1"], meta
+    x = rows(4)
+    inp = tgrpc.InferInput("features", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    result = grpc_client.infer(MODEL, [inp], request_id="grpc-1")
+    np.testing.assert_allclose(result.as_numpy("probability"), np.array(EXPECTED[:4], dtype=np.float32),
+                               rtol=0, atol=1e-6)
+    response = result.get_response(as_json=True)
+    assert response["model_version"] == "1" and response["id"] == "grpc-1", response
+    ids = response["parameters"]["interaction_ids"]["string_param"].split(",")
+    deadline = time.time() + 30
+    while len(found := records(feature_store(stack), ids)) < 4 and time.time() < deadline:
+        time.sleep(0.2)
+    assert {r["source"] for r in found.values()} == {"oip-grpc"} and len(found) == 4, found
+    calls = metric("http://" + stack.predictor.addrs["admin"], "predictor_requests_total")
+    bad = tgrpc.InferInput("features", [1, 7], "FP32")
+    bad.set_data_from_numpy(np.zeros((1, 7), dtype=np.float32))
+    with pytest.raises(InferenceServerException) as e:
+        grpc_client.infer(MODEL, [bad])
+    assert "INVALID_ARGUMENT" in str(e.value.status()) and "8 features" in e.value.message(), e.value
+    with pytest.raises(InferenceServerException) as e:
+        grpc_client.infer(MODEL, [inp], model_version="7")
+    assert "NOT_FOUND" in str(e.value.status()), e.value
+    assert metric("http://" + stack.predictor.addrs["admin"], "predictor_requests_total") == calls
+
+
+def test_grpc_reflection_lists_exactly_the_inference_service(stack):
+    import grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+    with grpc.insecure_channel(stack.gateway.addrs["grpc"]) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        answer = next(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+    names = sorted(s.name for s in answer.list_services_response.service)
+    assert names == ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+                     "grpc.reflection.v1alpha.ServerReflection", "inference.GRPCInferenceService"], names

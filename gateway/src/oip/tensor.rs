@@ -77,41 +77,8 @@ impl InferRequest {
             ));
         };
         let field = |f: &str| format!("inputs[{}].{f}", input.name);
-        let (rows, cols) = match input.shape.as_slice() {
-            [r, c] if *r >= 0 && *c >= 0 => (*r as usize, *c as usize),
-            [c] if *c >= 0 => (1, *c as usize),
-            other => {
-                return Err(bad(
-                    field("shape"),
-                    format!("shape {other:?} is not [rows, {width}] (or [{width}] for one row)"),
-                ));
-            }
-        };
-        if cols != width {
-            return Err(bad(
-                field("shape"),
-                format!("rows of {cols} values; the model takes {width} features"),
-            ));
-        }
-        if rows == 0 {
-            return Err(bad(field("shape"), "at least one row is required"));
-        }
-        if rows > max_rows {
-            return Err(bad(
-                field("shape"),
-                format!("{rows} rows is more than the limit of {max_rows}"),
-            ));
-        }
-        let size = match input.datatype.as_str() {
-            "FP32" => 4,
-            "FP64" => 8,
-            other => {
-                return Err(bad(
-                    field("datatype"),
-                    format!("datatype {other:?} is not supported: FP32 or FP64"),
-                ));
-            }
-        };
+        let (rows, cols) = shape(&input.name, &input.shape, width, max_rows)?;
+        let size = element_size(&input.name, &input.datatype)?;
         let n = rows * cols;
         let values = match input.parameters.get("binary_data_size") {
             Some(declared) => {
@@ -157,23 +124,7 @@ impl InferRequest {
                 ),
             ));
         }
-        if values.len() != n {
-            return Err(bad(
-                field("data"),
-                format!("{} values for shape [{rows}, {cols}] ({n})", values.len()),
-            ));
-        }
-        // NaN is a missing value (as XGBoost reads it); infinities and values beyond f32 are
-        // refused as /v1 refuses them.
-        if let Some(i) = values
-            .iter()
-            .position(|x| !x.is_nan() && !in_model_range(*x))
-        {
-            return Err(bad(
-                format!("{}[{}][{}]", field("data"), i / cols, i % cols),
-                "must be a finite number within the 32-bit float range the model reads",
-            ));
-        }
+        let rows = to_rows(&input.name, values, rows, cols)?;
         for o in &doc.outputs {
             if o.name != OUTPUT {
                 return Err(bad(
@@ -191,10 +142,90 @@ impl InferRequest {
                 .any(|o| flag(&o.parameters, "binary_data"));
         Ok(InferRequest {
             id: doc.id,
-            rows: values.chunks(cols).map(<[f64]>::to_vec).collect(),
+            rows,
             binary_output,
         })
     }
+}
+
+/// `[rows, width]` (or `[width]`, one row) within the row limit: (rows, columns).
+pub fn shape(
+    name: &str,
+    shape: &[i64],
+    width: usize,
+    max_rows: usize,
+) -> Result<(usize, usize), Problem> {
+    let field = format!("inputs[{name}].shape");
+    let (rows, cols) = match shape {
+        [r, c] if *r >= 0 && *c >= 0 => (*r as usize, *c as usize),
+        [c] if *c >= 0 => (1, *c as usize),
+        other => {
+            return Err(bad(
+                field,
+                format!("shape {other:?} is not [rows, {width}] (or [{width}] for one row)"),
+            ));
+        }
+    };
+    if cols != width {
+        return Err(bad(
+            field,
+            format!("rows of {cols} values; the model takes {width} features"),
+        ));
+    }
+    if rows == 0 {
+        return Err(bad(field, "at least one row is required"));
+    }
+    if rows > max_rows {
+        return Err(bad(
+            field,
+            format!("{rows} rows is more than the limit of {max_rows}"),
+        ));
+    }
+    Ok((rows, cols))
+}
+
+/// Bytes per value of a datatype the model takes.
+pub fn element_size(name: &str, datatype: &str) -> Result<usize, Problem> {
+    match datatype {
+        "FP32" => Ok(4),
+        "FP64" => Ok(8),
+        other => Err(bad(
+            format!("inputs[{name}].datatype"),
+            format!("datatype {other:?} is not supported: FP32 or FP64"),
+        )),
+    }
+}
+
+/// Row-major `values` as `rows` rows of `cols`: the count must match the shape; NaN is a
+/// missing value (as XGBoost reads it), infinities and values beyond f32 are refused as /v1
+/// refuses them.
+pub fn to_rows(
+    name: &str,
+    values: Vec<f64>,
+    rows: usize,
+    cols: usize,
+) -> Result<Vec<Vec<f64>>, Problem> {
+    let field = format!("inputs[{name}].data");
+    if values.len() != rows * cols {
+        return Err(bad(
+            field,
+            format!(
+                "{} values for shape [{rows}, {cols}] ({})",
+                values.len(),
+                rows * cols
+            ),
+        ));
+    }
+    if let Some(i) = values
+        .iter()
+        .position(|x| !x.is_nan() && !in_model_range(*x))
+    {
+        return Err(bad(
+            format!("{field}[{}][{}]", i / cols, i % cols),
+            "must be a finite number within the 32-bit float range the model reads",
+        ));
+    }
+    Ok(values.chunks(cols).map(<[f64]>::to_vec).collect())
 }
 
 /// The JSON part and the binary part of a body.
@@ -216,7 +247,8 @@ fn split<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<(&'a [u8], &'a [u8])
     Ok(body.split_at(length))
 }
 
-fn decode(bytes: &[u8], size: usize) -> Vec<f64> {
+/// Little-endian FP32 (`size` 4) or FP64 values.
+pub fn decode(bytes: &[u8], size: usize) -> Vec<f64> {
     if size == 4 {
         bytes
             .chunks_exact(4)
@@ -248,17 +280,21 @@ fn flatten(data: &Value, out: &mut Vec<f64>) -> Result<(), String> {
     }
 }
 
+/// The first score of each row, as the FP32 output (XGBoost's own precision).
+pub fn scores(answer: &proto::predictor::v1::PredictResponse) -> Vec<f32> {
+    answer
+        .predictions
+        .iter()
+        .map(|p| p.scores.first().copied().unwrap_or(f64::NAN) as f32)
+        .collect()
+}
+
 /// The `infer` answer: the model's version that answered, the request's id, the interaction
 /// ids (one per row, comma-separated) and the variant in `parameters`, and `probability` as
 /// FP32, in JSON or as binary data when asked.
 pub fn response(model: &str, id: String, scored: Scored, binary: bool) -> Response {
-    let answer = scored.answer;
-    let info = answer.model.unwrap_or_default();
-    let scores: Vec<f32> = answer
-        .predictions
-        .iter()
-        .map(|p| p.scores.first().copied().unwrap_or(f64::NAN) as f32)
-        .collect();
+    let scores = scores(&scored.answer);
+    let info = scored.answer.model.unwrap_or_default();
     let mut output = json!({ "name": OUTPUT, "datatype": "FP32", "shape": [scores.len()] });
     let raw: Vec<u8> = if binary {
         output["parameters"] = json!({ "binary_data_size": scores.len() * 4 });
