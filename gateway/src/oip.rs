@@ -1,5 +1,5 @@
 //! The Open Inference Protocol ("v2") over REST, as `kserve/open-inference-protocol`
-//! (`inference_rest.md`) gives it, so a Triton or KServe client calls the front door unchanged:
+//! (its REST document) gives it, so a Triton or KServe client calls the front door unchanged:
 //! health, server and model metadata, readiness, and `infer` in JSON or with the binary
 //! tensor extension `tritonclient.http` uses by default. The model's name is the endpoint
 //! name; its versions are the package versions live on it. `infer` goes through exactly what
