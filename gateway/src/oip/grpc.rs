@@ -126,15 +126,7 @@ impl GrpcInferenceService for Oip {
 /// The request's rows, and whether it sent them raw (the answer does the same).
 fn rows(app: &App, r: &ModelInferRequest) -> Result<(Vec<Vec<f64>>, bool), Problem> {
     let width = app.schema().features.len();
-    let [input] = r.inputs.as_slice() else {
-        return Err(Problem::bad_input(
-            "inputs",
-            format!(
-                "one input tensor is expected ({INPUT:?}: rows of the model's {width} features), got {}",
-                r.inputs.len()
-            ),
-        ));
-    };
+    let input = tensor::one_input(&r.inputs, width)?;
     let (rows, cols) = tensor::shape(&input.name, &input.shape, width, app.config.max_rows)?;
     let size = tensor::element_size(&input.name, &input.datatype)?;
     let raw = !r.raw_input_contents.is_empty();
@@ -169,14 +161,7 @@ fn rows(app: &App, r: &ModelInferRequest) -> Result<(Vec<Vec<f64>>, bool), Probl
             ));
         }
     };
-    for o in &r.outputs {
-        if o.name != OUTPUT {
-            return Err(Problem::bad_input(
-                "outputs",
-                format!("unknown output {:?}: the model has {OUTPUT:?}", o.name),
-            ));
-        }
-    }
+    tensor::known_outputs(r.outputs.iter().map(|o| o.name.as_str()))?;
     Ok((tensor::to_rows(&input.name, values, rows, cols)?, raw))
 }
 

@@ -66,16 +66,7 @@ impl InferRequest {
         let (json_part, mut binary) = split(headers, body)?;
         let doc: Body = serde_json::from_slice(json_part)
             .map_err(|e| bad("body", format!("not an inference request: {e}")))?;
-        let [input] = doc.inputs.as_slice() else {
-            return Err(bad(
-                "inputs",
-                format!(
-                    "one input tensor is expected ({:?}: rows of the model's {width} features), got {}",
-                    super::INPUT,
-                    doc.inputs.len()
-                ),
-            ));
-        };
+        let input = one_input(&doc.inputs, width)?;
         let field = |f: &str| format!("inputs[{}].{f}", input.name);
         let (rows, cols) = shape(&input.name, &input.shape, width, max_rows)?;
         let size = element_size(&input.name, &input.datatype)?;
@@ -125,14 +116,7 @@ impl InferRequest {
             ));
         }
         let rows = to_rows(&input.name, values, rows, cols)?;
-        for o in &doc.outputs {
-            if o.name != OUTPUT {
-                return Err(bad(
-                    "outputs",
-                    format!("unknown output {:?}: the model has {OUTPUT:?}", o.name),
-                ));
-            }
-        }
+        known_outputs(doc.outputs.iter().map(|o| o.name.as_str()))?;
         let flag =
             |p: &Map<String, Value>, k: &str| p.get(k).and_then(Value::as_bool) == Some(true);
         let binary_output = flag(&doc.parameters, "binary_data_output")
@@ -145,6 +129,32 @@ impl InferRequest {
             rows,
             binary_output,
         })
+    }
+}
+
+/// The one input tensor the model takes.
+pub fn one_input<T>(inputs: &[T], width: usize) -> Result<&T, Problem> {
+    match inputs {
+        [input] => Ok(input),
+        _ => Err(bad(
+            "inputs",
+            format!(
+                "one input tensor is expected ({:?}: rows of the model's {width} features), got {}",
+                super::INPUT,
+                inputs.len()
+            ),
+        )),
+    }
+}
+
+/// Requested outputs may name the model's one output only.
+pub fn known_outputs<'a>(mut names: impl Iterator<Item = &'a str>) -> Result<(), Problem> {
+    match names.find(|n| *n != OUTPUT) {
+        Some(other) => Err(bad(
+            "outputs",
+            format!("unknown output {other:?}: the model has {OUTPUT:?}"),
+        )),
+        None => Ok(()),
     }
 }
 
