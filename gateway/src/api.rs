@@ -14,6 +14,7 @@ use proto::{
     predictor::v1::{PredictRequest, PredictResponse as PredictResponse_, Row},
 };
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::{
     App,
@@ -151,15 +152,22 @@ async fn predict_inner(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let rows = input::parse(
-        content_type,
-        body,
-        &app.schema().features,
-        app.config.max_rows,
-    )?;
+    let rows = validating().in_scope(|| {
+        input::parse(
+            content_type,
+            body,
+            &app.schema().features,
+            app.config.max_rows,
+        )
+    })?;
     let origin = Origin::of(caller, headers, Source::Api);
     let scored = score(app, id, rows, &origin, Target::Live, started).await?;
     Ok(PredictResponse::new(id, scored))
+}
+
+/// The span of a request's validation (when traces are on).
+pub(crate) fn validating() -> tracing::Span {
+    telemetry::traces::span(|| tracing::info_span!("validate"))
 }
 
 /// Which variant a request is for.
@@ -227,8 +235,23 @@ async fn predict_rows(
     if let Ok(v) = id.parse() {
         request.metadata_mut().insert("x-request-id", v);
     }
+    let span = telemetry::traces::span(|| {
+        tracing::info_span!(
+            "Predict",
+            otel.kind = "client",
+            rpc.system = "grpc",
+            rpc.service = "mlops.predictor.v1.Predictor",
+            rpc.method = "Predict"
+        )
+    });
+    telemetry::traces::inject_metadata(&span, request.metadata_mut());
     let asked = Instant::now();
-    let answer = app.predictor.clone().predict(request).await;
+    let answer = app
+        .predictor
+        .clone()
+        .predict(request)
+        .instrument(span)
+        .await;
     metrics::histogram!("gateway_upstream_seconds", "call" => "predict")
         .record(asked.elapsed().as_secs_f64());
     Ok(answer.map_err(|s| Problem::from_status(&s))?.into_inner())

@@ -98,6 +98,7 @@ pub fn of_answer(
     let event_time = chrono::Utc::now()
         .format("%Y-%m-%dT%H:%M:%S%.3fZ")
         .to_string();
+    let traceparent = telemetry::traces::traceparent(&tracing::Span::current()).unwrap_or_default();
     answer
         .predictions
         .iter()
@@ -120,6 +121,7 @@ pub fn of_answer(
             endpoint_name: model.endpoint_name.clone(),
             variant_name: model.variant_name.clone(),
             latency_ms,
+            traceparent: traceparent.clone(),
             ..Default::default()
         })
         .collect()

@@ -10,6 +10,7 @@ pub mod interactions;
 pub mod oip;
 pub mod problem;
 pub mod schema;
+mod traced;
 mod web;
 
 use std::{sync::Arc, time::Duration};
@@ -279,7 +280,8 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(TraceLayer::new_for_http())
+                .layer(TraceLayer::new_for_http().make_span_with(traced::request_span))
+                .layer(middleware::from_fn(traced::answer_traceparent))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(middleware::from_fn_with_state(
                     trusted,

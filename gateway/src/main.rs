@@ -18,6 +18,8 @@ struct Args {
     #[command(flatten)]
     logging: telemetry::Logging,
     #[command(flatten)]
+    tracing: telemetry::Tracing,
+    #[command(flatten)]
     emf: telemetry::emf::Flags,
     #[command(flatten)]
     config: gateway::Config,
@@ -26,7 +28,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    telemetry::init(args.logging.log_format);
+    telemetry::init("gateway", args.logging.log_format, &args.tracing)?;
     let shutdown = bootstrap::shutdown::on_signal();
     let app = gateway::App::new(args.config, &shutdown)?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
@@ -37,5 +39,7 @@ async fn main() -> anyhow::Result<()> {
         grpc.local_addr()?
     );
     let service = gateway::run(listener, Some(grpc), app, shutdown.clone());
-    telemetry::emf::alongside("gateway", &args.emf, &shutdown, service).await
+    let finished = telemetry::emf::alongside("gateway", &args.emf, &shutdown, service).await;
+    telemetry::traces::shutdown().await;
+    finished
 }

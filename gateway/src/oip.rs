@@ -227,12 +227,14 @@ async fn infer_inner(
     let request_id = api::request_id(headers);
     let result = async {
         let target = resolve(app, name, version)?;
-        let request = tensor::InferRequest::parse(
-            headers,
-            body,
-            app.schema().features.len(),
-            app.config.max_rows,
-        )?;
+        let request = api::validating().in_scope(|| {
+            tensor::InferRequest::parse(
+                headers,
+                body,
+                app.schema().features.len(),
+                app.config.max_rows,
+            )
+        })?;
         let origin = Origin::of(caller, headers, Source::OipRest);
         let rows = request.rows;
         let scored = api::score(app, &request_id, rows, &origin, target, started).await?;

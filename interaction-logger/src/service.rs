@@ -9,6 +9,7 @@ use proto::interaction::v1::{
 use tokio::sync::Notify;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
+use tracing::Instrument;
 
 use crate::{
     record,
@@ -70,7 +71,12 @@ impl InteractionLogger for LoggerService {
                 &format!("must hold 1 to {MAX_PER_CALL} interactions"),
             ));
         }
+        // the trace the shipping span links to: the caller's request's, else this call's
+        let traceparent = telemetry::traces::traceparent(&tracing::Span::current());
         for (n, i) in interactions.iter_mut().enumerate() {
+            if let Some(t) = traceparent.as_ref().filter(|_| i.traceparent.is_empty()) {
+                i.traceparent.clone_from(t);
+            }
             if i.interaction_id.is_empty() {
                 i.interaction_id = uuid::Uuid::now_v7().to_string();
             }
@@ -106,7 +112,10 @@ impl InteractionLogger for LoggerService {
         if let Some(drift) = &self.drift {
             drift.observe(&interactions);
         }
-        match self.spool.append(interactions).await {
+        let commit = telemetry::traces::span(|| {
+            tracing::info_span!("spool commit", interactions = count as i64)
+        });
+        match self.spool.append(interactions).instrument(commit).await {
             Ok(()) => {
                 metrics::counter!("logger_accepted_total").increment(count);
                 self.wake.notify_one();

@@ -14,6 +14,7 @@ use proto::interaction::v1::Interaction;
 use rand::Rng;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{
     spool::{Pending, Spool, SpoolError, blocking, error_chain},
@@ -144,7 +145,8 @@ impl Shipper {
             if !self.store.batch_write_enabled() {
                 return self.ship_each(chunk, drain).await;
             }
-            let retry_reason = match self.store.batch_write(&chunk).await {
+            let span = shipping_span("BatchWriteRecord", chunk.iter().map(|(_, i)| i));
+            let retry_reason = match self.store.batch_write(&chunk).instrument(span).await {
                 BatchOutcome::Entries(outcomes) => {
                     let mut retry = Vec::new();
                     let mut shipped = Vec::new();
@@ -200,7 +202,8 @@ impl Shipper {
     async fn ship_one(&self, key: u64, interaction: Interaction, drain: CancellationToken) {
         let mut backoff = Duration::from_millis(50);
         loop {
-            match self.store.put(&interaction).await {
+            let span = shipping_span("PutRecord", [&interaction]);
+            match self.store.put(&interaction).instrument(span).await {
                 Outcome::Shipped => return self.shipped(vec![key]).await,
                 Outcome::Invalid(reason) => {
                     return self
@@ -249,4 +252,32 @@ impl Shipper {
             }
         }
     }
+}
+
+/// A Feature Store call's span (when traces are on): a trace of its own, linked to the trace
+/// of every interaction it carries.
+fn shipping_span<'a>(
+    call: &'static str,
+    interactions: impl IntoIterator<Item = &'a Interaction>,
+) -> tracing::Span {
+    telemetry::traces::span(|| {
+        let span = tracing::info_span!(
+            parent: None,
+            "ship",
+            otel.name = call,
+            otel.kind = "client",
+            rpc.system = "aws-api",
+            rpc.service = "SageMaker Feature Store Runtime",
+            rpc.method = call,
+            records = tracing::field::Empty,
+        );
+        let mut linked: Vec<&str> = Vec::new();
+        for i in interactions {
+            if !i.traceparent.is_empty() && !linked.contains(&i.traceparent.as_str()) {
+                telemetry::traces::link(&span, &i.traceparent);
+                linked.push(&i.traceparent);
+            }
+        }
+        span
+    })
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use coalesce::{Coalescer, Limits, Weight};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::{
     error::Error,
@@ -33,6 +34,33 @@ pub struct Rows {
     /// `Once` for a rollout's candidate (rows that share an invocation share the variant, and
     /// so this too).
     pub attempts: Attempts,
+    /// The Predict call's span when traces are on (its invocation's parent, or a link of a
+    /// shared one).
+    pub span: tracing::Span,
+}
+
+/// The span of one InvokeEndpoint call (when traces are on): the variant that answered is
+/// recorded on it by the invoker.
+fn invocation_span(
+    invoker: &Invoker,
+    parent: &tracing::Span,
+    inference_id: &str,
+    rows: usize,
+) -> tracing::Span {
+    telemetry::traces::span(|| {
+        tracing::info_span!(
+            parent: parent,
+            "InvokeEndpoint",
+            otel.kind = "client",
+            rpc.system = "aws-api",
+            rpc.service = "SageMaker Runtime",
+            rpc.method = "InvokeEndpoint",
+            sagemaker.endpoint = invoker.endpoint(),
+            sagemaker.variant = tracing::field::Empty,
+            sagemaker.inference_id = inference_id,
+            rows = rows as i64,
+        )
+    })
 }
 
 /// The endpoint's answer for one call's rows.
@@ -113,6 +141,7 @@ impl Invocations {
 
 async fn invoke_one(invoker: &Invoker, rows: Rows) -> Outcome {
     metrics::histogram!("predictor_invocation_rows").record(rows.rows as f64);
+    let span = invocation_span(invoker, &rows.span, &rows.request_id, rows.rows);
     let answer = invoker
         .invoke(
             rows.csv,
@@ -121,6 +150,7 @@ async fn invoke_one(invoker: &Invoker, rows: Rows) -> Outcome {
             rows.deadline,
             rows.attempts,
         )
+        .instrument(span)
         .await?;
     let scores = parse(&answer.body, rows.rows)?;
     rows::check_finite(&scores)?;
@@ -173,6 +203,11 @@ async fn invoke_riders(invoker: &Arc<Invoker>, mut riders: Vec<Rows>) -> Vec<Out
         .max()
         .expect("riders are not empty");
     let target = riders[0].target_variant.clone();
+    // shared by several requests: a trace of its own, linked to each of theirs
+    let span = invocation_span(invoker, &tracing::Span::none(), &batch_id, total);
+    riders
+        .iter()
+        .for_each(|r| telemetry::traces::link_span(&span, &r.span));
     let answer = invoker
         .invoke(
             csv,
@@ -181,6 +216,7 @@ async fn invoke_riders(invoker: &Arc<Invoker>, mut riders: Vec<Rows>) -> Vec<Out
             deadline,
             riders[0].attempts,
         )
+        .instrument(span)
         .await
         .and_then(|a| Ok((parse(&a.body, total)?, a.variant)));
     match answer {

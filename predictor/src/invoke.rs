@@ -119,10 +119,9 @@ impl Invoker {
                         .body
                         .map(|b| String::from_utf8_lossy(b.as_ref()).into_owned())
                         .unwrap_or_default();
-                    return Ok(Answer {
-                        body,
-                        variant: out.invoked_production_variant.unwrap_or_default(),
-                    });
+                    let variant = out.invoked_production_variant.unwrap_or_default();
+                    tracing::Span::current().record("sagemaker.variant", variant.as_str());
+                    return Ok(Answer { body, variant });
                 }
                 Err(e) => classify(e),
             };

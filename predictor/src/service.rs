@@ -145,6 +145,7 @@ impl PredictorService {
             deadline,
             target_variant: target,
             attempts: Attempts::Live,
+            span: telemetry::traces::current(),
         };
         // A caller that names a variant gets it; the others are routed while a rollout runs.
         let route = match rows.target_variant {
@@ -174,6 +175,7 @@ impl PredictorService {
                     .map_or_else(|_| Vec::new(), |a| a.first_scores()),
                 live_latency_ms,
                 live_failed: result.is_err(),
+                span: telemetry::traces::current(),
             });
         }
         let answer = result?;

@@ -27,6 +27,7 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
+use tracing::Instrument;
 
 use crate::rows;
 
@@ -73,6 +74,8 @@ pub struct Job {
     pub live: Vec<f64>,
     pub live_latency_ms: f64,
     pub live_failed: bool,
+    /// The live request's span when traces are on: the shadow call is its child.
+    pub span: tracing::Span,
 }
 
 pub struct Mirror {
@@ -178,6 +181,8 @@ async fn work(
 struct Reported {
     outcome: ShadowOutcome,
     records: Vec<Interaction>,
+    /// The shadow call's trace (when traces are on), which its report follows.
+    traceparent: String,
 }
 
 async fn invoke(
@@ -192,9 +197,24 @@ async fn invoke(
         live_failed: job.live_failed,
         ..Default::default()
     };
+    let span = telemetry::traces::span(|| {
+        tracing::info_span!(
+            parent: &job.span,
+            "shadow InvokeEndpoint",
+            otel.kind = "client",
+            rpc.system = "aws-api",
+            rpc.method = "InvokeEndpoint",
+            sagemaker.endpoint = %target.endpoint,
+            sagemaker.variant = tracing::field::Empty,
+            sagemaker.inference_id = %job.request_id,
+            candidate.version = target.candidate_version,
+        )
+    });
+    let traceparent = telemetry::traces::traceparent(&span).unwrap_or_default();
     let mut reported = Reported {
         outcome: ShadowOutcome::default(),
         records: Vec::new(),
+        traceparent: traceparent.clone(),
     };
     if job.live_failed {
         reported.outcome = outcome;
@@ -210,7 +230,9 @@ async fn invoke(
         .inference_id(&job.request_id)
         .body(Blob::new(job.lines.join("\n").into_bytes()))
         .send();
-    let result = tokio::time::timeout(timeout, call).await;
+    let result = tokio::time::timeout(timeout, call)
+        .instrument(span.clone())
+        .await;
     let elapsed = started.elapsed();
     outcome.candidate_latency_ms = Some(elapsed.as_secs_f64() * 1000.0);
     metrics::histogram!("predictor_shadow_seconds").record(elapsed.as_secs_f64());
@@ -218,6 +240,7 @@ async fn invoke(
     let scores = match result {
         Ok(Ok(out)) => {
             variant = out.invoked_production_variant.unwrap_or_default();
+            span.record("sagemaker.variant", variant.as_str());
             let body = out
                 .body
                 .map(|b| String::from_utf8_lossy(b.as_ref()).into_owned())
@@ -260,6 +283,7 @@ async fn invoke(
                         shadow_of: id,
                         live_prediction: *live,
                         live_model_package_version: job.live_version,
+                        traceparent: traceparent.clone(),
                         ..Default::default()
                     })
                     .filter(|r| r.prediction.is_finite() && r.live_prediction.is_finite())
@@ -296,11 +320,15 @@ async fn report(
                 outcomes: Vec::with_capacity(batch.len()),
             };
             let mut records: Vec<Interaction> = Vec::new();
+            let span = telemetry::traces::span(|| tracing::info_span!(parent: None, "report shadow", outcomes = n as i64));
+            telemetry::traces::follow(&span, batch.iter().map(|r| r.traceparent.as_str()));
             for r in batch {
                 request.outcomes.push(r.outcome);
                 records.extend(r.records);
             }
-            match client.report_shadow(request).await {
+            let mut request = tonic::Request::new(request);
+            telemetry::traces::inject_metadata(&span, request.metadata_mut());
+            match client.report_shadow(request).instrument(span.clone()).await {
                 Ok(_) => metrics::counter!("predictor_shadow_reported_total").increment(n),
                 Err(e) => {
                     metrics::counter!("predictor_shadow_report_errors_total").increment(n);
@@ -310,10 +338,11 @@ async fn report(
             let Some(logger) = logger.as_mut() else { return };
             for chunk in records.chunks(proto::MAX_INTERACTIONS_PER_LOG) {
                 let n = chunk.len() as u64;
-                let request = LogRequest {
+                let mut request = tonic::Request::new(LogRequest {
                     interactions: chunk.to_vec(),
-                };
-                match logger.log(request).await {
+                });
+                telemetry::traces::inject_metadata(&span, request.metadata_mut());
+                match logger.log(request).instrument(span.clone()).await {
                     Ok(_) => metrics::counter!("predictor_shadow_records_total").increment(n),
                     Err(e) => {
                         metrics::counter!("predictor_shadow_record_errors_total").increment(n);
@@ -327,66 +356,4 @@ async fn report(
 }
 
 #[cfg(test)]
-mod tests {
-    use proto::registry::v1::{EndpointState, ModelPackage, Variant};
-
-    use super::*;
-
-    fn status(shadow_status: &str, candidate_features: &[&str]) -> Status {
-        let names = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        Status {
-            candidate: Some(ModelPackage {
-                arn: "arn:pkg/2".into(),
-                version: 2,
-                features: names(candidate_features),
-                ..Default::default()
-            }),
-            shadow: Some(EndpointState {
-                name: "ep-shadow".into(),
-                status: shadow_status.into(),
-                variants: vec![Variant {
-                    name: "v2".into(),
-                    model_package_arn: "arn:pkg/2".into(),
-                    current_weight: 1.0,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            endpoint: Some(EndpointState {
-                variants: vec![Variant {
-                    name: "v1".into(),
-                    current_weight: 1.0,
-                    features: names(&["a", "b"]),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn mirrors_only_to_an_in_service_candidate_with_the_live_schema() {
-        assert_eq!(
-            target(&status("InService", &["a", "b"])),
-            Some(Target {
-                endpoint: "ep-shadow".into(),
-                candidate_arn: "arn:pkg/2".into(),
-                candidate_version: 2,
-            })
-        );
-        assert_eq!(target(&status("Creating", &["a", "b"])), None);
-        assert_eq!(
-            target(&status("InService", &["a", "c"])),
-            None,
-            "other features"
-        );
-        assert!(
-            target(&status("InService", &[])).is_some(),
-            "no schema said"
-        );
-        let mut no_candidate = status("InService", &["a", "b"]);
-        no_candidate.candidate = None;
-        assert_eq!(target(&no_candidate), None);
-    }
-}
+mod tests;

@@ -193,3 +193,50 @@ def test_grpc_reflection_lists_exactly_the_inference_service(stack):
     names = sorted(s.name for s in answer.list_services_response.service)
     assert names == ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
                      "grpc.reflection.v1alpha.ServerReflection", "inference.GRPCInferenceService"], names
+
+
+def test_kserve_rest_and_grpc_clients_unchanged(stack):
+    """kserve's own v2 clients (InferenceRESTClient, InferenceGRPCClient), as a KServe user
+    has them: health, model readiness and an infer whose outputs are xgboost's, recorded."""
+    import asyncio
+
+    from kserve import InferenceGRPCClient, InferenceRESTClient, InferInput, InferRequest
+    from kserve.inference_client import RESTConfig
+
+    x = rows(3)
+
+    def request(request_id, binary):
+        inp = InferInput("features", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x, binary_data=binary)
+        return InferRequest(MODEL, [inp], request_id=request_id)
+
+    async def run():
+        rest = InferenceRESTClient(RESTConfig(protocol="v2", retries=0))
+        try:
+            assert await rest.is_server_live(stack.url) and await rest.is_server_ready(stack.url)
+            assert await rest.is_model_ready(stack.url, MODEL)
+            by_rest = await rest.infer(stack.url, request("kserve-rest", False), model_name=MODEL)
+        finally:
+            await rest.close()
+        grpc_client = InferenceGRPCClient(stack.gateway.addrs["grpc"], retries=0)
+        try:
+            assert await grpc_client.is_server_live() and await grpc_client.is_server_ready()
+            assert await grpc_client.is_model_ready(MODEL)
+            by_grpc = await grpc_client.infer(request("kserve-grpc", True))
+        finally:
+            await grpc_client.close()
+        return by_rest, by_grpc
+
+    by_rest, by_grpc = asyncio.run(run())
+    for answer, source in ((by_rest, "oip-rest"), (by_grpc, "oip-grpc")):
+        # (kserve's REST client drops model_version from the answer; the records carry it)
+        assert answer.model_name == MODEL and answer.id.startswith("kserve-"), answer
+        got = answer.outputs[0].as_numpy()
+        np.testing.assert_allclose(got, np.array(EXPECTED[:3], dtype=np.float32), rtol=0, atol=1e-6)
+        ids = answer.parameters["interaction_ids"]
+        ids = (ids.string_param if hasattr(ids, "string_param") else ids).split(",")
+        deadline = time.time() + 30
+        while len(found := records(feature_store(stack), ids)) < 3 and time.time() < deadline:
+            time.sleep(0.2)
+        assert {r["source"] for r in found.values()} == {source} and len(found) == 3, found
+        assert {r["model_package_version"] for r in found.values()} == {"1"}, found

@@ -15,13 +15,14 @@ pub use telemetry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// The whole `main` of a gRPC service after its arguments are parsed: logging and metrics,
+/// The whole `main` of a gRPC service after its arguments are parsed: logging, traces and metrics,
 /// the gRPC and admin listeners, the `{name} listening on grpc=… admin=…` line that scripts
 /// and tests read to learn the ports, the SIGTERM/SIGINT token, and the EMF emitter
 /// alongside `run`.
 pub async fn run_grpc_service<E, F>(
     name: &str,
     logging: &telemetry::Logging,
+    tracing: &telemetry::Tracing,
     emf: &telemetry::emf::Flags,
     listen: &str,
     admin_listen: &str,
@@ -31,7 +32,7 @@ where
     F: std::future::Future<Output = Result<(), E>>,
     E: From<std::io::Error>,
 {
-    telemetry::init(logging.log_format);
+    telemetry::init(name, logging.log_format, tracing).map_err(std::io::Error::other)?;
     let grpc = TcpListener::bind(listen).await?;
     let admin = TcpListener::bind(admin_listen).await?;
     println!(
@@ -41,7 +42,9 @@ where
     );
     let shutdown = shutdown::on_signal();
     let service = run(grpc, admin, shutdown.clone());
-    telemetry::emf::alongside(name, emf, &shutdown, service).await
+    let finished = telemetry::emf::alongside(name, emf, &shutdown, service).await;
+    telemetry::traces::shutdown().await;
+    finished
 }
 
 /// Declares a gRPC service's arguments, the same for every one: its gRPC and admin listen
@@ -76,6 +79,8 @@ macro_rules! grpc_main {
             #[command(flatten)]
             logging: $crate::telemetry::Logging,
             #[command(flatten)]
+            tracing: $crate::telemetry::Tracing,
+            #[command(flatten)]
             emf: $crate::telemetry::emf::Flags,
             #[command(flatten)]
             config: $config,
@@ -87,6 +92,7 @@ macro_rules! grpc_main {
             $crate::run_grpc_service(
                 $name,
                 &args.logging,
+                &args.tracing,
                 &args.emf,
                 &args.listen,
                 &args.admin_listen,

@@ -1,10 +1,13 @@
 //! Telemetry for every service: tracing to stdout (JSON lines in production, pretty
-//! locally), a process-wide Prometheus recorder and its text (what the admin port's
-//! `/metrics` serves, crate `bootstrap`); optionally the same metrics as CloudWatch EMF lines
-//! on stdout (`emf`).
+//! locally), OpenTelemetry traces by OTLP when an endpoint is set (`traces`), a process-wide
+//! Prometheus recorder and its text (what the admin port's `/metrics` serves, crate
+//! `bootstrap`); optionally the same metrics as CloudWatch EMF lines on stdout (`emf`).
 
 pub mod emf;
 mod prometheus_text;
+pub mod traces;
+
+pub use traces::Tracing;
 
 use std::sync::OnceLock;
 
@@ -28,28 +31,48 @@ pub struct Logging {
     pub log_format: LogFormat,
 }
 
-/// Installs the global tracing subscriber (on stdout) and the Prometheus recorder (before
-/// anything records a metric). `RUST_LOG` overrides the `info` filter.
-pub fn init(format: LogFormat) {
+/// Installs the global tracing subscriber (logs on stdout, and the traces' exporter when
+/// `tracing` names an endpoint) and the Prometheus recorder (before anything records a
+/// metric). `RUST_LOG` overrides the `info` filter. `process` names the spans' service when
+/// `OTEL_SERVICE_NAME` does not. Inside a Tokio runtime.
+pub fn init(
+    process: &str,
+    format: LogFormat,
+    tracing: &Tracing,
+) -> Result<(), traces::TracingError> {
     prometheus();
-    init_logs(format, std::io::stdout);
+    install(format, std::io::stdout, traces::layer(process, tracing)?);
+    Ok(())
 }
 
-/// The tracing subscriber alone, writing to `writer`.
+/// The tracing subscriber alone (logs, no traces), writing to `writer`.
 pub fn init_logs<W>(format: LogFormat, writer: W)
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
+    install::<W, tracing_subscriber::layer::Identity>(format, writer, None);
+}
+
+fn install<W, L>(format: LogFormat, writer: W, traces: Option<L>)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+    L: tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync,
+{
+    use tracing_subscriber::{Layer, layer::SubscriberExt, util::SubscriberInitExt};
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let logs = tracing_subscriber::fmt::layer()
         .with_target(true)
         .with_writer(writer);
-    let _ = match format {
-        LogFormat::Pretty => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let logs = match format {
+        LogFormat::Pretty => logs.boxed(),
+        LogFormat::Json => logs.json().flatten_event(true).boxed(),
     };
+    let _ = tracing_subscriber::registry()
+        .with(traces)
+        .with(logs)
+        .with(filter)
+        .try_init();
 }
 
 /// How often the recorder's upkeep runs. The recorder keeps every histogram sample until

@@ -104,8 +104,30 @@ impl LogClient {
         if let Ok(v) = request_id.parse() {
             request.metadata_mut().insert("x-request-id", v);
         }
+        let span = telemetry::traces::span(|| {
+            let span = tracing::info_span!(
+                "Log",
+                otel.kind = "client",
+                rpc.system = "grpc",
+                rpc.service = "mlops.interaction.v1.InteractionLogger",
+                rpc.method = "Log",
+                interactions = request.get_ref().interactions.len() as i64
+            );
+            if tracing::Span::current().is_none() {
+                // sent for its requests by the coalescer (or a retry): in the one request's
+                // trace, or linked to each one's
+                let traces = request
+                    .get_ref()
+                    .interactions
+                    .iter()
+                    .map(|i| i.traceparent.as_str());
+                telemetry::traces::follow(&span, traces);
+            }
+            span
+        });
+        telemetry::traces::inject_metadata(&span, request.metadata_mut());
         let asked = std::time::Instant::now();
-        let answer = self.client.clone().log(request).await;
+        let answer = tracing::Instrument::instrument(self.client.clone().log(request), span).await;
         metrics::histogram!("gateway_upstream_seconds", "call" => "log")
             .record(asked.elapsed().as_secs_f64());
         answer.map(|_| ())

@@ -101,7 +101,7 @@ impl GrpcInferenceService for Oip {
             let (caller, _) = self.app.access.admit(&headers, peer).map_err(|p| *p)?;
             let r = request.into_inner();
             let target = resolve(&self.app, &r.model_name, version(&r.model_version))?;
-            let (rows, raw) = rows(&self.app, &r)?;
+            let (rows, raw) = api::validating().in_scope(|| rows(&self.app, &r))?;
             let origin = Origin::of(&caller, &headers, Source::OipGrpc);
             let id = if r.id.is_empty() {
                 request_id.clone()

@@ -1,0 +1,354 @@
+//! OpenTelemetry traces: the `tracing` spans of a request exported by OTLP, continued across
+//! every hop by W3C Trace Context (`traceparent`/`tracestate` in HTTP headers and gRPC
+//! metadata). Off unless an OTLP endpoint is set (`OTEL_EXPORTER_OTLP_ENDPOINT` or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`): then no layer is installed, no span context is read
+//! or written, and [`span`] builds nothing.
+
+use std::sync::{
+    OnceLock,
+    atomic::{AtomicBool, Ordering},
+};
+
+use opentelemetry::{
+    propagation::{Extractor, Injector, TextMapPropagator},
+    trace::{TraceContextExt, TracerProvider},
+};
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::{
+    propagation::TraceContextPropagator,
+    trace::{Sampler, SdkTracerProvider},
+};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// Where and how traces are exported: the OpenTelemetry SDK's standard variables.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Tracing {
+    /// OTLP collector (e.g. http://127.0.0.1:4317 for grpc, http://127.0.0.1:4318 for
+    /// http/protobuf, which appends /v1/traces). Traces are exported only when this or the
+    /// traces-specific variable is set; unset, nothing is traced and nothing is paid.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otel_exporter_otlp_endpoint: Option<String>,
+    /// OTLP traces endpoint, used as given (overrides the one above for traces).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")]
+    pub otel_exporter_otlp_traces_endpoint: Option<String>,
+    /// OTLP transport: grpc or http/protobuf.
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_PROTOCOL",
+        value_enum,
+        default_value = "http/protobuf"
+    )]
+    pub otel_exporter_otlp_protocol: OtlpProtocol,
+    /// The service name on every span (default: the process's own name).
+    #[arg(long, env = "OTEL_SERVICE_NAME")]
+    pub otel_service_name: Option<String>,
+    /// Which traces are kept: always_on, always_off, traceidratio, parentbased_always_on,
+    /// parentbased_always_off or parentbased_traceidratio (a caller's sampled flag decides
+    /// for the parentbased ones).
+    #[arg(
+        long,
+        env = "OTEL_TRACES_SAMPLER",
+        value_enum,
+        default_value = "parentbased_always_on"
+    )]
+    pub otel_traces_sampler: SamplerName,
+    /// The ratio (0 to 1) of the traceidratio samplers.
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", default_value_t = 1.0, value_parser = ratio)]
+    pub otel_traces_sampler_arg: f64,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    #[value(name = "grpc")]
+    Grpc,
+    #[default]
+    #[value(name = "http/protobuf")]
+    HttpProtobuf,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[clap(rename_all = "snake_case")]
+pub enum SamplerName {
+    AlwaysOn,
+    AlwaysOff,
+    Traceidratio,
+    #[default]
+    ParentbasedAlwaysOn,
+    ParentbasedAlwaysOff,
+    ParentbasedTraceidratio,
+}
+
+fn ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{s:?} is not a ratio between 0 and 1")),
+    }
+}
+
+impl Tracing {
+    /// The traces endpoint, if traces are on: the traces-specific one as given, else the
+    /// generic one (with `/v1/traces` appended for HTTP, as the specification says).
+    pub fn endpoint(&self) -> Option<String> {
+        fn set(v: &Option<String>) -> Option<&str> {
+            v.as_deref().map(str::trim).filter(|v| !v.is_empty())
+        }
+        if let Some(e) = set(&self.otel_exporter_otlp_traces_endpoint) {
+            return Some(e.to_owned());
+        }
+        let base = set(&self.otel_exporter_otlp_endpoint)?;
+        Some(match self.otel_exporter_otlp_protocol {
+            OtlpProtocol::Grpc => base.to_owned(),
+            OtlpProtocol::HttpProtobuf => format!("{}/v1/traces", base.trim_end_matches('/')),
+        })
+    }
+
+    fn sampler(&self) -> Sampler {
+        let ratio = self.otel_traces_sampler_arg;
+        match self.otel_traces_sampler {
+            SamplerName::AlwaysOn => Sampler::AlwaysOn,
+            SamplerName::AlwaysOff => Sampler::AlwaysOff,
+            SamplerName::Traceidratio => Sampler::TraceIdRatioBased(ratio),
+            SamplerName::ParentbasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+            SamplerName::ParentbasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+            SamplerName::ParentbasedTraceidratio => {
+                Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)))
+            }
+        }
+    }
+}
+
+/// The exporter could not be built from the variables.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot export traces to {endpoint}: {source}")]
+pub struct TracingError {
+    endpoint: String,
+    source: opentelemetry_otlp::ExporterBuildError,
+}
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+static PROPAGATOR: OnceLock<TraceContextPropagator> = OnceLock::new();
+
+/// Whether traces are exported (an OTLP endpoint is set).
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// The `tracing` layer that turns spans into OpenTelemetry spans and exports them (batched,
+/// on a thread of its own), or None when no endpoint is set. Must run inside a Tokio runtime
+/// (the gRPC exporter's channel lives on it).
+pub(crate) fn layer<S>(
+    process: &str,
+    config: &Tracing,
+) -> Result<
+    Option<tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>>,
+    TracingError,
+>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    let Some(endpoint) = config.endpoint() else {
+        return Ok(None);
+    };
+    let built = match config.otel_exporter_otlp_protocol {
+        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(&endpoint)
+            .with_protocol(Protocol::Grpc)
+            .build(),
+        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(&endpoint)
+            .with_protocol(Protocol::HttpBinary)
+            .build(),
+    };
+    let exporter = built.map_err(|source| TracingError {
+        endpoint: endpoint.clone(),
+        source,
+    })?;
+    let service = config
+        .otel_service_name
+        .clone()
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| process.to_owned());
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_sampler(config.sampler())
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(service.clone())
+                .build(),
+        )
+        .build();
+    let tracer = provider.tracer(service);
+    let _ = PROVIDER.set(provider);
+    ENABLED.store(true, Ordering::Relaxed);
+    Ok(Some(
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_threads(false)
+            .with_location(false),
+    ))
+}
+
+/// Exports what is still batched and stops the exporter (at the end of `main`).
+pub async fn shutdown() {
+    if let Some(provider) = PROVIDER.get() {
+        let provider = provider.clone();
+        let flushed = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        if let Ok(Err(e)) = flushed {
+            eprintln!("traces: the last spans could not be exported: {e}");
+        }
+    }
+}
+
+/// The span `make` builds when traces are on; a disabled span (nothing built, nothing
+/// recorded) when they are off. For spans that exist for the trace alone.
+pub fn span(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if enabled() {
+        make()
+    } else {
+        tracing::Span::none()
+    }
+}
+
+/// The current span when traces are on (to link or parent work done elsewhere to it).
+pub fn current() -> tracing::Span {
+    span(tracing::Span::current)
+}
+
+fn propagator() -> &'static TraceContextPropagator {
+    PROPAGATOR.get_or_init(TraceContextPropagator::new)
+}
+
+/// Continues the caller's trace in `span` (its `traceparent`/`tracestate` headers or gRPC
+/// metadata, which are HTTP/2 headers) and records the trace id on it (so every log line in
+/// it carries `trace_id`). Does nothing when traces are off.
+pub fn continue_from(span: &tracing::Span, headers: &http::HeaderMap) {
+    if !enabled() {
+        return;
+    }
+    let parent = propagator().extract(&Headers(headers));
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+    let trace_id = span.context().span().span_context().trace_id();
+    span.record("trace_id", tracing::field::display(trace_id));
+}
+
+/// Writes `span`'s context as `traceparent`/`tracestate` into `headers` (an answer's, or an
+/// outgoing call's). Does nothing when traces are off.
+pub fn inject(span: &tracing::Span, headers: &mut http::HeaderMap) {
+    if enabled() {
+        propagator().inject_context(&span.context(), &mut HeadersMut(headers));
+    }
+}
+
+/// [`inject`] into an outgoing gRPC call's metadata.
+pub fn inject_metadata(span: &tracing::Span, metadata: &mut tonic::metadata::MetadataMap) {
+    if !enabled() {
+        return;
+    }
+    let mut headers = http::HeaderMap::new();
+    inject(span, &mut headers);
+    for (name, value) in &headers {
+        if let Ok(value) = tonic::metadata::MetadataValue::try_from(value.as_bytes()) {
+            metadata.insert(
+                tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes())
+                    .expect("header names are metadata keys"),
+                value,
+            );
+        }
+    }
+}
+
+/// `span`'s W3C `traceparent`, to be stored with work done later (None when traces are off
+/// or the span is not traced).
+pub fn traceparent(span: &tracing::Span) -> Option<String> {
+    let mut headers = http::HeaderMap::new();
+    inject(span, &mut headers);
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Links `span` to the span a stored `traceparent` names (work done for several traces at
+/// once: a batch, a shipment).
+pub fn link(span: &tracing::Span, traceparent: &str) {
+    if !enabled() || traceparent.is_empty() {
+        return;
+    }
+    link_from(span, &context_of(traceparent));
+}
+
+/// Work done for the requests whose stored `traceparent`s these are: `span` continues the
+/// trace when they are all one request's, and is linked to each trace otherwise.
+pub fn follow<'a>(span: &tracing::Span, traceparents: impl IntoIterator<Item = &'a str>) {
+    if !enabled() {
+        return;
+    }
+    let mut distinct: Vec<&str> = Vec::new();
+    for t in traceparents {
+        if !t.is_empty() && !distinct.contains(&t) {
+            distinct.push(t);
+        }
+    }
+    match distinct[..] {
+        [] => {}
+        [one] => {
+            let _ = span.set_parent(context_of(one));
+        }
+        _ => distinct.into_iter().for_each(|t| link(span, t)),
+    }
+}
+
+fn context_of(traceparent: &str) -> opentelemetry::Context {
+    let mut headers = http::HeaderMap::new();
+    if let Ok(v) = http::HeaderValue::from_str(traceparent) {
+        headers.insert("traceparent", v);
+    }
+    propagator().extract(&Headers(&headers))
+}
+
+/// Links `span` to `other`'s span (a request riding in a shared call).
+pub fn link_span(span: &tracing::Span, other: &tracing::Span) {
+    if enabled() {
+        link_from(span, &other.context());
+    }
+}
+
+fn link_from(span: &tracing::Span, cx: &opentelemetry::Context) {
+    let linked = cx.span().span_context().clone();
+    if linked.is_valid() {
+        span.add_link(linked);
+    }
+}
+
+struct Headers<'a>(&'a http::HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+struct HeadersMut<'a>(&'a mut http::HeaderMap);
+
+impl Injector for HeadersMut<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(key.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
