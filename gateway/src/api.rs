@@ -127,13 +127,7 @@ pub async fn predict(
     let id = request_id(&headers);
     tracing::Span::current().record("request_id", id.as_str());
     let result = predict_inner(&app, &caller, &headers, &id, &body, started).await;
-    observe(
-        started,
-        match &result {
-            Ok(_) => 200,
-            Err(p) => p.status,
-        },
-    );
+    observe(started, &result);
     match result {
         Ok(r) => Json(r).into_response(),
         Err(p) => p.with_request_id(&id).into_response(),
@@ -259,7 +253,11 @@ async fn predict_rows(
 
 /// Counts and times a front-door prediction (`gateway_predict_requests_total{status}`,
 /// `gateway_predict_seconds`), whichever API it came through.
-pub(crate) fn observe(started: Instant, status: u16) {
+pub(crate) fn observe<T>(started: Instant, result: &Result<T, Problem>) {
+    let status = match result {
+        Ok(_) => 200,
+        Err(p) => p.status,
+    };
     metrics::counter!("gateway_predict_requests_total", "status" => status.to_string())
         .increment(1);
     metrics::histogram!("gateway_predict_seconds").record(started.elapsed().as_secs_f64());

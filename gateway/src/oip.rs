@@ -246,13 +246,7 @@ async fn infer_inner(
         ))
     }
     .await;
-    api::observe(
-        started,
-        match &result {
-            Ok(_) => 200,
-            Err(p) => p.status,
-        },
-    );
+    api::observe(started, &result);
     match result {
         Ok(r) => r,
         Err(p) => p.with_request_id(&request_id).into_response(),

@@ -271,13 +271,10 @@ fn shipping_span<'a>(
             rpc.method = call,
             records = tracing::field::Empty,
         );
-        let mut linked: Vec<&str> = Vec::new();
-        for i in interactions {
-            if !i.traceparent.is_empty() && !linked.contains(&i.traceparent.as_str()) {
-                telemetry::traces::link(&span, &i.traceparent);
-                linked.push(&i.traceparent);
-            }
-        }
+        telemetry::traces::link_each(
+            &span,
+            interactions.into_iter().map(|i| i.traceparent.as_str()),
+        );
         span
     })
 }

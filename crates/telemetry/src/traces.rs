@@ -288,12 +288,7 @@ pub fn follow<'a>(span: &tracing::Span, traceparents: impl IntoIterator<Item = &
     if !enabled() {
         return;
     }
-    let mut distinct: Vec<&str> = Vec::new();
-    for t in traceparents {
-        if !t.is_empty() && !distinct.contains(&t) {
-            distinct.push(t);
-        }
-    }
+    let distinct = distinct(traceparents);
     match distinct[..] {
         [] => {}
         [one] => {
@@ -301,6 +296,25 @@ pub fn follow<'a>(span: &tracing::Span, traceparents: impl IntoIterator<Item = &
         }
         _ => distinct.into_iter().for_each(|t| link(span, t)),
     }
+}
+
+/// Links `span` to each trace these stored `traceparent`s name, once each.
+pub fn link_each<'a>(span: &tracing::Span, traceparents: impl IntoIterator<Item = &'a str>) {
+    if enabled() {
+        distinct(traceparents)
+            .into_iter()
+            .for_each(|t| link(span, t));
+    }
+}
+
+fn distinct<'a>(traceparents: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut distinct: Vec<&str> = Vec::new();
+    for t in traceparents {
+        if !t.is_empty() && !distinct.contains(&t) {
+            distinct.push(t);
+        }
+    }
+    distinct
 }
 
 fn context_of(traceparent: &str) -> opentelemetry::Context {

@@ -112,13 +112,7 @@ impl GrpcInferenceService for Oip {
             Ok::<_, Problem>(answer(r.model_name, id, scored, raw))
         }
         .await;
-        api::observe(
-            started,
-            match &result {
-                Ok(_) => 200,
-                Err(p) => p.status,
-            },
-        );
+        api::observe(started, &result);
         result.map(Response::new).map_err(|p| p.to_status())
     }
 }
