@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use shadow_comparison::hist::{self, LATENCY_MS, Layout, SCORE};
 
-pub use verdict::{Thresholds, Verdict};
+pub use verdict::{Thresholds, Verdict, tail_quantile};
 
 /// Metadata keys on the candidate's package: the window (which weights, since when) and each
 /// side's counts, scores and latencies.
@@ -99,7 +99,17 @@ impl VariantStats {
     }
 
     pub fn latency_p99_ms(&self) -> Option<f64> {
-        LATENCY_MS.quantile(&self.latency, 0.99)
+        self.latency_ms(0.99)
+    }
+
+    /// The `q` quantile of the latencies (`None` before the first).
+    pub fn latency_ms(&self, q: f64) -> Option<f64> {
+        LATENCY_MS.quantile(&self.latency, q)
+    }
+
+    /// How many latencies are held.
+    pub fn latencies(&self) -> u64 {
+        self.latency.iter().sum()
     }
 
     pub fn latency_p50_ms(&self) -> Option<f64> {

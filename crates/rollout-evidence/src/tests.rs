@@ -59,7 +59,10 @@ fn a_candidate_like_the_live_model_passes_and_each_kind_of_bad_one_fails_with_it
     let Verdict::Fail(why) = t.judge(&slow) else {
         panic!()
     };
-    assert!(why.contains("p99 latency"), "{why}");
+    assert!(
+        why.contains("p95 latency") && why.contains("ms on v2"),
+        "{why}"
+    );
     let far = window(
         |i| outcome("v1", score(i) / 2.0, 3.0, false),
         |i| outcome("v2", 0.5 + score(i) / 2.0, 3.0, false),
@@ -102,6 +105,44 @@ fn too_little_traffic_waits_but_a_failing_candidate_does_not_wait_for_the_live_s
         !w.add(&outcome("v9", 0.0, 1.0, false)),
         "another variant's outcome is not counted"
     );
+}
+
+#[test]
+fn the_tail_judged_is_the_one_the_samples_can_show_so_one_stall_is_not_a_slow_model() {
+    let t = Thresholds {
+        min_requests: 20,
+        ..Thresholds::default()
+    };
+    assert_eq!(tail_quantile(20), 0.75);
+    assert_eq!(tail_quantile(50), 0.9);
+    assert_eq!(tail_quantile(5_000), 0.99);
+    assert_eq!(tail_quantile(0), 0.5);
+    for n in [20, 50, 200] {
+        // One request of the candidate's stalled behind the scheduler: not the model.
+        let stalled = window(
+            |_| outcome("v1", 0.5, 3.0, false),
+            |i| outcome("v2", 0.5, if i == 7 { 250.0 } else { 3.0 }, false),
+            n,
+        );
+        assert!(
+            matches!(t.judge(&stalled), Verdict::Pass(_)),
+            "{n}: {:?}",
+            t.judge(&stalled)
+        );
+        // A third of its requests slow: its tail is.
+        let slow_tail = window(
+            |_| outcome("v1", 0.5, 3.0, false),
+            |i| outcome("v2", 0.5, if i % 3 == 0 { 250.0 } else { 3.0 }, false),
+            n,
+        );
+        let Verdict::Fail(why) = t.judge(&slow_tail) else {
+            panic!("{n}: {:?}", t.judge(&slow_tail))
+        };
+        assert!(
+            why.contains(" latency ") && why.contains("ms on v2"),
+            "{why}"
+        );
+    }
 }
 
 #[test]
