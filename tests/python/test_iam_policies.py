@@ -9,22 +9,11 @@ import re
 
 import pytest
 
-from cfn import ACCOUNT, REGION, SM, STACK, Resolver, grants, load, plain, roles
+from cfn import ACCOUNT, INFERENCE, INFERENCE_PARAMS, KMS_KEY, REGION, SM, STACK, Resolver, grants, load, plain, roles
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-TEMPLATE = ROOT / "infra" / "aws" / "inference.yaml"
-
-KMS_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-PARAMS = {
-    "ImageUri": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/mlops-inference:abc123",
-    "ImageRepositoryName": "mlops-inference",
-    "SageMakerEndpointName": "churn-prod",
-    "UserInteractionFgName": "churn-interactions-v2",
-    "ModelPackageGroup": "churn-pkg",
-    "FeatureGroupKmsKeyArn": "",
-    "CertificateArn": f"arn:aws:acm:{REGION}:{ACCOUNT}:certificate/0000",
-    "S3PrefixListId": "pl-63a5400a",
-}
+TEMPLATE = INFERENCE
+PARAMS = INFERENCE_PARAMS
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +36,6 @@ def test_every_role_has_no_wildcard_action_and_no_managed_policy(template):
 
 def test_the_gateway_may_call_nothing_in_aws(template):
     assert grants(template, PARAMS, "GatewayTaskRole") == set()
-    assert "Policies" not in template["Resources"]["GatewayTaskRole"]["Properties"]
 
 
 def test_the_predictor_may_only_invoke_the_endpoint_and_its_shadow(template):
@@ -88,7 +76,7 @@ def test_only_the_logger_reaches_the_spool_file_system_and_only_through_its_acce
     assert res["SpoolAccessPoint"]["Properties"]["PosixUser"] == {"Uid": "10001", "Gid": "10001"}
     for mt in ("SpoolMountTargetA", "SpoolMountTargetB"):
         assert res[mt]["Properties"]["SecurityGroups"] == [{"Ref": "SpoolFsSecurityGroup"}]
-    container, = res["LoggerTask"]["Properties"]["ContainerDefinitions"]
+    container = res["LoggerTask"]["Properties"]["ContainerDefinitions"][0]
     env = {e["Name"]: e["Value"] for e in Resolver(template, PARAMS).value(container["Environment"])}
     assert env["LOGGER_SPOOL_ROOT"] == container["MountPoints"][0]["ContainerPath"]
     assert container["RestartPolicy"]["Enabled"] is True
@@ -150,7 +138,7 @@ def test_execution_roles_only_pull_the_image_and_write_their_own_log_group(templ
     task = template["Resources"][f"{service}Task"]["Properties"]
     assert task["ExecutionRoleArn"] == {"Fn::GetAtt": [f"{service}ExecutionRole", "Arn"]}
     assert task["TaskRoleArn"] == {"Fn::GetAtt": [f"{service}TaskRole", "Arn"]}
-    container, = task["ContainerDefinitions"]
+    container = task["ContainerDefinitions"][0]  # the service (a trace collector may follow)
     assert container["Command"] == [group]
     assert container["LogConfiguration"]["Options"]["awslogs-group"] == {"Ref": f"{service}LogGroup"}
 
@@ -172,7 +160,7 @@ def test_security_groups_let_in_only_the_callers(template):
         return {(r["FromPort"], r.get("SourceSecurityGroupId", {}).get("Ref") or r.get("CidrIp", {}).get("Ref", r.get("CidrIp")))
                 for r in res[group]["Properties"]["SecurityGroupIngress"]}
     assert ingress("AlbSecurityGroup") == {(443, "AllowedIngressCidr")}
-    assert ingress("GatewaySecurityGroup") == {(8080, "AlbSecurityGroup")}
+    assert ingress("GatewaySecurityGroup") == {(8080, "AlbSecurityGroup"), (8081, "AlbSecurityGroup")}
     assert ingress("PredictorSecurityGroup") == {(50051, "GatewaySecurityGroup")}
     assert ingress("LoggerSecurityGroup") == {(50052, "GatewaySecurityGroup"), (50052, "PredictorSecurityGroup")}
     # The logger follows the watcher for the live model's drift baseline.
@@ -212,7 +200,7 @@ def test_tasks_reach_only_the_endpoints_s3_and_their_peers(template):
         out.setdefault(p["GroupId"]["Ref"], set()).add((p["FromPort"], to))
     aws = {(443, "EndpointSecurityGroup"), (443, "S3PrefixListId")}
     assert out == {
-        "AlbSecurityGroup": {(8080, "GatewaySecurityGroup")},
+        "AlbSecurityGroup": {(8080, "GatewaySecurityGroup"), (8081, "GatewaySecurityGroup")},
         "GatewaySecurityGroup": aws | {(50051, "PredictorSecurityGroup"), (50052, "LoggerSecurityGroup"),
                                        (50053, "WatcherSecurityGroup")},
         "PredictorSecurityGroup": aws | {(50053, "WatcherSecurityGroup"), (50052, "LoggerSecurityGroup")},
@@ -249,7 +237,7 @@ def test_every_task_stops_only_after_its_drain(template):
     buffer, each within the grace), with room for the last metrics."""
     res = template["Resources"]
     for task, drains in (("GatewayTask", 2), ("PredictorTask", 1), ("LoggerTask", 1), ("WatcherTask", 1)):
-        container, = res[task]["Properties"]["ContainerDefinitions"]
+        container = res[task]["Properties"]["ContainerDefinitions"][0]
         env = {e["Name"]: e["Value"] for e in Resolver(template, PARAMS).value(container.get("Environment", []))}
         grace = int(env.get("SHUTDOWN_GRACE_SECS", 20))
         assert container["StopTimeout"] >= drains * grace + 5, (task, container["StopTimeout"], grace)
