@@ -25,14 +25,24 @@ prints ranges.
 5. Sustained: BENCH_SUSTAINED_SECONDS (default 60) at 64 concurrent through the gateway
    (batching on): intake and the unshipped backlog every 5 s, and after.
 6. Peak RSS (VmHWM) of every process.
+7. The Open Inference Protocol beside /v1/predict, through the same gateway (batching on), at
+   64 concurrent and at 1,000 requests/s: JSON and binary-tensor REST, and gRPC ModelInfer
+   (raw FP32 contents, as tritonclient sends); CPU per request in each service.
+8. Tracing at 1,000 requests/s: the services with traces off (no OTEL_* variables) against a
+   copy exporting by OTLP to a receiver in this process at 10% sampling; CPU per request per
+   service, interleaved.
+
+BENCH_ONLY (e.g. "7,8") runs only those sections.
 """
 import hashlib
+import http.server
 import json
 import os
 import pathlib
 import re
 import resource
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -49,6 +59,12 @@ ROW = "63,40,29.01,0,4,0,2,1"
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SUSTAINED = float(os.environ.get("BENCH_SUSTAINED_SECONDS", "60"))
+ONLY = {x.strip() for x in os.environ.get("BENCH_ONLY", "").split(",") if x.strip()}
+MODEL = "my-mlops-prod-endpoint"  # the OIP model's name is the endpoint's
+
+
+def want(section):
+    return not ONLY or section in ONLY
 
 
 def loadgen(env, *args, seconds=None):
@@ -189,7 +205,8 @@ def fmt(r):
 
 
 def span(values, f="{:.0f}"):
-    return f.format(min(values)) if min(values) == max(values) else f"{f.format(min(values))}-{f.format(max(values))}"
+    lo, hi = f.format(min(values)), f.format(max(values))
+    return lo if lo == hi else f"{lo} to {hi}" if min(values) < 0 or "+" in f else f"{lo}-{hi}"
 
 
 def histogram_totals(urls):
@@ -205,9 +222,55 @@ def histogram_totals(urls):
     return totals
 
 
-def gateway_run(svc, stack, args, seconds=None):
-    """One loadgen run through `svc`'s gateway: the result, CPU ms per request by process, the
-    batching figures, the mean time of each hop, and the backlog during and after."""
+def front_door(svc, data):
+    """loadgen targets for one row through `svc`'s gateway, by API."""
+    row = [float(v) for v in ROW.split(",")]
+    infer = f"{svc.url}/v2/models/{MODEL}/infer"
+    tensor = {"name": "features", "shape": [1, len(row)], "datatype": "FP32"}
+    header = json.dumps({"inputs": [dict(tensor, parameters={"binary_data_size": 4 * len(row)})],
+                         "outputs": [{"name": "probability", "parameters": {"binary_data": True}}]}).encode()
+    binary = os.path.join(data, "oip-binary-request")
+    pathlib.Path(binary).write_bytes(header + struct.pack(f"<{len(row)}f", *row))
+    return {
+        "/v1/predict JSON": ["http", "--url", svc.url + "/v1/predict", "--body", json.dumps({"instances": [row]})],
+        "/v2 infer JSON": ["http", "--url", infer, "--body", json.dumps({"inputs": [dict(tensor, data=[row])]})],
+        "/v2 infer binary": ["http", "--url", infer, "--body-file", binary, "--content-type", "application/octet-stream",
+                             "--header", f"inference-header-content-length: {len(header)}"],
+        "gRPC ModelInfer": ["oip-grpc", "--url", "http://" + svc.gateway.addrs["grpc"], "--model", MODEL, "--row", ROW],
+    }
+
+
+class OtlpSink:
+    """An OTLP/HTTP traces receiver on 127.0.0.1:0 that counts what it is sent (and keeps none)."""
+
+    def __init__(self):
+        sink = self
+        self.requests = self.bytes = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                n = int(self.headers.get("content-length", 0))
+                self.rfile.read(n)
+                sink.requests, sink.bytes = sink.requests + 1, sink.bytes + n
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+
+
+def gateway_run(svc, stack, args, seconds=None, request=None):
+    """One loadgen run through `svc`'s gateway (`request`: a loadgen target, by default one
+    row to /v1/predict): the result, CPU ms per request by process, the batching figures, the
+    mean time of each hop, and the backlog during and after."""
     urls = [svc.url + "/metrics", svc.admin(svc.predictor)]
     h0 = histogram_totals(urls)
     c0 = svc.counters()
@@ -215,8 +278,8 @@ def gateway_run(svc, stack, args, seconds=None):
     pids["sagemaker-local"] = stack.sagemaker.proc.pid
     body = json.dumps({"instances": [[float(v) for v in ROW.split(",")]]})
     header_args = [a for h in svc.headers for a in ("--header", h)]
-    r, cpu, backlog = under_load(pids, svc.spool_depth, lambda: loadgen(
-        svc.env, "http", "--url", svc.url + "/v1/predict", "--body", body, *header_args, *args, seconds=seconds))
+    request = request or ["http", "--url", svc.url + "/v1/predict", "--body", body, *header_args]
+    r, cpu, backlog = under_load(pids, svc.spool_depth, lambda: loadgen(svc.env, *request, *args, seconds=seconds))
     h1 = histogram_totals(urls)
     left, took = svc.drain()
     c1 = svc.counters()
@@ -289,86 +352,137 @@ def main():
             extra.append(keyed)
             direct = ["invoke", "--endpoint-name", "my-mlops-prod-endpoint", "--body", ROW]
 
-            print("\n1. 64 concurrent clients")
-            runs = {"direct": [], "on": [], "off": [], "flask": []}
-            for n in range(ROUNDS):
-                print(f" round {n + 1}")
-                d = loadgen(env, *direct, "--concurrency", "64")
-                print(f"  {'InvokeEndpoint direct':<30} {fmt(d)}")
-                runs["direct"].append(d)
-                for name, svc in (("on", on), ("off", off)):
-                    r = gateway_run(svc, stack, ["--concurrency", "64"])
-                    print_gateway(f"gateway, batching {name}", r)
-                    runs[name].append(r)
-                f = flask_run(flask, env, ["--concurrency", "64"])
-                print(f"  {'Flask reference':<30} {fmt(f)}  CPU/request {f['cpu_services']:.3f} ms")
-                runs["flask"].append(f)
-                print(f"  {'':<30} gateway (batching on) / Flask: {runs['on'][-1]['rps'] / max(f['rps'], 1):.1f}x")
-            print(" ranges:")
-            for name, label in (("direct", "InvokeEndpoint direct"), ("on", "gateway, batching on"),
-                                ("off", "gateway, batching off"), ("flask", "Flask reference")):
-                rs = runs[name]
-                cpu = f", CPU/request {span([r['cpu_services'] for r in rs], '{:.3f}')} ms" if "cpu_services" in rs[0] else ""
-                print(f"  {label:<30} {span([r['rps'] for r in rs])} req/s, p50 {span([r['p50_ms'] for r in rs], '{:.2f}')} ms{cpu}")
-            ratios = [a["rps"] / max(b["rps"], 1) for a, b in zip(runs["on"], runs["flask"])]
-            print(f"  gateway (batching on) / Flask, same round: {span(ratios, '{:.1f}')}x")
+            if want("1"):
+                print("\n1. 64 concurrent clients")
+                runs = {"direct": [], "on": [], "off": [], "flask": []}
+                for n in range(ROUNDS):
+                    print(f" round {n + 1}")
+                    d = loadgen(env, *direct, "--concurrency", "64")
+                    print(f"  {'InvokeEndpoint direct':<30} {fmt(d)}")
+                    runs["direct"].append(d)
+                    for name, svc in (("on", on), ("off", off)):
+                        r = gateway_run(svc, stack, ["--concurrency", "64"])
+                        print_gateway(f"gateway, batching {name}", r)
+                        runs[name].append(r)
+                    f = flask_run(flask, env, ["--concurrency", "64"])
+                    print(f"  {'Flask reference':<30} {fmt(f)}  CPU/request {f['cpu_services']:.3f} ms")
+                    runs["flask"].append(f)
+                    print(f"  {'':<30} gateway (batching on) / Flask: {runs['on'][-1]['rps'] / max(f['rps'], 1):.1f}x")
+                print(" ranges:")
+                for name, label in (("direct", "InvokeEndpoint direct"), ("on", "gateway, batching on"),
+                                    ("off", "gateway, batching off"), ("flask", "Flask reference")):
+                    rs = runs[name]
+                    cpu = f", CPU/request {span([r['cpu_services'] for r in rs], '{:.3f}')} ms" if "cpu_services" in rs[0] else ""
+                    print(f"  {label:<30} {span([r['rps'] for r in rs])} req/s, p50 {span([r['p50_ms'] for r in rs], '{:.2f}')} ms{cpu}")
+                ratios = [a["rps"] / max(b["rps"], 1) for a, b in zip(runs["on"], runs["flask"])]
+                print(f"  gateway (batching on) / Flask, same round: {span(ratios, '{:.1f}')}x")
 
-            print("\n2. 1,000 requests/s")
-            added = {"on": [], "off": []}
-            for n in range(ROUNDS):
-                print(f" round {n + 1}")
-                d = loadgen(env, *direct, "--rate", "1000")
-                print(f"  {'InvokeEndpoint direct':<30} {fmt(d)}")
-                for name, svc in (("on", on), ("off", off)):
-                    r = gateway_run(svc, stack, ["--rate", "1000"])
-                    print_gateway(f"gateway, batching {name}", r)
-                    added[name].append((r["p50_ms"] - d["p50_ms"], r["p99_ms"] - d["p99_ms"], r["cpu_services"]))
-            for name in ("on", "off"):
-                a = added[name]
-                print(f"  batching {name:<4} the gateway path adds {span([x[0] for x in a], '{:+.2f}')} ms at p50,"
-                      f" {span([x[1] for x in a], '{:+.2f}')} ms at p99; CPU/request {span([x[2] for x in a], '{:.3f}')} ms")
+            if want("2"):
+                print("\n2. 1,000 requests/s")
+                added = {"on": [], "off": []}
+                for n in range(ROUNDS):
+                    print(f" round {n + 1}")
+                    d = loadgen(env, *direct, "--rate", "1000")
+                    print(f"  {'InvokeEndpoint direct':<30} {fmt(d)}")
+                    for name, svc in (("on", on), ("off", off)):
+                        r = gateway_run(svc, stack, ["--rate", "1000"])
+                        print_gateway(f"gateway, batching {name}", r)
+                        added[name].append((r["p50_ms"] - d["p50_ms"], r["p99_ms"] - d["p99_ms"], r["cpu_services"]))
+                for name in ("on", "off"):
+                    a = added[name]
+                    print(f"  batching {name:<4} the gateway path adds {span([x[0] for x in a], '{:+.2f}')} ms at p50,"
+                          f" {span([x[1] for x in a], '{:+.2f}')} ms at p99; CPU/request {span([x[2] for x in a], '{:.3f}')} ms")
 
-            print("\n2b. API keys and rate limiting at 1,000 requests/s (batching on both)")
-            cost = {"open": [], "keys": []}
-            for n in range(ROUNDS):
-                for name, svc in (("open", on), ("keys", keyed)):
-                    r = gateway_run(svc, stack, ["--rate", "1000"])
-                    cost[name].append((r["p50_ms"], r["p99_ms"], r["cpu"]["gateway"]))
-                    print(f"  {'gateway, ' + ('key checked + limited' if name == 'keys' else 'open'):<30} {fmt(r)}  gateway CPU/request {r['cpu']['gateway']:.3f} ms")
-            for name in ("open", "keys"):
-                c = cost[name]
-                print(f"  {name:<5} p50 {span([x[0] for x in c], '{:.2f}')} ms, p99 {span([x[1] for x in c], '{:.2f}')} ms,"
-                      f" gateway CPU/request {span([x[2] for x in c], '{:.3f}')} ms")
-            added = [k[0] - o[0] for k, o in zip(cost["keys"], cost["open"])]
-            print(f"  keys add {span(added, '{:+.2f}')} ms at p50 (same round)")
+                print("\n2b. API keys and rate limiting at 1,000 requests/s (batching on both)")
+                cost = {"open": [], "keys": []}
+                for n in range(ROUNDS):
+                    for name, svc in (("open", on), ("keys", keyed)):
+                        r = gateway_run(svc, stack, ["--rate", "1000"])
+                        cost[name].append((r["p50_ms"], r["p99_ms"], r["cpu"]["gateway"]))
+                        print(f"  {'gateway, ' + ('key checked + limited' if name == 'keys' else 'open'):<30} {fmt(r)}  gateway CPU/request {r['cpu']['gateway']:.3f} ms")
+                for name in ("open", "keys"):
+                    c = cost[name]
+                    print(f"  {name:<5} p50 {span([x[0] for x in c], '{:.2f}')} ms, p99 {span([x[1] for x in c], '{:.2f}')} ms,"
+                          f" gateway CPU/request {span([x[2] for x in c], '{:.3f}')} ms")
+                added = [k[0] - o[0] for k, o in zip(cost["keys"], cost["open"])]
+                print(f"  keys add {span(added, '{:+.2f}')} ms at p50 (same round)")
 
-            print("\n3. one request at a time")
-            p50 = {"on": [], "off": []}
-            for n in range(ROUNDS):
-                for name, svc in (("on", on), ("off", off)):
-                    r = gateway_run(svc, stack, ["--concurrency", "1"])
-                    p50[name].append(r["p50_ms"])
-            for name in ("on", "off"):
-                print(f"  gateway, batching {name:<4} p50 {span(p50[name], '{:.3f}')} ms (median {statistics.median(p50[name]):.3f})")
+            if want("3"):
+                print("\n3. one request at a time")
+                p50 = {"on": [], "off": []}
+                for n in range(ROUNDS):
+                    for name, svc in (("on", on), ("off", off)):
+                        r = gateway_run(svc, stack, ["--concurrency", "1"])
+                        p50[name].append(r["p50_ms"])
+                for name in ("on", "off"):
+                    print(f"  gateway, batching {name:<4} p50 {span(p50[name], '{:.3f}')} ms (median {statistics.median(p50[name]):.3f})")
 
-            print("\n4. the logger alone (one interaction per Log call, fsynced before the ack)")
-            for n in range(ROUNDS):
-                r = loadgen(env, "log", "--url", "http://" + on.logger.addrs["grpc"], "--concurrency", "256")
-                left, took = on.drain()
-                print(f"  {'InteractionLogger/Log':<30} {fmt(r)}; left unshipped {left:.0f}, shipped {took:.1f} s later")
+            if want("4"):
+                print("\n4. the logger alone (one interaction per Log call, fsynced before the ack)")
+                for n in range(ROUNDS):
+                    r = loadgen(env, "log", "--url", "http://" + on.logger.addrs["grpc"], "--concurrency", "256")
+                    left, took = on.drain()
+                    print(f"  {'InteractionLogger/Log':<30} {fmt(r)}; left unshipped {left:.0f}, shipped {took:.1f} s later")
 
-            print(f"\n5. sustained: {SUSTAINED:.0f} s at 64 concurrent through the gateway (batching on)")
-            r = gateway_run(on, stack, ["--concurrency", "64"], seconds=SUSTAINED)
-            print_gateway("gateway, batching on", r)
-            every = r["backlog"][4::5]
-            print(f"  backlog every 5 s: {', '.join(f'{b:.0f}' for b in every)}; intake {r['rps']:.0f}/s, so one"
-                  f" second of intake is {r['rps']:.0f}")
+            if want("5"):
+                print(f"\n5. sustained: {SUSTAINED:.0f} s at 64 concurrent through the gateway (batching on)")
+                r = gateway_run(on, stack, ["--concurrency", "64"], seconds=SUSTAINED)
+                print_gateway("gateway, batching on", r)
+                every = r["backlog"][4::5]
+                print(f"  backlog every 5 s: {', '.join(f'{b:.0f}' for b in every)}; intake {r['rps']:.0f}/s, so one"
+                      f" second of intake is {r['rps']:.0f}")
 
-            print("\n6. peak RSS (VmHWM)")
-            for svc in stack.services + on.processes + off.processes + keyed.processes:
-                print(f"  {svc.name:<20} {peak_rss_mb(svc.proc.pid):6.1f} MB")
-            for n, pid in enumerate(flask.workers()):
-                print(f"  {'flask worker ' + str(n):<20} {peak_rss_mb(pid):6.1f} MB")
+            if want("7"):
+                print("\n7. the Open Inference Protocol beside /v1/predict (one gateway, batching on)")
+                doors = front_door(on, data)
+                for label, args in (("64 concurrent", ["--concurrency", "64"]), ("1,000 requests/s", ["--rate", "1000"])):
+                    print(f" {label}")
+                    seen = {name: [] for name in doors}
+                    for n in range(ROUNDS):
+                        print(f"  round {n + 1}")
+                        for name, request in doors.items():
+                            r = gateway_run(on, stack, args, request=request)
+                            seen[name].append(r)
+                            print(f"   {name:<18} {fmt(r)}  CPU/request: gateway {r['cpu']['gateway']:.3f} ms,"
+                                  f" all services {r['cpu_services']:.3f} ms")
+                    print("  ranges:")
+                    base = seen["/v1/predict JSON"]
+                    for name, rs in seen.items():
+                        vs = [r["cpu"]["gateway"] - b["cpu"]["gateway"] for r, b in zip(rs, base)]
+                        print(f"   {name:<18} {span([r['rps'] for r in rs])} req/s, p50 {span([r['p50_ms'] for r in rs], '{:.2f}')} ms,"
+                              f" p99 {span([r['p99_ms'] for r in rs], '{:.2f}')} ms; gateway CPU/request"
+                              f" {span([r['cpu']['gateway'] for r in rs], '{:.3f}')} ms ({span(vs, '{:+.3f}')} vs /v1/predict, same round)")
+
+            if want("8"):
+                print("\n8. tracing at 1,000 requests/s: off (no OTEL_* variables) and on (OTLP/HTTP, 10% sampled)")
+                sink = OtlpSink()
+                extra.append(sink)
+                traced = Services(stack, data, "traced", batching=True, extra_env={
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                    "OTEL_TRACES_SAMPLER_ARG": "0.1", "OTEL_BSP_SCHEDULE_DELAY": "1000"})
+                extra.append(traced)
+                cost = {"off": [], "on": []}
+                for n in range(ROUNDS):
+                    print(f" round {n + 1}")
+                    for name, svc in (("off", on), ("on", traced)):
+                        sent = sink.requests
+                        r = gateway_run(svc, stack, ["--rate", "1000"])
+                        cost[name].append(r)
+                        exports = f"; {sink.requests - sent} OTLP exports received" if name == "on" else ""
+                        print(f"  traces {name:<4} {fmt(r)}  CPU/request " +
+                              ", ".join(f"{k} {r['cpu'][k]:.3f}" for k in ("gateway", "predictor", "interaction-logger")) + " ms" + exports)
+                for k in ("gateway", "predictor", "interaction-logger"):
+                    added = [a["cpu"][k] - b["cpu"][k] for a, b in zip(cost["on"], cost["off"])]
+                    print(f"  {k:<20} off {span([r['cpu'][k] for r in cost['off']], '{:.3f}')} ms, on"
+                          f" {span([r['cpu'][k] for r in cost['on']], '{:.3f}')} ms: tracing adds {span(added, '{:+.3f}')} ms per request (same round)")
+                print(f"  the receiver got {sink.requests} exports, {sink.bytes / 1e6:.1f} MB")
+
+            if want("6"):
+                print("\n6. peak RSS (VmHWM)")
+                for svc in stack.services + [p for e in extra if isinstance(e, Services) for p in e.processes]:
+                    print(f"  {svc.name:<20} {peak_rss_mb(svc.proc.pid):6.1f} MB")
+                for n, pid in enumerate(flask.workers()):
+                    print(f"  {'flask worker ' + str(n):<20} {peak_rss_mb(pid):6.1f} MB")
         finally:
             for e in reversed(extra):
                 e.stop()

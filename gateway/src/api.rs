@@ -161,7 +161,7 @@ async fn predict_inner(
 
 /// The span of a request's validation (when traces are on).
 pub(crate) fn validating() -> tracing::Span {
-    telemetry::traces::span(|| tracing::info_span!("validate"))
+    telemetry::traces::child(|| tracing::info_span!("validate"))
 }
 
 /// Which variant a request is for.
@@ -229,7 +229,7 @@ async fn predict_rows(
     if let Ok(v) = id.parse() {
         request.metadata_mut().insert("x-request-id", v);
     }
-    let span = telemetry::traces::span(|| {
+    let span = telemetry::traces::child(|| {
         tracing::info_span!(
             "Predict",
             otel.kind = "client",

@@ -112,7 +112,7 @@ impl InteractionLogger for LoggerService {
         if let Some(drift) = &self.drift {
             drift.observe(&interactions);
         }
-        let commit = telemetry::traces::span(|| {
+        let commit = telemetry::traces::child(|| {
             tracing::info_span!("spool commit", interactions = count as i64)
         });
         match self.spool.append(interactions).instrument(commit).await {

@@ -47,7 +47,7 @@ fn invocation_span(
     inference_id: &str,
     rows: usize,
 ) -> tracing::Span {
-    telemetry::traces::span(|| {
+    telemetry::traces::child_of(parent, || {
         tracing::info_span!(
             parent: parent,
             "InvokeEndpoint",

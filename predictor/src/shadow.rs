@@ -197,7 +197,7 @@ async fn invoke(
         live_failed: job.live_failed,
         ..Default::default()
     };
-    let span = telemetry::traces::span(|| {
+    let span = telemetry::traces::child_of(&job.span, || {
         tracing::info_span!(
             parent: &job.span,
             "shadow InvokeEndpoint",

@@ -227,16 +227,22 @@ def test_a_request_without_traceparent_starts_a_trace(stack, receiver):
 
 def test_http_protobuf_export_and_the_sampler(tmp_path_factory):
     """OTLP over HTTP (the specification's default protocol, /v1/traces appended to the
-    endpoint); and OTEL_TRACES_SAMPLER=always_off exports nothing while still propagating."""
+    endpoint), whatever RUST_LOG says of the log lines; and OTEL_TRACES_SAMPLER=always_off
+    exports nothing while still propagating."""
     r = HttpReceiver()
     try:
+        # RUST_LOG=warn, as production often runs: it quiets the logs, not the traces.
         for s in running_stack(tmp_path_factory, "traces-http", poll_ms=200,
                                extra_env=traced_env(f"http://127.0.0.1:{r.port}", "http/protobuf",
-                                                    OTEL_SERVICE_NAME="front")):
+                                                    OTEL_SERVICE_NAME="front", RUST_LOG="warn")):
             _, headers, _ = predict(s.url)
             trace_id = bytes.fromhex(headers["traceparent"].split("-")[1])
             got = r.spans.wait(lambda: [x for x in r.spans.of_trace(trace_id) if x[1].name == "InvokeEndpoint"])
             assert got and got[0][0] == "front", "OTEL_SERVICE_NAME names the service"
+            hops = {"validate", "Predict", "Log", "spool commit"}
+            names = lambda: {x[1].name for x in r.spans.of_trace(trace_id)}  # noqa: E731
+            r.spans.wait(lambda: hops <= names())
+            assert hops <= names(), names()
             assert set(r.paths) == {"/v1/traces"}, r.paths
     finally:
         r.server.shutdown()

@@ -187,7 +187,11 @@ where
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_threads(false)
-            .with_location(false),
+            .with_location(false)
+            // busy/idle time per span is a clock read and a lookup at every poll of every
+            // instrumented future: the largest part of tracing's cost, for two attributes
+            // nobody reads (a span has its start and end).
+            .with_tracked_inactivity(false),
     ))
 }
 
@@ -210,6 +214,24 @@ pub fn span(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
     } else {
         tracing::Span::none()
     }
+}
+
+/// A span for the trace alone, under `parent`: built only when traces are on and `parent`'s
+/// trace is sampled (or there is no parent: a trace of its own). An unsampled request (most of
+/// them, at a ratio) pays for its root span and nothing more; what it calls learns from the
+/// propagated context that it is not sampled either ([`inject`] falls back to the current span
+/// when given one not built).
+pub fn child_of(parent: &tracing::Span, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if enabled() && (parent.is_none() || parent.context().span().span_context().is_sampled()) {
+        make()
+    } else {
+        tracing::Span::none()
+    }
+}
+
+/// [`child_of`] the current span.
+pub fn child(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    child_of(&tracing::Span::current(), make)
 }
 
 /// The current span when traces are on (to link or parent work done elsewhere to it).
@@ -237,11 +259,18 @@ pub fn continue_from(span: &tracing::Span, headers: &http::HeaderMap) {
 }
 
 /// Writes `span`'s context as `traceparent`/`tracestate` into `headers` (an answer's, or an
-/// outgoing call's). Does nothing when traces are off.
+/// outgoing call's); the current span's when `span` was not built ([`child`] of an unsampled
+/// trace), so the callee learns the decision. Does nothing when traces are off.
 pub fn inject(span: &tracing::Span, headers: &mut http::HeaderMap) {
-    if enabled() {
-        propagator().inject_context(&span.context(), &mut HeadersMut(headers));
+    if !enabled() {
+        return;
     }
+    let context = if span.is_none() {
+        tracing::Span::current().context()
+    } else {
+        span.context()
+    };
+    propagator().inject_context(&context, &mut HeadersMut(headers));
 }
 
 /// [`inject`] into an outgoing gRPC call's metadata.
@@ -263,8 +292,12 @@ pub fn inject_metadata(span: &tracing::Span, metadata: &mut tonic::metadata::Met
 }
 
 /// `span`'s W3C `traceparent`, to be stored with work done later (None when traces are off
-/// or the span is not traced).
+/// or the span is not traced: not built, or its trace not sampled, so nothing links to a
+/// trace that is not exported).
 pub fn traceparent(span: &tracing::Span) -> Option<String> {
+    if !enabled() || span.is_none() || !span.context().span().span_context().is_sampled() {
+        return None;
+    }
     let mut headers = http::HeaderMap::new();
     inject(span, &mut headers);
     headers

@@ -1,4 +1,4 @@
-//! `loadgen {http,invoke,log} ...`: drives one target for a fixed time, either with N
+//! `loadgen {http,invoke,log,oip-grpc} ...`: drives one target for a fixed time, either with N
 //! closed-loop workers (`--concurrency`) or open-loop at a fixed rate (`--rate`, latency
 //! measured from each request's scheduled start, so a stall is not hidden). Prints one JSON
 //! object: requests, errors, rps, p50/p90/p99/max in milliseconds.
@@ -46,8 +46,17 @@ enum Target {
     Http {
         #[arg(long)]
         url: String,
+        /// The body, as given.
+        #[arg(
+            long,
+            required_unless_present = "body_file",
+            conflicts_with = "body_file"
+        )]
+        body: Option<String>,
+        /// The body, the bytes of this file (e.g. an Open Inference Protocol binary tensor
+        /// request, with `--header "inference-header-content-length: N"`).
         #[arg(long)]
-        body: String,
+        body_file: Option<std::path::PathBuf>,
         #[arg(long, default_value = "application/json")]
         content_type: String,
         /// Another request header, `name: value` (repeatable), e.g. an API key.
@@ -63,6 +72,18 @@ enum Target {
         endpoint_name: String,
         #[arg(long)]
         body: String,
+    },
+    /// The Open Inference Protocol's ModelInfer over gRPC (the gateway's gRPC API), one row
+    /// per call sent as `raw_input_contents` little-endian FP32, as `tritonclient.grpc` does.
+    OipGrpc {
+        #[arg(long)]
+        url: String,
+        /// The model's name (the endpoint's).
+        #[arg(long)]
+        model: String,
+        /// The row, comma-separated numbers.
+        #[arg(long)]
+        row: String,
     },
     /// InteractionLogger/Log with one interaction per call.
     Log {
@@ -89,6 +110,7 @@ async fn make_call(target: Target) -> anyhow::Result<Call> {
         Target::Http {
             url,
             body,
+            body_file,
             content_type,
             headers,
             answers,
@@ -107,7 +129,14 @@ async fn make_call(target: Target) -> anyhow::Result<Call> {
                 .pool_max_idle_per_host(1024)
                 .build_http();
             let uri: hyper::Uri = url.parse()?;
-            let body = bytes::Bytes::from(body);
+            let body = match (body, body_file) {
+                (Some(body), _) => bytes::Bytes::from(body),
+                (None, Some(path)) => bytes::Bytes::from(
+                    std::fs::read(&path)
+                        .map_err(|e| anyhow::anyhow!("--body-file {}: {e}", path.display()))?,
+                ),
+                (None, None) => anyhow::bail!("--body or --body-file"),
+            };
             Arc::new(move || {
                 let mut request =
                     hyper::Request::post(uri.clone()).header("content-type", content_type.clone());
@@ -152,6 +181,37 @@ async fn make_call(target: Target) -> anyhow::Result<Call> {
             })
         }
         Target::Verify { .. } => anyhow::bail!("verify is not a load target"),
+        Target::OipGrpc { url, model, row } => {
+            use proto::inference::{
+                ModelInferRequest, grpc_inference_service_client::GrpcInferenceServiceClient,
+                model_infer_request::InferInputTensor,
+            };
+            let values = row
+                .split(',')
+                .map(|v| v.trim().parse::<f32>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("--row {row:?}: {e}"))?;
+            let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let request = ModelInferRequest {
+                model_name: model,
+                inputs: vec![InferInputTensor {
+                    name: "features".into(), // the gateway's model metadata names it so
+                    datatype: "FP32".into(),
+                    shape: vec![1, values.len() as i64],
+                    ..Default::default()
+                }],
+                raw_input_contents: vec![raw.into()],
+                ..Default::default()
+            };
+            let channel = tonic::transport::Endpoint::from_shared(url)?
+                .connect()
+                .await?;
+            let client = GrpcInferenceServiceClient::new(channel);
+            Arc::new(move || {
+                let (mut client, request) = (client.clone(), request.clone());
+                Box::pin(async move { client.model_infer(request).await.is_ok() })
+            })
+        }
         Target::Log { url } => {
             let channel = tonic::transport::Endpoint::from_shared(url)?
                 .connect()
