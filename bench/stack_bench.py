@@ -32,6 +32,9 @@ prints ranges.
    copy exporting by OTLP to a receiver in this process at 10% sampling; CPU per request per
    service, interleaved.
 
+9. Runtime shape: the same services with one tokio worker thread each (TOKIO_WORKER_THREADS=1)
+   against the default (one per core), at 1,000 requests/s and at 64 concurrent, interleaved.
+
 BENCH_ONLY (e.g. "7,8") runs only those sections.
 """
 import hashlib
@@ -476,6 +479,25 @@ def main():
                     print(f"  {k:<20} off {span([r['cpu'][k] for r in cost['off']], '{:.3f}')} ms, on"
                           f" {span([r['cpu'][k] for r in cost['on']], '{:.3f}')} ms: tracing adds {span(added, '{:+.3f}')} ms per request (same round)")
                 print(f"  the receiver got {sink.requests} exports, {sink.bytes / 1e6:.1f} MB")
+
+            if want("9"):
+                print("\n9. runtime shape: one tokio worker per service (TOKIO_WORKER_THREADS=1) against one per core")
+                single = Services(stack, data, "one-worker", batching=True, extra_env={"TOKIO_WORKER_THREADS": "1"})
+                extra.append(single)
+                for label, args in (("1,000 requests/s", ["--rate", "1000"]), ("64 concurrent", ["--concurrency", "64"])):
+                    print(f" {label}")
+                    seen = {"per core": [], "one": []}
+                    for n in range(ROUNDS):
+                        for name, svc in (("per core", on), ("one", single)):
+                            r = gateway_run(svc, stack, args)
+                            seen[name].append(r)
+                            print(f"  workers {name:<9} {fmt(r)}  CPU/request {r['cpu_services']:.3f} ms (" +
+                                  ", ".join(f"{k} {r['cpu'][k]:.3f}" for k in ("gateway", "predictor", "interaction-logger")) + ")")
+                    for name, rs in seen.items():
+                        print(f"  workers {name:<9} {span([r['rps'] for r in rs])} req/s, p50 {span([r['p50_ms'] for r in rs], '{:.2f}')} ms,"
+                              f" p99 {span([r['p99_ms'] for r in rs], '{:.2f}')} ms, CPU/request {span([r['cpu_services'] for r in rs], '{:.3f}')} ms")
+                    saved = [b["cpu_services"] - a["cpu_services"] for a, b in zip(seen["per core"], seen["one"])]
+                    print(f"  one worker changes CPU/request by {span(saved, '{:+.3f}')} ms (same round)")
 
             if want("6"):
                 print("\n6. peak RSS (VmHWM)")

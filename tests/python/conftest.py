@@ -3,6 +3,7 @@
 The binary comes from $SAGEMAKER_LOCAL_BIN, else $CARGO_TARGET_DIR/debug (the README's test
 command builds it first). A missing binary or a server that does not come up fails loudly.
 """
+import contextlib
 import os
 import pathlib
 import shutil
@@ -87,13 +88,21 @@ def featurestore(server):
 
 def running_stack(tmp_path_factory, name, **kwargs):
     """A module's whole stack (scripts/stack.py) on port 0, its logs in its data dir; every
-    process must exit 0 on SIGTERM at the end. Use it as the body of a module fixture."""
+    process must exit 0 on SIGTERM at the end. Use it as the body of a module fixture, or
+    inside a test as `with stack_running(...) as s:`. A test that fails meanwhile still stops
+    every process (the stop is in a finally)."""
     data = tmp_path_factory.mktemp(name)
     with open(data / "stack.log", "w") as log:
         s = Stack(str(binary().parent), str(data), log=log, **kwargs)
-        yield s
-        codes = s.stop()
+        try:
+            yield s
+        finally:
+            codes = s.stop()
     assert all(c == 0 for c in codes.values()), f"exit codes after SIGTERM: {codes}"
+
+
+# The same stack for the length of a `with` block inside one test.
+stack_running = contextlib.contextmanager(running_stack)
 
 
 def predictor_stub(channel):

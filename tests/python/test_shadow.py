@@ -15,7 +15,7 @@ import pytest
 import xgboost as xgb
 
 from deploy import local_booster
-from conftest import binary, running_stack
+from conftest import binary, running_stack, stack_running
 from test_stack_e2e import ROOT, feature_store, metric, predict, records, row
 
 SHADOW = "my-mlops-prod-endpoint-shadow"
@@ -243,7 +243,7 @@ def test_a_candidate_that_cannot_load_does_not_block_the_next_ones_shadow(stack)
 def test_a_slow_or_failing_candidate_leaves_live_answers_alone(tmp_path_factory, fault):
     env = {"SAGEMAKER_LOCAL_ENDPOINT_FAULTS": f"{SHADOW}={fault}", "PREDICTOR_SHADOW_TIMEOUT_MS": "10000",
            "PREDICTOR_SHADOW_QUEUE": "8"}
-    for stack in running_stack(tmp_path_factory, "shadow-fault", poll_ms=200, pipeline=True, shadow=True, extra_env=env):
+    with stack_running(tmp_path_factory, "shadow-fault", poll_ms=200, pipeline=True, shadow=True, extra_env=env) as stack:
         train_candidate(stack, rounds=3)
         wait("v2 shadowed", lambda: view(stack)["shadowing"])
         latencies = []

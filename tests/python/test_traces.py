@@ -19,7 +19,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from conftest import running_stack  # noqa: E402
+from conftest import running_stack, stack_running  # noqa: E402
 from test_stack_e2e import row  # noqa: E402
 
 import tritonclient.grpc as triton_grpc  # noqa: E402
@@ -232,9 +232,9 @@ def test_http_protobuf_export_and_the_sampler(tmp_path_factory):
     r = HttpReceiver()
     try:
         # RUST_LOG=warn, as production often runs: it quiets the logs, not the traces.
-        for s in running_stack(tmp_path_factory, "traces-http", poll_ms=200,
+        with stack_running(tmp_path_factory, "traces-http", poll_ms=200,
                                extra_env=traced_env(f"http://127.0.0.1:{r.port}", "http/protobuf",
-                                                    OTEL_SERVICE_NAME="front", RUST_LOG="warn")):
+                                                    OTEL_SERVICE_NAME="front", RUST_LOG="warn")) as s:
             _, headers, _ = predict(s.url)
             trace_id = bytes.fromhex(headers["traceparent"].split("-")[1])
             got = r.spans.wait(lambda: [x for x in r.spans.of_trace(trace_id) if x[1].name == "InvokeEndpoint"])
@@ -248,9 +248,9 @@ def test_http_protobuf_export_and_the_sampler(tmp_path_factory):
         r.server.shutdown()
     r = HttpReceiver()
     try:
-        for s in running_stack(tmp_path_factory, "traces-off", poll_ms=200,
+        with stack_running(tmp_path_factory, "traces-off", poll_ms=200,
                                extra_env=traced_env(f"http://127.0.0.1:{r.port}", "http/protobuf",
-                                                    OTEL_TRACES_SAMPLER="always_off")):
+                                                    OTEL_TRACES_SAMPLER="always_off")) as s:
             _, headers, _ = predict(s.url)
             assert headers["traceparent"].endswith("-00"), "propagated, not sampled"
             time.sleep(1.5)
@@ -260,7 +260,7 @@ def test_http_protobuf_export_and_the_sampler(tmp_path_factory):
 
 
 def test_without_an_endpoint_nothing_is_traced(tmp_path_factory):
-    for s in running_stack(tmp_path_factory, "traces-unset", poll_ms=200):
+    with stack_running(tmp_path_factory, "traces-unset", poll_ms=200) as s:
         traceparent = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
         _, headers, _ = predict(s.url, {"traceparent": traceparent})
         assert "traceparent" not in {k.lower() for k in headers}, headers
