@@ -217,10 +217,8 @@ pub fn span(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
 }
 
 /// A span for the trace alone, under `parent`: built only when traces are on and `parent`'s
-/// trace is sampled (or there is no parent: a trace of its own). An unsampled request (most of
-/// them, at a ratio) pays for its root span and nothing more; what it calls learns from the
-/// propagated context that it is not sampled either ([`inject`] falls back to the current span
-/// when given one not built).
+/// trace is sampled (or there is no parent: a trace of its own). An unsampled request pays for
+/// its root span only; its callees learn the decision from what [`inject`] propagates.
 pub fn child_of(parent: &tracing::Span, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
     if enabled() && (parent.is_none() || parent.context().span().span_context().is_sampled()) {
         make()
