@@ -31,7 +31,6 @@ prints ranges.
 8. Tracing at 1,000 requests/s: the services with traces off (no OTEL_* variables) against a
    copy exporting by OTLP to a receiver in this process at 10% sampling; CPU per request per
    service, interleaved.
-
 9. Runtime shape: the same services with one tokio worker thread each (TOKIO_WORKER_THREADS=1)
    against the default (one per core), at 1,000 requests/s and at 64 concurrent, interleaved.
 
@@ -270,6 +269,14 @@ class OtlpSink:
         self.server.shutdown()
 
 
+SERVICES = ("gateway", "predictor", "interaction-logger")
+
+
+def per_service(r):
+    """A run's CPU ms per request in each inference service, as one line's part."""
+    return ", ".join(f"{k} {r['cpu'][k]:.3f}" for k in SERVICES)
+
+
 def gateway_run(svc, stack, args, seconds=None, request=None):
     """One loadgen run through `svc`'s gateway (`request`: a loadgen target, by default one
     row to /v1/predict): the result, CPU ms per request by process, the batching figures, the
@@ -472,9 +479,8 @@ def main():
                         r = gateway_run(svc, stack, ["--rate", "1000"])
                         cost[name].append(r)
                         exports = f"; {sink.requests - sent} OTLP exports received" if name == "on" else ""
-                        print(f"  traces {name:<4} {fmt(r)}  CPU/request " +
-                              ", ".join(f"{k} {r['cpu'][k]:.3f}" for k in ("gateway", "predictor", "interaction-logger")) + " ms" + exports)
-                for k in ("gateway", "predictor", "interaction-logger"):
+                        print(f"  traces {name:<4} {fmt(r)}  CPU/request {per_service(r)} ms{exports}")
+                for k in SERVICES:
                     added = [a["cpu"][k] - b["cpu"][k] for a, b in zip(cost["on"], cost["off"])]
                     print(f"  {k:<20} off {span([r['cpu'][k] for r in cost['off']], '{:.3f}')} ms, on"
                           f" {span([r['cpu'][k] for r in cost['on']], '{:.3f}')} ms: tracing adds {span(added, '{:+.3f}')} ms per request (same round)")
@@ -491,8 +497,7 @@ def main():
                         for name, svc in (("per core", on), ("one", single)):
                             r = gateway_run(svc, stack, args)
                             seen[name].append(r)
-                            print(f"  workers {name:<9} {fmt(r)}  CPU/request {r['cpu_services']:.3f} ms (" +
-                                  ", ".join(f"{k} {r['cpu'][k]:.3f}" for k in ("gateway", "predictor", "interaction-logger")) + ")")
+                            print(f"  workers {name:<9} {fmt(r)}  CPU/request {r['cpu_services']:.3f} ms ({per_service(r)})")
                     for name, rs in seen.items():
                         print(f"  workers {name:<9} {span([r['rps'] for r in rs])} req/s, p50 {span([r['p50_ms'] for r in rs], '{:.2f}')} ms,"
                               f" p99 {span([r['p99_ms'] for r in rs], '{:.2f}')} ms, CPU/request {span([r['cpu_services'] for r in rs], '{:.3f}')} ms")

@@ -9,11 +9,10 @@ import re
 
 import pytest
 
-from cfn import ACCOUNT, INFERENCE, INFERENCE_PARAMS, KMS_KEY, REGION, SM, STACK, Resolver, grants, load, plain, roles
+from cfn import INFERENCE as TEMPLATE, INFERENCE_PARAMS as PARAMS
+from cfn import ACCOUNT, KMS_KEY, REGION, SM, STACK, Resolver, grants, load, plain, roles
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-TEMPLATE = INFERENCE
-PARAMS = INFERENCE_PARAMS
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 template: traces to X-Ray through an ADOT collector beside each service (off by default, its
 one IAM grant and its VPC endpoint only when on), the gateway's gRPC API behind the same ALB,
 and a CloudWatch dashboard drawn only from metrics the services' code publishes."""
+import functools
 import json
 import pathlib
 import re
@@ -111,6 +112,7 @@ def test_grpc_callers_reach_the_gateways_grpc_api_through_the_https_listener(tem
 
 # -------------------------------------------------------------------- the dashboard
 
+@functools.cache
 def published(service):
     """The metric names a service's code registers (histograms also as _p50/_p99/_count, as
     the EMF conversion sends them) and the label names it gives them."""
