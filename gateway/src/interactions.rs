@@ -175,9 +175,15 @@ impl Recorder {
                     lanes,
                 },
                 "gateway_log_call_requests",
-                move |requests| {
+                move |requests: Vec<(Vec<Interaction>, String)>| {
                     let client = client.clone();
-                    async move { client.log_together(requests).await }
+                    let sampled = requests
+                        .iter()
+                        .flat_map(|(interactions, _)| interactions)
+                        .any(|i| !i.traceparent.is_empty());
+                    telemetry::traces::for_stored(sampled, async move {
+                        client.log_together(requests).await
+                    })
                 },
             )
         });

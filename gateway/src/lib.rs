@@ -280,8 +280,8 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(TraceLayer::new_for_http().make_span_with(traced::request_span))
-                .layer(middleware::from_fn(traced::answer_traceparent))
+                .layer(middleware::from_fn(traced::request))
+                .layer(TraceLayer::new_for_http().make_span_with(traced::tower_span))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(middleware::from_fn_with_state(
                     trusted,

@@ -1,40 +1,48 @@
-//! The gateway's side of traces (crate `telemetry`'s `traces`): each HTTP request's server
-//! span, continuing the caller's trace, and the `traceparent` every answer carries.
+//! The gateway's side of traces (crate `telemetry`'s `traces`): each HTTP request in its
+//! trace, continuing the caller's, and the `traceparent` every answer carries.
 
-use axum::{middleware, response::Response};
+use axum::{extract::Request, middleware::Next, response::Response};
 
-/// A request's span: when traces are on, the server span of its trace (continuing the
-/// caller's `traceparent`, named for its route, with `trace_id` on every log line in it);
-/// otherwise tower-http's own (debug level).
-pub(crate) fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
-    if !telemetry::traces::enabled() {
-        return tower_http::trace::MakeSpan::make_span(
-            &mut tower_http::trace::DefaultMakeSpan::new(),
-            request,
-        );
-    }
+/// Runs a request in its trace when traces are on. Sampling is decided first, from the
+/// caller's `traceparent` (`traces::decide`): a sampled request runs in its server span (named
+/// for its route, `trace_id` on every log line in it); an unsampled one builds no span, only
+/// runs in its trace's context, which its calls propagate with the sampled flag off. Either
+/// way the answer names the trace (`traceparent`).
+pub(crate) async fn request(request: Request, next: Next) -> Response {
+    let decision = telemetry::traces::decide(request.headers());
+    let span = if decision.is_sampled() {
+        server_span(&request)
+    } else {
+        tracing::Span::none()
+    };
+    let answer = async move {
+        let mut response = next.run(request).await;
+        telemetry::traces::inject(&tracing::Span::none(), response.headers_mut());
+        response
+    };
+    decision.run(span, answer).await
+}
+
+fn server_span(request: &Request) -> tracing::Span {
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or(request.uri().path(), |m| m.as_str());
-    let span = tracing::info_span!(
+    tracing::info_span!(
         "request",
         otel.name = %format_args!("{} {route}", request.method()),
         otel.kind = "server",
         http.request.method = %request.method(),
         http.route = %route,
         trace_id = tracing::field::Empty,
-    );
-    telemetry::traces::continue_from(&span, request.headers());
-    span
+    )
 }
 
-/// Every answer names its trace (`traceparent`) when traces are on.
-pub(crate) async fn answer_traceparent(
-    request: axum::extract::Request,
-    next: middleware::Next,
-) -> Response {
-    let mut response = next.run(request).await;
-    telemetry::traces::inject(&tracing::Span::current(), response.headers_mut());
-    response
+/// tower-http's span for a request: its own (debug level) when traces are off; none when they
+/// are on, since [`request`] made the request's.
+pub(crate) fn tower_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    if telemetry::traces::enabled() {
+        return tracing::Span::none();
+    }
+    tower_http::trace::MakeSpan::make_span(&mut tower_http::trace::DefaultMakeSpan::new(), request)
 }

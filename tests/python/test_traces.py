@@ -259,6 +259,36 @@ def test_http_protobuf_export_and_the_sampler(tmp_path_factory):
         r.server.shutdown()
 
 
+REQUEST_PATH = {"POST /v1/predict", "validate", "Predict", "Log", "mlops.predictor.v1.Predictor/Predict",
+                "InvokeEndpoint", "mlops.interaction.v1.InteractionLogger/Log", "spool commit"}
+
+
+def test_a_ratio_sampler_decides_once_for_every_hop(tmp_path_factory):
+    """At a ratio, the gateway decides for each request before building anything: a sampled
+    request is one whole trace across the hops; an unsampled one is propagated with the sampled
+    flag off and exports nothing anywhere, not even the Log call that carries its interaction
+    later (no orphan trace of its own)."""
+    r = GrpcReceiver()
+    try:
+        with stack_running(tmp_path_factory, "traces-ratio", poll_ms=200,
+                           extra_env=traced_env(f"http://127.0.0.1:{r.port}", "grpc",
+                                                OTEL_TRACES_SAMPLER="parentbased_traceidratio",
+                                                OTEL_TRACES_SAMPLER_ARG="0.5")) as s:
+            answers = [predict(s.url)[1]["traceparent"].split("-") for _ in range(40)]
+            sampled = {bytes.fromhex(a[1]) for a in answers if a[3] == "01"}
+            unsampled = {bytes.fromhex(a[1]) for a in answers if a[3] == "00"}
+            assert sampled and unsampled and len(sampled | unsampled) == 40, answers
+            whole = lambda t: {n for _, x in r.spans.of_trace(t) for n in [x.name]} >= REQUEST_PATH  # noqa: E731
+            assert r.spans.wait(lambda: all(whole(t) for t in sampled)), "every sampled request is a whole trace"
+            time.sleep(1.5)
+            with r.spans.lock:
+                stray = [(svc, x.name, x.trace_id.hex()) for svc, x in r.spans.spans
+                         if x.name in REQUEST_PATH and x.trace_id not in sampled]
+            assert stray == [], "spans of unsampled requests, or traces of their own"
+    finally:
+        r.server.stop(0)
+
+
 def test_without_an_endpoint_nothing_is_traced(tmp_path_factory):
     with stack_running(tmp_path_factory, "traces-unset", poll_ms=200) as s:
         traceparent = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"

@@ -14,108 +14,8 @@ use opentelemetry::{
     trace::{TraceContextExt, TracerProvider},
 };
 use opentelemetry_otlp::{Protocol, WithExportConfig};
-use opentelemetry_sdk::{
-    propagation::TraceContextPropagator,
-    trace::{Sampler, SdkTracerProvider},
-};
+use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-
-/// Where and how traces are exported: the OpenTelemetry SDK's standard variables.
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct Tracing {
-    /// OTLP collector (e.g. http://127.0.0.1:4317 for grpc, http://127.0.0.1:4318 for
-    /// http/protobuf, which appends /v1/traces). Traces are exported only when this or the
-    /// traces-specific variable is set; unset, nothing is traced and nothing is paid.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
-    pub otel_exporter_otlp_endpoint: Option<String>,
-    /// OTLP traces endpoint, used as given (overrides the one above for traces).
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")]
-    pub otel_exporter_otlp_traces_endpoint: Option<String>,
-    /// OTLP transport: grpc or http/protobuf.
-    #[arg(
-        long,
-        env = "OTEL_EXPORTER_OTLP_PROTOCOL",
-        value_enum,
-        default_value = "http/protobuf"
-    )]
-    pub otel_exporter_otlp_protocol: OtlpProtocol,
-    /// The service name on every span (default: the process's own name).
-    #[arg(long, env = "OTEL_SERVICE_NAME")]
-    pub otel_service_name: Option<String>,
-    /// Which traces are kept: always_on, always_off, traceidratio, parentbased_always_on,
-    /// parentbased_always_off or parentbased_traceidratio (a caller's sampled flag decides
-    /// for the parentbased ones).
-    #[arg(
-        long,
-        env = "OTEL_TRACES_SAMPLER",
-        value_enum,
-        default_value = "parentbased_always_on"
-    )]
-    pub otel_traces_sampler: SamplerName,
-    /// The ratio (0 to 1) of the traceidratio samplers.
-    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", default_value_t = 1.0, value_parser = ratio)]
-    pub otel_traces_sampler_arg: f64,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum OtlpProtocol {
-    #[value(name = "grpc")]
-    Grpc,
-    #[default]
-    #[value(name = "http/protobuf")]
-    HttpProtobuf,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[clap(rename_all = "snake_case")]
-pub enum SamplerName {
-    AlwaysOn,
-    AlwaysOff,
-    Traceidratio,
-    #[default]
-    ParentbasedAlwaysOn,
-    ParentbasedAlwaysOff,
-    ParentbasedTraceidratio,
-}
-
-fn ratio(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
-        _ => Err(format!("{s:?} is not a ratio between 0 and 1")),
-    }
-}
-
-impl Tracing {
-    /// The traces endpoint, if traces are on: the traces-specific one as given, else the
-    /// generic one (with `/v1/traces` appended for HTTP, as the specification says).
-    pub fn endpoint(&self) -> Option<String> {
-        fn set(v: &Option<String>) -> Option<&str> {
-            v.as_deref().map(str::trim).filter(|v| !v.is_empty())
-        }
-        if let Some(e) = set(&self.otel_exporter_otlp_traces_endpoint) {
-            return Some(e.to_owned());
-        }
-        let base = set(&self.otel_exporter_otlp_endpoint)?;
-        Some(match self.otel_exporter_otlp_protocol {
-            OtlpProtocol::Grpc => base.to_owned(),
-            OtlpProtocol::HttpProtobuf => format!("{}/v1/traces", base.trim_end_matches('/')),
-        })
-    }
-
-    fn sampler(&self) -> Sampler {
-        let ratio = self.otel_traces_sampler_arg;
-        match self.otel_traces_sampler {
-            SamplerName::AlwaysOn => Sampler::AlwaysOn,
-            SamplerName::AlwaysOff => Sampler::AlwaysOff,
-            SamplerName::Traceidratio => Sampler::TraceIdRatioBased(ratio),
-            SamplerName::ParentbasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
-            SamplerName::ParentbasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
-            SamplerName::ParentbasedTraceidratio => {
-                Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)))
-            }
-        }
-    }
-}
 
 /// The exporter could not be built from the variables.
 #[derive(Debug, thiserror::Error)]
@@ -173,7 +73,7 @@ where
         .unwrap_or_else(|| process.to_owned());
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_sampler(config.sampler())
+        .with_sampler(sampling::install(sampling::sampler(config)))
         .with_resource(
             opentelemetry_sdk::Resource::builder()
                 .with_service_name(service.clone())
@@ -227,9 +127,14 @@ pub fn child_of(parent: &tracing::Span, make: impl FnOnce() -> tracing::Span) ->
     }
 }
 
-/// [`child_of`] the current span.
+/// [`child_of`] the current span; nothing when there is none and the call runs in a trace
+/// [`decide`] did not sample.
 pub fn child(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
-    child_of(&tracing::Span::current(), make)
+    let current = tracing::Span::current();
+    if current.is_none() && enabled() && sampling::in_unsampled_trace() {
+        return tracing::Span::none();
+    }
+    child_of(&current, make)
 }
 
 /// The current span when traces are on (to link or parent work done elsewhere to it).
@@ -248,27 +153,49 @@ pub fn continue_from(span: &tracing::Span, headers: &http::HeaderMap) {
     if !enabled() {
         return;
     }
-    let parent = propagator().extract(&Headers(headers));
+    let parent = extract(headers);
     if parent.span().span_context().is_valid() {
         let _ = span.set_parent(parent);
     }
+    record_trace_id(span);
+}
+
+/// Builds `span` in the trace [`decide`] sampled (`Decision::Sampled`'s context) and records
+/// the trace id on it.
+pub fn continue_in(span: &tracing::Span, parent: opentelemetry::Context) {
+    if enabled() {
+        let _ = span.set_parent(parent);
+        record_trace_id(span);
+    }
+}
+
+fn record_trace_id(span: &tracing::Span) {
     let trace_id = span.context().span().span_context().trace_id();
     span.record("trace_id", tracing::field::display(trace_id));
 }
 
 /// Writes `span`'s context as `traceparent`/`tracestate` into `headers` (an answer's, or an
-/// outgoing call's); the current span's when `span` was not built ([`child`] of an unsampled
-/// trace), so the callee learns the decision. Does nothing when traces are off.
+/// outgoing call's); when `span` was not built ([`child`] of an unsampled trace), the current
+/// span's, or with no current span the unsampled trace's the call runs in, so the callee
+/// learns the decision. Does nothing when traces are off.
 pub fn inject(span: &tracing::Span, headers: &mut http::HeaderMap) {
     if !enabled() {
         return;
     }
-    let context = if span.is_none() {
-        tracing::Span::current().context()
+    let current;
+    let span = if span.is_none() {
+        current = tracing::Span::current();
+        &current
     } else {
-        span.context()
+        span
     };
-    propagator().inject_context(&context, &mut HeadersMut(headers));
+    if span.is_none() {
+        opentelemetry::Context::map_current(|cx| {
+            propagator().inject_context(cx, &mut HeadersMut(headers));
+        });
+    } else {
+        propagator().inject_context(&span.context(), &mut HeadersMut(headers));
+    }
 }
 
 /// [`inject`] into an outgoing gRPC call's metadata.
@@ -353,7 +280,12 @@ fn context_of(traceparent: &str) -> opentelemetry::Context {
     if let Ok(v) = http::HeaderValue::from_str(traceparent) {
         headers.insert("traceparent", v);
     }
-    propagator().extract(&Headers(&headers))
+    extract(&headers)
+}
+
+/// The caller's context its `traceparent`/`tracestate` headers name (empty without them).
+fn extract(headers: &http::HeaderMap) -> opentelemetry::Context {
+    propagator().extract(&Headers(headers))
 }
 
 /// Links `span` to `other`'s span (a request riding in a shared call).
@@ -394,6 +326,11 @@ impl Injector for HeadersMut<'_> {
         }
     }
 }
+
+mod config;
+mod sampling;
+pub use config::{OtlpProtocol, SamplerName, Tracing};
+pub use sampling::{Decision, decide, for_stored};
 
 #[cfg(test)]
 mod tests;

@@ -104,7 +104,9 @@ impl LogClient {
         if let Ok(v) = request_id.parse() {
             request.metadata_mut().insert("x-request-id", v);
         }
-        let span = telemetry::traces::span(|| {
+        // in the request's trace (nothing built when it is not sampled), or for the
+        // requests whose interactions these are
+        let span = telemetry::traces::child(|| {
             let span = tracing::info_span!(
                 "Log",
                 otel.kind = "client",

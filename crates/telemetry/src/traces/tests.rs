@@ -1,4 +1,5 @@
 use super::*;
+use config::ratio;
 
 fn tracing(endpoint: Option<&str>, traces: Option<&str>, protocol: OtlpProtocol) -> Tracing {
     Tracing {
