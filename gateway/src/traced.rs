@@ -10,11 +10,7 @@ use axum::{extract::Request, middleware::Next, response::Response};
 /// way the answer names the trace (`traceparent`).
 pub(crate) async fn request(request: Request, next: Next) -> Response {
     let decision = telemetry::traces::decide(request.headers());
-    let span = if decision.is_sampled() {
-        server_span(&request)
-    } else {
-        tracing::Span::none()
-    };
+    let span = decision.span(|| server_span(&request));
     let answer = async move {
         let mut response = next.run(request).await;
         telemetry::traces::inject(&tracing::Span::none(), response.headers_mut());

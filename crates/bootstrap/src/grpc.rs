@@ -1,8 +1,8 @@
 //! Serves a service's gRPC API the way every service here does: `grpc.health.v1` and server
 //! reflection (v1 and v1alpha, so `grpcurl` needs no `.proto` files; it lists exactly what the
 //! server serves) beside it, TLS or mutual
-//! TLS as `GRPC_TLS_*` say (crate `grpc-tls`), TCP_NODELAY, a server span per call when
-//! traces are on. On shutdown the service's health
+//! TLS as `GRPC_TLS_*` say (crate `grpc-tls`), TCP_NODELAY, a server span per sampled call
+//! when traces are on. On shutdown the service's health
 //! and the admin port's `/readyz` turn not-serving first, no new connection is taken, and the
 //! calls in flight get the grace period.
 
@@ -163,45 +163,40 @@ where
                 return Box::pin(async move { Ok(status.into_http::<axum::body::Body>()) });
             }
         }
-        let span = server_span(&request);
+        // sampling decided first: an unsampled call builds no span, only runs in its trace
+        let decision = telemetry::traces::decide(request.headers());
+        let span = decision.span(|| server_span(&request));
         let call = {
             let _entered = span.enter();
             self.inner.call(request)
         };
-        Box::pin(tracing::Instrument::instrument(
-            async move {
-                use axum::response::IntoResponse;
-                let Ok(response) = call.await;
-                let mut response = response.into_response();
-                telemetry::traces::inject(&tracing::Span::current(), response.headers_mut());
-                Ok(response)
-            },
-            span,
-        ))
+        Box::pin(decision.run(span, async move {
+            use axum::response::IntoResponse;
+            let Ok(response) = call.await;
+            let mut response = response.into_response();
+            telemetry::traces::inject(&tracing::Span::none(), response.headers_mut());
+            Ok(response)
+        }))
     }
 }
 
-/// The call's server span when traces are on (`rpc.service`/`rpc.method`, continuing the
-/// caller's trace from its `traceparent` metadata); the service's own spans are its children.
+/// A sampled call's server span (`rpc.service`/`rpc.method`, in the caller's trace from its
+/// `traceparent` metadata); the service's own spans are its children.
 fn server_span(request: &http::Request<Body>) -> tracing::Span {
-    telemetry::traces::span(|| {
-        let path = request.uri().path();
-        let (service, method) = path
-            .trim_start_matches('/')
-            .split_once('/')
-            .unwrap_or((path, ""));
-        let span = tracing::info_span!(
-            "grpc",
-            otel.name = %path.trim_start_matches('/'),
-            otel.kind = "server",
-            rpc.system = "grpc",
-            rpc.service = %service,
-            rpc.method = %method,
-            trace_id = tracing::field::Empty,
-        );
-        telemetry::traces::continue_from(&span, request.headers());
-        span
-    })
+    let path = request.uri().path();
+    let (service, method) = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .unwrap_or((path, ""));
+    tracing::info_span!(
+        "grpc",
+        otel.name = %path.trim_start_matches('/'),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = %service,
+        rpc.method = %method,
+        trace_id = tracing::field::Empty,
+    )
 }
 
 /// What every server's reflection lists: exactly what it serves — its one service, health,

@@ -81,7 +81,14 @@ where
     } else {
         FilterExt::boxed(env)
     };
-    let traces = traces.map(|t| t.with_filter(LevelFilter::INFO));
+    // and nothing in a trace the front door did not sample: it would be built to be dropped
+    let traces = traces.map(|t| {
+        t.with_filter(
+            LevelFilter::INFO.and(tracing_subscriber::filter::dynamic_filter_fn(|_, _| {
+                !traces::in_unsampled_trace()
+            })),
+        )
+    });
     let logs = tracing_subscriber::fmt::layer()
         .with_target(true)
         .with_writer(writer);

@@ -176,25 +176,24 @@ fn record_trace_id(span: &tracing::Span) {
 
 /// Writes `span`'s context as `traceparent`/`tracestate` into `headers` (an answer's, or an
 /// outgoing call's); when `span` was not built ([`child`] of an unsampled trace), the current
-/// span's, or with no current span the unsampled trace's the call runs in, so the callee
-/// learns the decision. Does nothing when traces are off.
+/// span's; when that is not traced either (none, or not seen in a trace [`decide`] did not
+/// sample), the trace the call runs in, so the callee learns the decision. Does nothing when
+/// traces are off.
 pub fn inject(span: &tracing::Span, headers: &mut http::HeaderMap) {
     if !enabled() {
         return;
     }
-    let current;
-    let span = if span.is_none() {
-        current = tracing::Span::current();
-        &current
+    let context = if span.is_none() {
+        tracing::Span::current().context()
     } else {
-        span
+        span.context()
     };
-    if span.is_none() {
+    if context.span().span_context().is_valid() {
+        propagator().inject_context(&context, &mut HeadersMut(headers));
+    } else {
         opentelemetry::Context::map_current(|cx| {
             propagator().inject_context(cx, &mut HeadersMut(headers));
         });
-    } else {
-        propagator().inject_context(&span.context(), &mut HeadersMut(headers));
     }
 }
 
@@ -330,6 +329,7 @@ impl Injector for HeadersMut<'_> {
 mod config;
 mod sampling;
 pub use config::{OtlpProtocol, SamplerName, Tracing};
+pub(crate) use sampling::in_unsampled_trace;
 pub use sampling::{Decision, decide, for_stored};
 
 #[cfg(test)]

@@ -86,22 +86,27 @@ pub enum Decision {
 }
 
 impl Decision {
-    /// Whether the call gets a server span (built by the caller, passed to [`Decision::run`]).
-    pub fn is_sampled(&self) -> bool {
-        matches!(self, Decision::Sampled(_))
+    /// The call's server span: `make`'s, in the caller's trace, when sampled; none otherwise.
+    /// Build it before entering it (entering starts it, its parent fixed).
+    pub fn span(&self, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+        match self {
+            Decision::Sampled(parent) => {
+                let span = make();
+                super::continue_in(&span, parent.clone());
+                span
+            }
+            Decision::Off | Decision::Unsampled(_) => tracing::Span::none(),
+        }
     }
 
-    /// Runs `call` as decided: in `span` (its server span, continuing the caller's trace) when
-    /// sampled, in the unsampled trace's context otherwise, as it is when traces are off.
+    /// Runs `call` as decided: in `span` ([`Decision::span`]) when sampled, in the unsampled
+    /// trace's context otherwise, as it is when traces are off.
     pub async fn run<F: std::future::Future>(self, span: tracing::Span, call: F) -> F::Output {
         use opentelemetry::context::FutureExt;
         use tracing::Instrument;
         match self {
             Decision::Off => call.await,
-            Decision::Sampled(parent) => {
-                super::continue_in(&span, parent);
-                call.instrument(span).await
-            }
+            Decision::Sampled(_) => call.instrument(span).await,
             Decision::Unsampled(trace) => call.with_context(trace).await,
         }
     }
@@ -170,8 +175,10 @@ pub async fn for_stored<F: std::future::Future>(sampled: bool, call: F) -> F::Ou
         .await
 }
 
-/// Whether the current OpenTelemetry context is a trace [`decide`] did not sample.
-pub(super) fn in_unsampled_trace() -> bool {
+/// Whether the current OpenTelemetry context is a trace [`decide`] did not sample (or a
+/// caller's unsampled one): the traces layer sees no span in it, and [`super::child`] builds
+/// none.
+pub(crate) fn in_unsampled_trace() -> bool {
     Context::map_current(|cx| {
         let span = cx.span();
         let sc = span.span_context();
