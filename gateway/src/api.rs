@@ -240,12 +240,7 @@ async fn predict_rows(
     });
     telemetry::traces::inject_metadata(&span, request.metadata_mut());
     let asked = Instant::now();
-    let answer = app
-        .predictor
-        .clone()
-        .predict(request)
-        .instrument(span)
-        .await;
+    let answer = app.predictor.predict(request).instrument(span).await;
     metrics::histogram!("gateway_upstream_seconds", "call" => "predict")
         .record(asked.elapsed().as_secs_f64());
     Ok(answer.map_err(|s| Problem::from_status(&s))?.into_inner())

@@ -36,12 +36,11 @@ use axum::http::HeaderMap;
 use coalesce::{Coalescer, Limits, Weight};
 use log_client::{LogClient, LogFailure, Refused};
 use proto::{
-    interaction::v1::{Interaction, Source, interaction_logger_client::InteractionLoggerClient},
+    interaction::v1::{Interaction, Source},
     predictor::v1::PredictResponse,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 /// What happens to interactions the logger cannot take.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,7 +158,7 @@ impl Recorder {
     /// `lanes`: `Log` calls in flight at once while coalescing; `None` turns coalescing off.
     /// Must be called within a Tokio runtime.
     pub fn new(
-        client: InteractionLoggerClient<Channel>,
+        client: hops::Logger,
         mode: LogMode,
         capacity: usize,
         timeout: Duration,

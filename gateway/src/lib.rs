@@ -25,10 +25,6 @@ use axum::{
     routing::{get, post},
     serve::ListenerExt,
 };
-use proto::{
-    interaction::v1::interaction_logger_client::InteractionLoggerClient,
-    predictor::v1::predictor_client::PredictorClient,
-};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -111,11 +107,34 @@ pub struct App {
     pub access: Arc<access::Access>,
     pub config: Config,
     pub schemas: schema::Schemas,
-    pub predictor: PredictorClient<Channel>,
+    /// The predictor: over gRPC, or in this process (the one-process shape).
+    pub predictor: hops::Predictor,
     pub recorder: interactions::Recorder,
     pub registry: registry_follower::Follower,
-    predictor_channel: Channel,
+    predictor_health: hops::Health,
     pub timeout: Duration,
+}
+
+/// The gateway's callees: the predictor (and whether it serves) and the interaction logger.
+pub struct Hops {
+    pub predictor: hops::Predictor,
+    pub predictor_health: hops::Health,
+    pub logger: hops::Logger,
+}
+
+impl Hops {
+    /// Over gRPC, at `PREDICTOR_URL` and `LOGGER_URL` (the microservices).
+    pub fn remote(config: &Config) -> anyhow::Result<Self> {
+        let predictor = channel(&config.tls, &config.predictor_url)?;
+        Ok(Hops {
+            predictor: hops::remote_predictor(predictor.clone()),
+            predictor_health: hops::Health::Grpc {
+                channel: predictor,
+                service: "mlops.predictor.v1.Predictor",
+            },
+            logger: hops::remote_logger(channel(&config.tls, &config.logger_url)?),
+        })
+    }
 }
 
 #[derive(OpenApi)]
@@ -182,14 +201,28 @@ async fn openapi(State(app): State<Arc<App>>) -> Response {
 }
 
 impl App {
-    /// Must run inside the Tokio runtime (it starts following the registry-watcher).
+    /// The gateway of the microservices: its callees over gRPC. Must run inside the Tokio
+    /// runtime (it starts following the registry-watcher).
     pub fn new(config: Config, shutdown: &CancellationToken) -> anyhow::Result<Arc<Self>> {
-        let predictor_channel = channel(&config.tls, &config.predictor_url)?;
-        let logger = InteractionLoggerClient::new(channel(&config.tls, &config.logger_url)?);
+        let hops = Hops::remote(&config)?;
+        Self::with(config, hops, shutdown)
+    }
+
+    /// The gateway calling `hops` (in process, for the one-process shape).
+    pub fn with(
+        config: Config,
+        hops: Hops,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Arc<Self>> {
+        let Hops {
+            predictor,
+            predictor_health,
+            logger,
+        } = hops;
         Ok(Arc::new(App {
             access: Arc::new(access::Access::new(config.access.clone())?),
             schemas: schema::Schemas::new(config.features.as_deref()),
-            predictor: PredictorClient::new(predictor_channel.clone()),
+            predictor,
             registry: match &config.registry_watcher_url {
                 Some(url) => registry_follower::Follower::start(
                     config.tls.endpoint(url)?,
@@ -204,7 +237,7 @@ impl App {
                 Duration::from_millis(config.log_timeout_ms),
                 (config.log_concurrency > 0).then_some(config.log_concurrency),
             ),
-            predictor_channel,
+            predictor_health,
             timeout: Duration::from_millis(config.timeout_ms),
             config,
         }))
@@ -301,20 +334,13 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 
 /// Whether the predictor serves (its gRPC health): what `/readyz` and the OIP readiness say.
 pub(crate) async fn predictor_ready(app: &App) -> Result<(), Problem> {
-    let mut health =
-        tonic_health::pb::health_client::HealthClient::new(app.predictor_channel.clone());
-    let mut request = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
-        service: "mlops.predictor.v1.Predictor".into(),
-    });
-    request.set_timeout(Duration::from_millis(500));
-    match health.check(request).await {
-        Ok(r)
-            if r.get_ref().status
-                == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 =>
-        {
-            Ok(())
-        }
-        Ok(_) => Err(Problem::new(
+    match app
+        .predictor_health
+        .serving(Duration::from_millis(500))
+        .await
+    {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "the predictor is not serving",
         )),

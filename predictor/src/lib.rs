@@ -103,7 +103,9 @@ pub async fn run(
         );
     }
     let logger = match config.shadow.logger_url.as_deref() {
-        Some(url) => Some(config.tls.endpoint(url)?),
+        Some(url) => Some(hops::remote_logger(
+            config.tls.endpoint(url)?.connect_lazy(),
+        )),
         None => None,
     };
     let rollout = rollout::Reporter::start(watcher.clone(), shutdown.child_token());

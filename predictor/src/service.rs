@@ -33,29 +33,6 @@ pub struct PredictorService {
     pub mismatch_reported: std::sync::atomic::AtomicBool,
 }
 
-/// The caller's deadline from `grpc-timeout` (e.g. `250m`, `5S`), if it sent a valid one:
-/// at most 8 ASCII digits and a unit, as the gRPC protocol defines it (so no value can
-/// overflow; anything else is ignored and the default deadline applies).
-fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
-    const MAX_DIGITS: usize = 8;
-    let raw = metadata.get("grpc-timeout")?.to_str().ok()?;
-    let (digits, unit) = raw.split_at(raw.len().checked_sub(1)?);
-    if digits.is_empty() || digits.len() > MAX_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit())
-    {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
 impl PredictorService {
     /// The row width to insist on: the live model's (from its package's schema, as the
     /// watcher reports it), or `MODEL_NUM_FEATURES` when set — an explicit override, whose
@@ -102,7 +79,7 @@ impl PredictorService {
         &self,
         request: Request<PredictRequest>,
     ) -> Result<PredictResponse, Error> {
-        let timeout = grpc_timeout(request.metadata())
+        let timeout = hops::deadline(request.metadata())
             .unwrap_or(self.default_timeout)
             .min(self.default_timeout.max(Duration::from_secs(60)));
         let deadline = Instant::now() + timeout;
@@ -226,33 +203,5 @@ impl Predictor for PredictorService {
             tracing::info!(error = %e, ?code, "predict failed");
         }
         result.map(Response::new).map_err(Status::from)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grpc_timeouts_parse() {
-        let mut m = tonic::metadata::MetadataMap::new();
-        m.insert("grpc-timeout", "250m".parse().unwrap());
-        assert_eq!(grpc_timeout(&m), Some(Duration::from_millis(250)));
-        m.insert("grpc-timeout", "3S".parse().unwrap());
-        assert_eq!(grpc_timeout(&m), Some(Duration::from_secs(3)));
-        m.insert("grpc-timeout", "x".parse().unwrap());
-        assert_eq!(grpc_timeout(&m), None);
-        m.insert("grpc-timeout", "99999999H".parse().unwrap());
-        assert_eq!(
-            grpc_timeout(&m),
-            Some(Duration::from_secs(99_999_999 * 3600)),
-            "the largest valid value"
-        );
-        // Too many digits (this one overflowed u64 seconds: a panic in debug builds), a sign,
-        // no digits: ignored.
-        for bad in ["18446744073709551615H", "123456789m", "+5S", "S", "-1m"] {
-            m.insert("grpc-timeout", bad.parse().unwrap());
-            assert_eq!(grpc_timeout(&m), None, "{bad}");
-        }
     }
 }

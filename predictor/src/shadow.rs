@@ -14,9 +14,7 @@ use std::{sync::Arc, time::Duration};
 
 use aws_smithy_types::Blob;
 use proto::{
-    interaction::v1::{
-        Interaction, LogRequest, Source, interaction_logger_client::InteractionLoggerClient,
-    },
+    interaction::v1::{Interaction, LogRequest, Source},
     registry::v1::{
         ReportShadowRequest, ShadowOutcome, Status, registry_watcher_client::RegistryWatcherClient,
     },
@@ -110,7 +108,7 @@ impl Mirror {
         client: aws_sdk_sagemakerruntime::Client,
         registry: registry_follower::Follower,
         watcher: Option<Endpoint>,
-        logger: Option<Endpoint>,
+        logger: Option<hops::Logger>,
         shutdown: CancellationToken,
     ) -> Option<Arc<Self>> {
         let watcher = watcher.filter(|_| config.shadow_fraction > 0.0)?;
@@ -306,13 +304,12 @@ async fn invoke(
 async fn report(
     outcomes: mpsc::Receiver<(String, Reported)>,
     watcher: Endpoint,
-    logger: Option<Endpoint>,
+    logger: Option<hops::Logger>,
     shutdown: CancellationToken,
 ) {
     let client = RegistryWatcherClient::new(watcher.connect_lazy());
-    let logger = logger.map(|l| InteractionLoggerClient::new(l.connect_lazy()));
     crate::report::batches(outcomes, shutdown, |arn, batch| {
-        let (mut client, mut logger) = (client.clone(), logger.clone());
+        let (mut client, logger) = (client.clone(), logger.clone());
         async move {
             let n = batch.len() as u64;
             let mut request = ReportShadowRequest {
@@ -335,7 +332,7 @@ async fn report(
                     tracing::warn!(error = %e.message(), outcomes = n, "the registry-watcher did not take shadow outcomes; dropped");
                 }
             }
-            let Some(logger) = logger.as_mut() else { return };
+            let Some(logger) = logger else { return };
             for chunk in records.chunks(proto::MAX_INTERACTIONS_PER_LOG) {
                 let n = chunk.len() as u64;
                 let mut request = tonic::Request::new(LogRequest {

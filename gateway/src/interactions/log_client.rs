@@ -8,15 +8,13 @@
 
 use std::{collections::VecDeque, time::Duration};
 
-use proto::interaction::v1::{
-    Interaction, LogRequest, interaction_logger_client::InteractionLoggerClient,
-};
-use tonic::{Code, transport::Channel};
+use proto::interaction::v1::{Interaction, LogRequest};
+use tonic::Code;
 
 /// The `Log` call itself, within the timeout.
 #[derive(Clone)]
 pub(super) struct LogClient {
-    pub(super) client: InteractionLoggerClient<Channel>,
+    pub(super) client: hops::Logger,
     pub(super) timeout: Duration,
 }
 
@@ -129,7 +127,7 @@ impl LogClient {
         });
         telemetry::traces::inject_metadata(&span, request.metadata_mut());
         let asked = std::time::Instant::now();
-        let answer = tracing::Instrument::instrument(self.client.clone().log(request), span).await;
+        let answer = tracing::Instrument::instrument(self.client.log(request), span).await;
         metrics::histogram!("gateway_upstream_seconds", "call" => "log")
             .record(asked.elapsed().as_secs_f64());
         answer.map(|_| ())

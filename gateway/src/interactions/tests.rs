@@ -95,7 +95,7 @@ async fn logger_with(
         .unwrap()
         .connect_lazy();
     let recorder = Arc::new(Recorder::new(
-        InteractionLoggerClient::new(channel),
+        hops::remote_logger(channel),
         mode,
         1000,
         Duration::from_secs(1),
