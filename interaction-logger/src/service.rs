@@ -72,7 +72,7 @@ impl InteractionLogger for LoggerService {
             ));
         }
         // the trace the shipping span links to: the caller's request's, else this call's
-        let traceparent = telemetry::traces::traceparent(&tracing::Span::current());
+        let traceparent = telemetry::traces::current_traceparent();
         for (n, i) in interactions.iter_mut().enumerate() {
             if let Some(t) = traceparent.as_ref().filter(|_| i.traceparent.is_empty()) {
                 i.traceparent.clone_from(t);

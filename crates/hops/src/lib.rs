@@ -124,22 +124,22 @@ pub fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
     })
 }
 
-/// Whether a callee serves: its `grpc.health.v1` status for its service (over gRPC), or its
-/// readiness (in process: what its health would report).
+/// Whether a callee serves: its `grpc.health.v1` status for its service (over gRPC), or in
+/// process the readiness of every part it needs (what their health would report).
 #[derive(Clone)]
 pub enum Health {
     Grpc {
         channel: Channel,
         service: &'static str,
     },
-    Local(bootstrap::Readiness),
+    Local(Vec<bootstrap::Readiness>),
 }
 
 impl Health {
     /// Serving, not serving, or the status the health call failed with (unreachable).
     pub async fn serving(&self, timeout: Duration) -> Result<bool, Status> {
         match self {
-            Health::Local(readiness) => Ok(readiness.is_ready()),
+            Health::Local(parts) => Ok(parts.iter().all(bootstrap::Readiness::is_ready)),
             Health::Grpc { channel, service } => {
                 use tonic_health::pb::{
                     HealthCheckRequest, health_check_response::ServingStatus,

@@ -84,12 +84,17 @@ async fn in_process_the_deadline_is_the_callers() {
 }
 
 #[tokio::test]
-async fn in_process_health_is_the_readiness() {
-    let readiness = bootstrap::Readiness::default();
-    let health = Health::Local(readiness.clone());
+async fn in_process_health_is_every_parts_readiness() {
+    let (a, b) = (
+        bootstrap::Readiness::default(),
+        bootstrap::Readiness::default(),
+    );
+    let health = Health::Local(vec![a.clone(), b.clone()]);
     let t = Duration::from_millis(10);
-    readiness.set(true);
+    a.set(true);
+    assert!(!health.serving(t).await.unwrap(), "one part is not ready");
+    b.set(true);
     assert!(health.serving(t).await.unwrap());
-    readiness.set(false);
+    a.set(false);
     assert!(!health.serving(t).await.unwrap());
 }

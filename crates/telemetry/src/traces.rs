@@ -127,14 +127,13 @@ pub fn child_of(parent: &tracing::Span, make: impl FnOnce() -> tracing::Span) ->
     }
 }
 
-/// [`child_of`] the current span; nothing when there is none and the call runs in a trace
-/// [`decide`] did not sample.
+/// [`child_of`] the current span; nothing inside a trace [`decide`] did not sample (checked
+/// first: no span is looked up for the nine requests in ten a 10% ratio leaves unsampled).
 pub fn child(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
-    let current = tracing::Span::current();
-    if current.is_none() && enabled() && sampling::in_unsampled_trace() {
+    if !enabled() || sampling::in_unsampled_trace() {
         return tracing::Span::none();
     }
-    child_of(&current, make)
+    child_of(&tracing::Span::current(), make)
 }
 
 /// The current span when traces are on (to link or parent work done elsewhere to it).
@@ -180,8 +179,22 @@ fn record_trace_id(span: &tracing::Span) {
 /// sample), the trace the call runs in, so the callee learns the decision. Does nothing when
 /// traces are off.
 pub fn inject(span: &tracing::Span, headers: &mut http::HeaderMap) {
-    if !enabled() {
-        return;
+    if enabled() {
+        write(span, &mut HeadersMut(headers));
+    }
+}
+
+/// [`inject`] into an outgoing gRPC call's metadata.
+pub fn inject_metadata(span: &tracing::Span, metadata: &mut tonic::metadata::MetadataMap) {
+    if enabled() {
+        write(span, &mut MetadataMut(metadata));
+    }
+}
+
+fn write(span: &tracing::Span, into: &mut dyn Injector) {
+    if span.is_none() && sampling::in_unsampled_trace() {
+        // no span anywhere: the call's trace is the current context
+        return opentelemetry::Context::map_current(|cx| propagator().inject_context(cx, into));
     }
     let context = if span.is_none() {
         tracing::Span::current().context()
@@ -189,29 +202,9 @@ pub fn inject(span: &tracing::Span, headers: &mut http::HeaderMap) {
         span.context()
     };
     if context.span().span_context().is_valid() {
-        propagator().inject_context(&context, &mut HeadersMut(headers));
+        propagator().inject_context(&context, into);
     } else {
-        opentelemetry::Context::map_current(|cx| {
-            propagator().inject_context(cx, &mut HeadersMut(headers));
-        });
-    }
-}
-
-/// [`inject`] into an outgoing gRPC call's metadata.
-pub fn inject_metadata(span: &tracing::Span, metadata: &mut tonic::metadata::MetadataMap) {
-    if !enabled() {
-        return;
-    }
-    let mut headers = http::HeaderMap::new();
-    inject(span, &mut headers);
-    for (name, value) in &headers {
-        if let Ok(value) = tonic::metadata::MetadataValue::try_from(value.as_bytes()) {
-            metadata.insert(
-                tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes())
-                    .expect("header names are metadata keys"),
-                value,
-            );
-        }
+        opentelemetry::Context::map_current(|cx| propagator().inject_context(cx, into));
     }
 }
 
@@ -222,12 +215,17 @@ pub fn traceparent(span: &tracing::Span) -> Option<String> {
     if !enabled() || span.is_none() || !span.context().span().span_context().is_sampled() {
         return None;
     }
-    let mut headers = http::HeaderMap::new();
-    inject(span, &mut headers);
-    headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+    let mut one = Traceparent(None);
+    write(span, &mut one);
+    one.0
+}
+
+/// [`traceparent`] of the current span; None at once inside an unsampled trace.
+pub fn current_traceparent() -> Option<String> {
+    if !enabled() || sampling::in_unsampled_trace() {
+        return None;
+    }
+    traceparent(&tracing::Span::current())
 }
 
 /// Links `span` to the span a stored `traceparent` names (work done for several traces at
@@ -313,15 +311,46 @@ impl Extractor for Headers<'_> {
     }
 }
 
+// The injectors leave out empty values (a `tracestate` with no entries is not sent).
 struct HeadersMut<'a>(&'a mut http::HeaderMap);
 
 impl Injector for HeadersMut<'_> {
     fn set(&mut self, key: &str, value: String) {
+        if value.is_empty() {
+            return;
+        }
         if let (Ok(name), Ok(value)) = (
             http::HeaderName::from_bytes(key.as_bytes()),
             http::HeaderValue::from_str(&value),
         ) {
             self.0.insert(name, value);
+        }
+    }
+}
+
+struct MetadataMut<'a>(&'a mut tonic::metadata::MetadataMap);
+
+impl Injector for MetadataMut<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if value.is_empty() {
+            return;
+        }
+        if let (Ok(name), Ok(value)) = (
+            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+            tonic::metadata::MetadataValue::try_from(value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+/// Keeps the `traceparent` alone.
+struct Traceparent(Option<String>);
+
+impl Injector for Traceparent {
+    fn set(&mut self, key: &str, value: String) {
+        if key == "traceparent" {
+            self.0 = Some(value);
         }
     }
 }
