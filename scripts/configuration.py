@@ -25,6 +25,7 @@ BINARIES = [
     ("predictor", "gRPC: invokes the SageMaker endpoint"),
     ("interaction-logger", "gRPC: every interaction into the Feature Store"),
     ("registry-watcher", "gRPC: the latest Approved package against what the endpoint serves"),
+    ("front-door", "the one-process shape: the gateway, predictor and logger in one process, each part read from its own service's variables above"),
     ("sagemaker-local", "the local SageMaker"),
     ("mlops-deploy", "the pipeline's deploy step"),
     ("mlops-pipeline", "the model pipeline on one machine"),

@@ -102,8 +102,8 @@ class Service:
 class Stack:
     def __init__(self, bin_dir, data_dir, gateway="127.0.0.1:0", sagemaker="127.0.0.1:0", log=None, extra_env=None,
                  poll_ms=500, pipeline=False, tls_dir=None, mutual_tls=False, shadow=False, shadow_fraction=1.0,
-                 deploy_strategy="all-at-once", bake_secs=20):
-        self.bin_dir, self.data_dir = bin_dir, data_dir
+                 deploy_strategy="all-at-once", bake_secs=20, shape="microservices"):
+        self.bin_dir, self.data_dir, self.shape = bin_dir, data_dir, shape
         self.log = log if log is not None else subprocess.DEVNULL
         base = dict(os.environ, LOG_FORMAT=os.environ.get("LOG_FORMAT", "json"), **(extra_env or {}))
         self.services = []
@@ -167,10 +167,21 @@ class Stack:
         """An interaction logger (spooling in `spool_dir`, following the watcher for drift
         unless `drift` is False), a predictor and a gateway on this stack's sagemaker-local and
         watcher, with `env` on top of the stack's: the stack's own front, and the benchmarks'
-        extra copies side by side. Returns the three services."""
+        extra copies side by side. Returns the three services; in the one-process shape, the
+        one `front-door` process three times (its admin port is the logger's)."""
         scheme, tls = self.scheme, self.tls
         env = dict(self.aws_env, **(env or {}))
         watcher_url = scheme + self.watcher.addrs["grpc"]
+        host, port = gateway.rsplit(":", 1)
+        grpc_listen = f"{host}:{'0' if port == '0' else '8081'}"
+        if self.shape == "one-process":
+            if self.tls_dir or not drift:
+                raise ValueError("the one-process shape runs without tls_dir (no gRPC hops to secure) and with drift")
+            front = self._start("front-door", [
+                "--listen", gateway, "--grpc-listen", grpc_listen, "--admin-listen", "127.0.0.1:0"],
+                dict(env, LOGGER_SPOOL_DIR=spool_dir, REGISTRY_WATCHER_URL=watcher_url,
+                     **(logger_env or {}), **(predictor_env or {})))
+            return front, front, front
         # The logger follows the watcher for the live model's baseline (drift).
         logger = self._start("interaction-logger", [
             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--spool-dir", spool_dir],
@@ -181,9 +192,8 @@ class Stack:
             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--registry-watcher-url", watcher_url],
             dict(env, LOGGER_URL=scheme + logger.addrs["grpc"], **(predictor_env or {}), **tls("predictor")))
         # The OIP gRPC API beside the HTTP port: 8081 beside a fixed 8080, any free port beside 0.
-        host, port = gateway.rsplit(":", 1)
         front = self._start("gateway", [
-            "--listen", gateway, "--grpc-listen", f"{host}:{'0' if port == '0' else '8081'}",
+            "--listen", gateway, "--grpc-listen", grpc_listen,
             "--predictor-url", scheme + predictor.addrs["grpc"],
             "--logger-url", scheme + logger.addrs["grpc"],
             "--registry-watcher-url", watcher_url], dict(env, **tls("gateway")))
@@ -236,10 +246,12 @@ def main():
     ap.add_argument("--data-dir", default=".data")
     ap.add_argument("--gateway", default="127.0.0.1:8080")
     ap.add_argument("--sagemaker", default="127.0.0.1:9000")
+    ap.add_argument("--shape", choices=["microservices", "one-process"], default="microservices",
+                    help="the front door as three processes, or as one (front-door)")
     args = ap.parse_args()
     os.environ.setdefault("LOG_FORMAT", "pretty")
     stack = Stack(args.bin_dir, args.data_dir, gateway=args.gateway, sagemaker=args.sagemaker, log=sys.stderr, poll_ms=2000,
-                  pipeline=True, shadow=True, deploy_strategy="canary", bake_secs=20)
+                  pipeline=True, shadow=True, deploy_strategy="canary", bake_secs=20, shape=args.shape)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
@@ -247,10 +259,13 @@ def main():
           f"  API:         curl -s {stack.url}/v1/predict -H 'content-type: application/json' "
           "-d '{\"features\":{\"age\":63,\"tenure_months\":40,\"monthly_charges\":29.01}}'\n"
           f"  SageMaker:   {stack.sagemaker_url} (key {ACCESS_KEY} / {SECRET_KEY}, region {REGION})\n"
-          f"  predictor:   grpc {stack.predictor.addrs['grpc']}, admin http://{stack.predictor.addrs['admin']}/metrics\n"
+          + (f"  front door:  one process (front-door): OIP grpc {stack.gateway.addrs['grpc']}, admin http://{stack.logger.addrs['admin']}/metrics\n"
+             if args.shape == "one-process" else
+             f"  predictor:   grpc {stack.predictor.addrs['grpc']}, admin http://{stack.predictor.addrs['admin']}/metrics\n") +
           f"  watcher:     grpc {stack.watcher.addrs['grpc']}, admin http://{stack.watcher.addrs['admin']}/metrics\n"
           f"  approver:    http://{stack.watcher.addrs['admin']}/shadow (a pending candidate next to the live model, on live traffic)\n"
-          f"  logger:      grpc {stack.logger.addrs['grpc']}, admin http://{stack.logger.addrs['admin']}/metrics\n"
+          + ("" if args.shape == "one-process" else
+             f"  logger:      grpc {stack.logger.addrs['grpc']}, admin http://{stack.logger.addrs['admin']}/metrics\n") +
           f"  drift:       http://{stack.logger.addrs['admin']}/drift (live inputs against the live model's training baseline)\n"
           f"  dead letters: curl -H 'Authorization: Bearer {stack.admin_token}' http://{stack.logger.addrs['admin']}/dead-letters\n"
           "  pipeline:    listening: a new candidate is shadowed, approving a model package rolls it out as a canary (10% for 20 s, decided by live evidence; scripts/local mlops-pipeline run trains one)\n"

@@ -97,7 +97,7 @@ pub fn of_answer(
     let event_time = chrono::Utc::now()
         .format("%Y-%m-%dT%H:%M:%S%.3fZ")
         .to_string();
-    let traceparent = telemetry::traces::traceparent(&tracing::Span::current()).unwrap_or_default();
+    let traceparent = telemetry::traces::current_traceparent().unwrap_or_default();
     answer
         .predictions
         .iter()

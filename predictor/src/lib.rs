@@ -71,13 +71,15 @@ pub struct Config {
 /// comes through (and is recorded by). `GRPC_TLS_ALLOW` replaces it.
 pub const CALLERS: &[(&str, &[&str])] = &[("Predict", &["gateway"])];
 
-/// Serves gRPC on `grpc` and the admin HTTP endpoints on `admin` until `shutdown`.
-pub async fn run(
-    grpc: TcpListener,
-    admin: TcpListener,
-    config: Config,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+/// The predictor's service from `config`, with what works beside it started (the registry
+/// follower, the rollout reporter, the shadow mirror), each until `shutdown`. A shadowed
+/// candidate's answers are recorded through `shadow_logger` (the logger at `LOGGER_URL` over
+/// gRPC, or in process). Must run inside the Tokio runtime.
+pub async fn service(
+    config: &Config,
+    shadow_logger: Option<hops::Logger>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<service::PredictorService> {
     let aws = config.aws.load().await;
     let client = aws_sdk_sagemakerruntime::Client::new(&aws);
     let breaker = breaker::Breaker::new(
@@ -102,23 +104,17 @@ pub async fn run(
             "PREDICTOR_SHADOW_FRACTION is set but REGISTRY_WATCHER_URL is not: nothing is mirrored"
         );
     }
-    let logger = match config.shadow.logger_url.as_deref() {
-        Some(url) => Some(hops::remote_logger(
-            config.tls.endpoint(url)?.connect_lazy(),
-        )),
-        None => None,
-    };
     let rollout = rollout::Reporter::start(watcher.clone(), shutdown.child_token());
     let mirror = shadow::Mirror::start(
         &config.shadow,
         client,
         registry.clone(),
         watcher,
-        logger,
+        shadow_logger,
         shutdown.child_token(),
     );
     metrics::gauge!("predictor_schema_mismatch").set(0.0);
-    let service = service::PredictorService {
+    Ok(service::PredictorService {
         endpoint: config.endpoint_name.clone(),
         invocations: batch::Invocations::new(
             invoker,
@@ -133,7 +129,23 @@ pub async fn run(
         features: config.num_features,
         mismatch_reported: Default::default(),
         default_timeout: Duration::from_millis(config.timeout_ms),
+    })
+}
+
+/// Serves gRPC on `grpc` and the admin HTTP endpoints on `admin` until `shutdown`.
+pub async fn run(
+    grpc: TcpListener,
+    admin: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let logger = match config.shadow.logger_url.as_deref() {
+        Some(url) => Some(hops::remote_logger(
+            config.tls.endpoint(url)?.connect_lazy(),
+        )),
+        None => None,
     };
+    let service = service(&config, logger, &shutdown).await?;
 
     let readiness = bootstrap::Readiness::default();
     let health = bootstrap::grpc::Health::new::<PredictorServer<service::PredictorService>>(

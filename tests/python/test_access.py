@@ -35,11 +35,16 @@ def keys_file(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory, keys_file):
-    yield from running_stack(tmp_path_factory, "access", extra_env={
+def access_stack(tmp_path_factory, keys_file, shape="microservices"):
+    """The stack these tests run on, in either shape (test_one_process_access.py)."""
+    yield from running_stack(tmp_path_factory, "access-" + shape, shape=shape, extra_env={
         "GATEWAY_API_KEYS_FILE": str(keys_file), "GATEWAY_API_KEYS_RELOAD_MS": "200",
         "GATEWAY_CORS_ORIGINS": "https://app.example.com"})
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, keys_file):
+    yield from access_stack(tmp_path_factory, keys_file)
 
 
 def predict(stack, key=None, headers=None, via="bearer"):

@@ -26,9 +26,14 @@ GROUP = "my-mlops-prod-pkg"
 ROWS = [row(i) for i in range(4)]
 
 
+def pipeline_stack(tmp_path_factory, shape="microservices"):
+    """The stack these tests run on, in either shape (test_one_process_pipeline.py)."""
+    yield from running_stack(tmp_path_factory, "pipeline-" + shape, poll_ms=300, pipeline=True, shape=shape)
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    yield from running_stack(tmp_path_factory, "pipeline", poll_ms=300, pipeline=True)
+    yield from pipeline_stack(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

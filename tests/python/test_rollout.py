@@ -30,10 +30,15 @@ FAULTS = f"{ENDPOINT}/v3=error:40,{ENDPOINT}/v5=delay:150"
 DEPLOY_ENV = {"ROLLOUT_MIN_REQUESTS": "20", "DEPLOY_POLL_MS": "200", "DEPLOY_SCALING_MIN": "1", "DEPLOY_SCALING_MAX": "3"}
 
 
+def rollout_stack(tmp_path_factory, shape="microservices"):
+    """The stack these tests run on, in either shape (test_one_process_rollout.py)."""
+    yield from running_stack(tmp_path_factory, "rollout-" + shape, poll_ms=300, shape=shape,
+                             extra_env={"SAGEMAKER_LOCAL_ENDPOINT_FAULTS": FAULTS})
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    yield from running_stack(tmp_path_factory, "rollout", poll_ms=300,
-                             extra_env={"SAGEMAKER_LOCAL_ENDPOINT_FAULTS": FAULTS})
+    yield from rollout_stack(tmp_path_factory)
 
 
 def mlops_deploy(stack, *args, env=None, check=True):

@@ -21,9 +21,15 @@ from test_stack_e2e import ROOT, feature_store, metric, predict, records, row
 SHADOW = "my-mlops-prod-endpoint-shadow"
 
 
+def shadow_stack(tmp_path_factory, shape="microservices"):
+    """The stack these tests run on, in either shape (test_one_process_shadow.py)."""
+    yield from running_stack(tmp_path_factory, "shadow-" + shape, poll_ms=200, pipeline=True, shadow=True,
+                             shape=shape)
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    yield from running_stack(tmp_path_factory, "shadow", poll_ms=200, pipeline=True, shadow=True)
+    yield from shadow_stack(tmp_path_factory)
 
 
 def cli(stack, *args):
