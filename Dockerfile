@@ -1,5 +1,5 @@
 # One image for the whole inference service: every binary of the workspace, the service chosen
-# by the command (`gateway`, `predictor`, `interaction-logger`, `registry-watcher`,
+# by the command (`gateway`, `predictor`, `interaction-logger`, `registry-watcher`, `front-door`,
 # `sagemaker-local`, `mlops-deploy`). Why one image: the binaries share one build and most of
 # their dependency code, one tag is what a deployment rolls (every service provably runs the
 # same commit), and the compose file and the ECS task definitions only differ by command.
@@ -23,7 +23,7 @@ ARG VERSION=dev
 ARG REVISION=unknown
 ARG CREATED=unknown
 LABEL org.opencontainers.image.title="mlops-inference" \
-      org.opencontainers.image.description="Inference front door for SageMaker-hosted models: gateway, predictor, interaction-logger, registry-watcher, sagemaker-local" \
+      org.opencontainers.image.description="Inference front door for SageMaker-hosted models: gateway, predictor, interaction-logger, registry-watcher, front-door, sagemaker-local" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \
@@ -70,12 +70,13 @@ COPY gateway gateway
 COPY predictor predictor
 COPY interaction-logger interaction-logger
 COPY registry-watcher registry-watcher
+COPY front-door front-door
 COPY proto proto
 COPY demo demo
 RUN cargo build --locked --release --workspace --bins \
  && mkdir /out \
  && cp target/release/sagemaker-local target/release/predictor target/release/gateway \
-       target/release/interaction-logger target/release/registry-watcher \
+       target/release/interaction-logger target/release/registry-watcher target/release/front-door \
        target/release/mlops-deploy target/release/mlops-healthcheck /out/ \
  && strip /out/*
 

@@ -33,6 +33,9 @@ prints ranges.
    service, interleaved.
 9. Runtime shape: the same services with one tokio worker thread each (TOKIO_WORKER_THREADS=1)
    against the default (one per core), at 1,000 requests/s and at 64 concurrent, interleaved.
+10. The two shapes: the one-process `front-door` against the microservices, at 1,000 requests/s
+    and at 64 concurrent, interleaved, beside InvokeEndpoint direct (and Flask at 64): added
+    latency, throughput, CPU per request, peak RSS.
 
 BENCH_ONLY (e.g. "7,8") runs only those sections; BENCH_TRACE_RATIO (default 0.1) is section
 8's sampling ratio (0: every request unsampled, the cost of tracing's unsampled path alone).
@@ -100,7 +103,7 @@ class Services:
     """One copy of the inference services (logger, predictor, gateway) on the stack's
     sagemaker-local and registry-watcher; `batching` False turns every batching off."""
 
-    def __init__(self, stack, data, name, batching, extra_env=None, headers=()):
+    def __init__(self, stack, data, name, batching, extra_env=None, headers=(), shape="microservices"):
         env = dict(stack.aws_env, **(extra_env or {}))
         self.headers = list(headers)
         if not batching:
@@ -108,9 +111,11 @@ class Services:
         self.name, self.env = name, env
         # Drift only when the copy is given the watcher (evidence_bench's "drift" copies).
         self.logger, self.predictor, self.gateway = stack.start_front(
-            os.path.join(data, name + "-spool"), env=env, drift="REGISTRY_WATCHER_URL" in env)
+            os.path.join(data, name + "-spool"), env=env, drift="REGISTRY_WATCHER_URL" in env or shape != "microservices",
+            shape=shape)
         self.url = "http://" + self.gateway.addrs["http"]
-        self.processes = [self.gateway, self.predictor, self.logger]
+        # one process in the one-process shape (front-door plays all three)
+        self.processes = list(dict.fromkeys([self.gateway, self.predictor, self.logger]))
         stack.wait_ready(self.url + "/readyz")
 
     def admin(self, svc):
@@ -338,6 +343,43 @@ def print_gateway(name, r):
           f" (its InvokeEndpoint {invoke:.2f} ms) + Log call {log:.2f} ms + the gateway's own work")
 
 
+def shapes(stack, data, env, extra, micro, flask, direct):
+    """Section 10: the one-process shape against the microservices, both batching, interleaved
+    (each first in every other round), beside InvokeEndpoint direct and the Flask reference."""
+    print("\n10. the two shapes: one process (front-door) and the microservices")
+    single = Services(stack, data, "one-process", batching=True, shape="one-process")
+    extra.append(single)
+    front = lambda r: sum(v for k, v in r["cpu"].items() if k not in ("loadgen", "sagemaker-local"))  # noqa: E731
+    for label, args in (("1,000 requests/s", ["--rate", "1000"]), ("64 concurrent", ["--concurrency", "64"])):
+        print(f" {label}")
+        seen = {"direct": [], "microservices": [], "one process": [], "flask": []}
+        for n in range(ROUNDS):
+            d = loadgen(env, *direct, *args)
+            seen["direct"].append(d)
+            print(f"  {'InvokeEndpoint direct':<22} {fmt(d)}")
+            for name, svc in (("microservices", micro), ("one process", single))[::1 if n % 2 == 0 else -1]:
+                r = gateway_run(svc, stack, args)
+                seen[name].append(r)
+                print(f"  {name:<22} {fmt(r)}  CPU/request {front(r):.3f} ms front door, {r['cpu_services']:.3f} with sagemaker-local")
+            if "--concurrency" in args:
+                f = flask_run(flask, env, args)
+                seen["flask"].append(f)
+                print(f"  {'Flask reference':<22} {fmt(f)}")
+        for name in ("microservices", "one process"):
+            rs = seen[name]
+            p50 = [r["p50_ms"] - d["p50_ms"] for r, d in zip(rs, seen["direct"])]
+            p99 = [r["p99_ms"] - d["p99_ms"] for r, d in zip(rs, seen["direct"])]
+            line = (f"  {name:<14} {span([r['rps'] for r in rs])} req/s, adds {span(p50, '{:+.2f}')} ms at p50 and"
+                    f" {span(p99, '{:+.2f}')} ms at p99 over direct; CPU/request {span([front(r) for r in rs], '{:.3f}')} ms"
+                    f" front door, {span([r['cpu_services'] for r in rs], '{:.3f}')} with sagemaker-local")
+            if seen["flask"]:
+                share = [r["rps"] / max(d["rps"], 1) for r, d in zip(rs, seen["direct"])]
+                flask_x = [r["rps"] / max(f["rps"], 1) for r, f in zip(rs, seen["flask"])]
+                line += f"; {span([100 * x for x in share])}% of direct, {span(flask_x, '{:.1f}')}x Flask (same round)"
+            print(line)
+    print(f"  peak RSS of front-door: {peak_rss_mb(single.gateway.proc.pid):.1f} MB")
+
+
 def main():
     print(f"machine: {os.cpu_count()} cores, shared by the load generator and every process; "
           f"{SECONDS:.0f} s per run, {ROUNDS} interleaved rounds")
@@ -506,6 +548,9 @@ def main():
                               f" p99 {span([r['p99_ms'] for r in rs], '{:.2f}')} ms, CPU/request {span([r['cpu_services'] for r in rs], '{:.3f}')} ms")
                     saved = [b["cpu_services"] - a["cpu_services"] for a, b in zip(seen["per core"], seen["one"])]
                     print(f"  one worker changes CPU/request by {span(saved, '{:+.3f}')} ms (same round)")
+
+            if want("10"):
+                shapes(stack, data, env, extra, on, flask, direct)
 
             if want("6"):
                 print("\n6. peak RSS (VmHWM)")

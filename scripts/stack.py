@@ -163,18 +163,19 @@ class Stack:
                 "GRPC_TLS_REQUIRE_CLIENT_CERT": str(self.mutual_tls).lower()}
 
     def start_front(self, spool_dir, gateway="127.0.0.1:0", env=None, logger_env=None, predictor_env=None,
-                    drift=True):
+                    drift=True, shape=None):
         """An interaction logger (spooling in `spool_dir`, following the watcher for drift
         unless `drift` is False), a predictor and a gateway on this stack's sagemaker-local and
         watcher, with `env` on top of the stack's: the stack's own front, and the benchmarks'
-        extra copies side by side. Returns the three services; in the one-process shape, the
-        one `front-door` process three times (its admin port is the logger's)."""
+        extra copies side by side, in the stack's shape or `shape`. Returns the three services;
+        in the one-process shape, the one `front-door` process three times (its admin port is
+        the logger's)."""
         scheme, tls = self.scheme, self.tls
         env = dict(self.aws_env, **(env or {}))
         watcher_url = scheme + self.watcher.addrs["grpc"]
         host, port = gateway.rsplit(":", 1)
         grpc_listen = f"{host}:{'0' if port == '0' else '8081'}"
-        if self.shape == "one-process":
+        if (shape or self.shape) == "one-process":
             if self.tls_dir or not drift:
                 raise ValueError("the one-process shape runs without tls_dir (no gRPC hops to secure) and with drift")
             front = self._start("front-door", [

@@ -5,7 +5,8 @@ networks, a prediction found in the feature store, the gateway shown unable to r
 sagemaker-local, the logger container SIGKILLed and started again under load with every
 acknowledged interaction arriving (its spool adopted by the second logger on the shared spool
 volume, or by itself restarted under a new identity), and a SIGTERM stop after which every
-service exited 0.
+service exited 0; and `docker-compose.one-process.yml` brought up (one `front-door` container
+for the gateway, predictor and logger), a prediction recorded, a SIGTERM drain.
 
 Needs a Docker engine and compose (scripts/test installs and starts them); fails, never skips,
 without them. Progress goes to the terminal as `[compose] ...` lines while it runs."""
@@ -62,12 +63,13 @@ def compose_command():
 
 
 class Compose:
-    """One compose project (a unique name, so a developer's own stack is left alone)."""
+    """One compose project (a unique name, so a developer's own stack is left alone) of the
+    compose file `file` and its `services`."""
 
-    def __init__(self):
-        self.project = f"mlopstest{os.getpid()}"
+    def __init__(self, file="docker-compose.yml", services=SERVICES, suffix=""):
+        self.project, self.services = f"mlopstest{os.getpid()}{suffix}", services
         self.argv = [*compose_command(), "-p", self.project,
-                     "-f", str(ROOT / "docker-compose.yml"), "-f", str(ROOT / "tests/python/compose-observe.yml")]
+                     "-f", str(ROOT / file), "-f", str(ROOT / "tests/python/compose-observe.yml")]
         self.ids = {}
         self.env = dict(os.environ, MLOPS_IMAGE=IMAGE, GATEWAY_PUBLISH="127.0.0.1:", GATEWAY_GRPC_PUBLISH="127.0.0.1:", WATCHER_POLL_MS="500",
                         METRICS_EMF_NAMESPACE=EMF_NAMESPACE, METRICS_EMF_INTERVAL_SECS="3")
@@ -99,7 +101,7 @@ class Compose:
     def wait_healthy(self, timeout=180):
         deadline = time.time() + timeout
         while time.time() < deadline:
-            states = {s: self.inspect(s)["State"] for s in SERVICES}
+            states = {s: self.inspect(s)["State"] for s in self.services}
             health = {s: st.get("Health", {}).get("Status", st["Status"]) for s, st in states.items()}
             if all(h == "healthy" for h in health.values()):
                 return
@@ -110,7 +112,7 @@ class Compose:
 
 
 @pytest.fixture(scope="module")
-def compose(pytestconfig):
+def image(pytestconfig):
     global CAPTURE
     CAPTURE = pytestconfig.pluginmanager.getplugin("capturemanager")
     if run(["docker", "info"], check=False).returncode != 0:
@@ -119,13 +121,22 @@ def compose(pytestconfig):
     with uncaptured():
         run([str(ROOT / "docker/build-image"), IMAGE], quiet=False, timeout=1800,
             env=dict(os.environ, MLOPS_IMAGE_PROFILE="debug"))
-    c = Compose()
-    say(f"docker compose up (project {c.project}): sagemaker-local, registry-watcher, predictor, "
-        "interaction-logger, interaction-logger-2, gateway; waiting for every healthcheck")
+    return IMAGE
+
+
+@pytest.fixture(scope="module")
+def compose(image):
+    yield from compose_up(Compose())
+
+
+def compose_up(c, front="gateway"):
+    """Brings `c` up, healthy, with `c.stack` (the front door's URL, the feature store) for the
+    tests; down (volumes too) at the end."""
+    say(f"docker compose up (project {c.project}): {', '.join(c.services)}; waiting for every healthcheck")
     try:
         c("up", "-d", "--no-build", timeout=300)
         c.wait_healthy()
-        gateway, sagemaker = c.published("gateway", 8080), c.published("sagemaker-local", 9000)
+        gateway, sagemaker = c.published(front, 8080), c.published("sagemaker-local", 9000)
         say(f"stack healthy: gateway on http://{gateway}, sagemaker-local (observation port) on http://{sagemaker}")
         aws = dict(AWS_ENDPOINT_URL=f"http://{sagemaker}", AWS_REGION=REGION, AWS_ACCESS_KEY_ID=ACCESS_KEY,
                    AWS_SECRET_ACCESS_KEY=SECRET_KEY)
@@ -229,3 +240,24 @@ def test_metrics_reached_stdout_as_cloudwatch_emf(compose):
     assert sent == sum(ANSWERED), (sent, ANSWERED)
     logger = [d for d in compose.log_lines("interaction-logger") if "_aws" in d and "logger_spool_depth" in d]
     assert logger[-1]["logger_spool_depth"] == 0, logger[-1]
+
+
+def test_the_one_process_compose_file_runs_the_front_door_in_one_container(image):
+    """docker-compose.one-process.yml: sagemaker-local, the watcher and one `front-door`
+    container; a prediction is recorded, and SIGTERM drains it (spool and buffer empty, exit 0)."""
+    services = ["sagemaker-local", "registry-watcher", "front-door"]
+    with contextlib.contextmanager(compose_up)(Compose("docker-compose.one-process.yml", services, "one"),
+                                               front="front-door") as c:
+        status, _, raw = http("POST", c.stack.url + "/v1/predict", {"instances": [row(0)]})
+        assert status == 200, raw
+        p = json.loads(raw)["predictions"][0]
+        assert abs(p["probability"] - EXPECTED[0]) <= 1e-6, (p, EXPECTED[0])
+        wait_for_records(feature_store(c.stack), {p["interaction_id"]: p["probability"]})
+        say("one-process: recorded; docker compose stop")
+        c("stop", "-t", "30", timeout=180)
+        state = c.inspect("front-door")["State"]
+        lines = c.log_lines("front-door")
+        assert state["Status"] == "exited" and state["ExitCode"] == 0, (state, lines[-5:])
+        stopped = {line["message"]: line for line in lines if line.get("message") in ("gateway stopped", "interaction-logger stopped")}
+        assert stopped["gateway stopped"]["buffered"] == 0 and stopped["interaction-logger stopped"]["pending"] == 0, stopped
+        say("one-process: exited 0, its spool and buffer empty")
