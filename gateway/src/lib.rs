@@ -95,6 +95,10 @@ pub struct Config {
     /// `https://app.example.com`); none by default.
     #[arg(long, env = "GATEWAY_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// HTTP/2 connections to each upstream (predictor, logger): one connection serializes its
+    /// streams' work, a few spread it over the runtime's workers.
+    #[arg(long, env = "GATEWAY_UPSTREAM_CONNECTIONS", default_value_t = 4)]
+    pub upstream_connections: usize,
     #[command(flatten)]
     pub access: access::AccessConfig,
     #[command(flatten)]
@@ -125,14 +129,22 @@ pub struct Hops {
 impl Hops {
     /// Over gRPC, at `PREDICTOR_URL` and `LOGGER_URL` (the microservices).
     pub fn remote(config: &Config) -> anyhow::Result<Self> {
-        let predictor = channel(&config.tls, &config.predictor_url)?;
+        let predictor = channel(
+            &config.tls,
+            &config.predictor_url,
+            config.upstream_connections,
+        )?;
         Ok(Hops {
             predictor: hops::remote_predictor(predictor.clone()),
             predictor_health: hops::Health::Grpc {
                 channel: predictor,
                 service: "mlops.predictor.v1.Predictor",
             },
-            logger: hops::remote_logger(channel(&config.tls, &config.logger_url)?),
+            logger: hops::remote_logger(channel(
+                &config.tls,
+                &config.logger_url,
+                config.upstream_connections,
+            )?),
         })
     }
 }
@@ -154,11 +166,7 @@ impl Hops {
 )]
 struct ApiDoc;
 
-/// HTTP/2 connections per upstream: one connection serializes its streams' work, a few
-/// spread it over the runtime's workers.
-const CONNECTIONS: usize = 4;
-
-fn channel(tls: &grpc_tls::Tls, url: &str) -> anyhow::Result<Channel> {
+fn channel(tls: &grpc_tls::Tls, url: &str, connections: usize) -> anyhow::Result<Channel> {
     let endpoint = tls
         .endpoint(url)?
         .connect_timeout(Duration::from_secs(1))
@@ -166,7 +174,7 @@ fn channel(tls: &grpc_tls::Tls, url: &str) -> anyhow::Result<Channel> {
         .http2_keep_alive_interval(Duration::from_secs(30));
     Ok(Channel::balance_list(std::iter::repeat_n(
         endpoint,
-        CONNECTIONS,
+        connections.max(1),
     )))
 }
 
