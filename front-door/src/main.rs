@@ -22,24 +22,20 @@ struct Args {
     #[arg(long, env = "LOGGER_ADMIN_LISTEN", default_value = "127.0.0.1:9102")]
     admin_listen: String,
     #[command(flatten)]
-    logging: telemetry::Logging,
-    #[command(flatten)]
-    tracing: telemetry::Tracing,
-    #[command(flatten)]
-    emf: telemetry::emf::Flags,
+    observability: telemetry::Observability,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let parts = front_door::Parts::from_env()?;
-    telemetry::init("front-door", args.logging.log_format, &args.tracing)?;
+    args.observability.init("front-door")?;
     let listeners =
         front_door::Listeners::bind(&args.listen, &args.grpc_listen, &args.admin_listen).await?;
     println!("front-door listening on {}", listeners.describe()?);
     let shutdown = bootstrap::shutdown::on_signal();
     let service = front_door::run(listeners, parts, shutdown.clone());
-    let finished = telemetry::emf::alongside("front-door", &args.emf, &shutdown, service).await;
-    telemetry::traces::shutdown().await;
-    finished
+    args.observability
+        .run("front-door", &shutdown, service)
+        .await
 }

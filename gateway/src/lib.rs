@@ -11,6 +11,7 @@ pub mod oip;
 pub mod problem;
 pub mod schema;
 mod traced;
+mod upstream;
 mod web;
 
 use std::{sync::Arc, time::Duration};
@@ -27,7 +28,6 @@ use axum::{
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tower::ServiceBuilder;
 use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
@@ -36,6 +36,7 @@ use tower_http::{
 use utoipa::OpenApi;
 
 use problem::Problem;
+pub use upstream::Hops;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Config {
@@ -119,36 +120,6 @@ pub struct App {
     pub timeout: Duration,
 }
 
-/// The gateway's callees: the predictor (and whether it serves) and the interaction logger.
-pub struct Hops {
-    pub predictor: hops::Predictor,
-    pub predictor_health: hops::Health,
-    pub logger: hops::Logger,
-}
-
-impl Hops {
-    /// Over gRPC, at `PREDICTOR_URL` and `LOGGER_URL` (the microservices).
-    pub fn remote(config: &Config) -> anyhow::Result<Self> {
-        let predictor = channel(
-            &config.tls,
-            &config.predictor_url,
-            config.upstream_connections,
-        )?;
-        Ok(Hops {
-            predictor: hops::remote_predictor(predictor.clone()),
-            predictor_health: hops::Health::Grpc {
-                channel: predictor,
-                service: "mlops.predictor.v1.Predictor",
-            },
-            logger: hops::remote_logger(channel(
-                &config.tls,
-                &config.logger_url,
-                config.upstream_connections,
-            )?),
-        })
-    }
-}
-
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -165,18 +136,6 @@ impl Hops {
     ))
 )]
 struct ApiDoc;
-
-fn channel(tls: &grpc_tls::Tls, url: &str, connections: usize) -> anyhow::Result<Channel> {
-    let endpoint = tls
-        .endpoint(url)?
-        .connect_timeout(Duration::from_secs(1))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30));
-    Ok(Channel::balance_list(std::iter::repeat_n(
-        endpoint,
-        connections.max(1),
-    )))
-}
 
 impl App {
     /// The feature names in use now (they follow deployments).

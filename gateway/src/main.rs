@@ -16,11 +16,7 @@ struct Args {
     #[arg(long, env = "GATEWAY_GRPC_LISTEN", default_value = "0.0.0.0:8081")]
     grpc_listen: String,
     #[command(flatten)]
-    logging: telemetry::Logging,
-    #[command(flatten)]
-    tracing: telemetry::Tracing,
-    #[command(flatten)]
-    emf: telemetry::emf::Flags,
+    observability: telemetry::Observability,
     #[command(flatten)]
     config: gateway::Config,
 }
@@ -28,7 +24,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    telemetry::init("gateway", args.logging.log_format, &args.tracing)?;
+    args.observability.init("gateway")?;
     let shutdown = bootstrap::shutdown::on_signal();
     let app = gateway::App::new(args.config, &shutdown)?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
@@ -39,7 +35,5 @@ async fn main() -> anyhow::Result<()> {
         grpc.local_addr()?
     );
     let service = gateway::run(listener, Some(grpc), app, shutdown.clone());
-    let finished = telemetry::emf::alongside("gateway", &args.emf, &shutdown, service).await;
-    telemetry::traces::shutdown().await;
-    finished
+    args.observability.run("gateway", &shutdown, service).await
 }

@@ -21,9 +21,7 @@ use tokio_util::sync::CancellationToken;
 /// alongside `run`.
 pub async fn run_grpc_service<E, F>(
     name: &str,
-    logging: &telemetry::Logging,
-    tracing: &telemetry::Tracing,
-    emf: &telemetry::emf::Flags,
+    observability: &telemetry::Observability,
     listen: &str,
     admin_listen: &str,
     run: impl FnOnce(TcpListener, TcpListener, CancellationToken) -> F,
@@ -32,7 +30,7 @@ where
     F: std::future::Future<Output = Result<(), E>>,
     E: From<std::io::Error>,
 {
-    telemetry::init(name, logging.log_format, tracing).map_err(std::io::Error::other)?;
+    observability.init(name).map_err(std::io::Error::other)?;
     let grpc = TcpListener::bind(listen).await?;
     let admin = TcpListener::bind(admin_listen).await?;
     println!(
@@ -42,9 +40,7 @@ where
     );
     let shutdown = shutdown::on_signal();
     let service = run(grpc, admin, shutdown.clone());
-    let finished = telemetry::emf::alongside(name, emf, &shutdown, service).await;
-    telemetry::traces::shutdown().await;
-    finished
+    observability.run(name, &shutdown, service).await
 }
 
 /// Declares a gRPC service's arguments, the same for every one: its gRPC and admin listen
@@ -77,11 +73,7 @@ macro_rules! grpc_main {
             #[arg(long, env = $admin_env, default_value = $admin_default)]
             admin_listen: String,
             #[command(flatten)]
-            logging: $crate::telemetry::Logging,
-            #[command(flatten)]
-            tracing: $crate::telemetry::Tracing,
-            #[command(flatten)]
-            emf: $crate::telemetry::emf::Flags,
+            observability: $crate::telemetry::Observability,
             #[command(flatten)]
             config: $config,
         }
@@ -91,9 +83,7 @@ macro_rules! grpc_main {
             let args = <Args as clap::Parser>::parse();
             $crate::run_grpc_service(
                 $name,
-                &args.logging,
-                &args.tracing,
-                &args.emf,
+                &args.observability,
                 &args.listen,
                 &args.admin_listen,
                 |grpc, admin, shutdown| $run(grpc, admin, args.config, shutdown),

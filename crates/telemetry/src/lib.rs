@@ -31,6 +31,37 @@ pub struct Logging {
     pub log_format: LogFormat,
 }
 
+/// A service's observability, flattened into its arguments the same way everywhere: its log
+/// format, its traces' exporter, its CloudWatch EMF metrics.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Observability {
+    #[command(flatten)]
+    pub logging: Logging,
+    #[command(flatten)]
+    pub tracing: Tracing,
+    #[command(flatten)]
+    pub emf: emf::Flags,
+}
+
+impl Observability {
+    /// Logs, traces and metrics installed for `process` ([`init`]).
+    pub fn init(&self, process: &str) -> Result<(), traces::TracingError> {
+        init(process, self.logging.log_format, &self.tracing)
+    }
+
+    /// Runs `service` with the EMF emitter beside it, then exports the last spans.
+    pub async fn run<T>(
+        &self,
+        process: &str,
+        shutdown: &tokio_util::sync::CancellationToken,
+        service: impl std::future::Future<Output = T>,
+    ) -> T {
+        let finished = emf::alongside(process, &self.emf, shutdown, service).await;
+        traces::shutdown().await;
+        finished
+    }
+}
+
 /// Installs the global tracing subscriber (logs on stdout, and the traces' exporter when
 /// `tracing` names an endpoint) and the Prometheus recorder (before anything records a
 /// metric). `RUST_LOG` overrides the `info` filter. `process` names the spans' service when
