@@ -116,6 +116,8 @@ pub async fn run(
     });
     tracing::info!("front-door serving: gateway, predictor and interaction-logger in one process");
     let served = gateway::run(listeners.http, Some(listeners.grpc), app, shutdown.clone()).await;
+    // the gateway is done (signalled, or failed): everything else stops too
+    shutdown.cancel();
     predictor_stop.cancel();
     let drained = logger.drain().await;
     admin_stop.cancel();

@@ -145,32 +145,15 @@ fn propagator() -> &'static TraceContextPropagator {
     PROPAGATOR.get_or_init(TraceContextPropagator::new)
 }
 
-/// Continues the caller's trace in `span` (its `traceparent`/`tracestate` headers or gRPC
-/// metadata, which are HTTP/2 headers) and records the trace id on it (so every log line in
-/// it carries `trace_id`). Does nothing when traces are off.
-pub fn continue_from(span: &tracing::Span, headers: &http::HeaderMap) {
-    if !enabled() {
-        return;
-    }
-    let parent = extract(headers);
-    if parent.span().span_context().is_valid() {
-        let _ = span.set_parent(parent);
-    }
-    record_trace_id(span);
-}
-
-/// Builds `span` in the trace [`decide`] sampled (`Decision::Sampled`'s context) and records
-/// the trace id on it.
+/// Builds `span` in the trace [`decide`] sampled (`Decision::Sampled`'s context: the caller's,
+/// from its `traceparent`/`tracestate` headers or gRPC metadata, or a new one) and records the
+/// trace id on it (so every log line in it carries `trace_id`). Does nothing when traces are off.
 pub fn continue_in(span: &tracing::Span, parent: opentelemetry::Context) {
     if enabled() {
         let _ = span.set_parent(parent);
-        record_trace_id(span);
+        let trace_id = span.context().span().span_context().trace_id();
+        span.record("trace_id", tracing::field::display(trace_id));
     }
-}
-
-fn record_trace_id(span: &tracing::Span) {
-    let trace_id = span.context().span().span_context().trace_id();
-    span.record("trace_id", tracing::field::display(trace_id));
 }
 
 /// Writes `span`'s context as `traceparent`/`tracestate` into `headers` (an answer's, or an

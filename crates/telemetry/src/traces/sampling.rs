@@ -9,7 +9,9 @@ use std::sync::OnceLock;
 
 use opentelemetry::{
     Context, KeyValue,
-    trace::{Link, SpanContext, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState},
+    trace::{
+        Link, SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
+    },
 };
 use opentelemetry_sdk::trace::{
     IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, SamplingResult, ShouldSample,
@@ -143,13 +145,7 @@ fn decide_with(sampler: &Sampler, headers: &http::HeaderMap) -> Decision {
             } else {
                 ids.new_span_id()
             };
-            Decision::Unsampled(Context::new().with_remote_span_context(SpanContext::new(
-                trace_id,
-                span_id,
-                TraceFlags::default(),
-                true,
-                result.trace_state,
-            )))
+            Decision::Unsampled(unsampled(trace_id, span_id, result.trace_state))
         }
     }
 }
@@ -164,15 +160,20 @@ pub async fn for_stored<F: std::future::Future>(sampled: bool, call: F) -> F::Ou
         return call.await;
     }
     let ids = RandomIdGenerator::default();
-    let trace = SpanContext::new(
-        ids.new_trace_id(),
-        ids.new_span_id(),
+    let trace = unsampled(ids.new_trace_id(), ids.new_span_id(), TraceState::default());
+    call.with_context(trace).await
+}
+
+/// The context of a trace that is not sampled (flag `00`), as a caller's: what an unsampled
+/// call runs in and propagates.
+fn unsampled(trace_id: TraceId, span_id: SpanId, state: TraceState) -> Context {
+    Context::new().with_remote_span_context(SpanContext::new(
+        trace_id,
+        span_id,
         TraceFlags::default(),
         true,
-        TraceState::default(),
-    );
-    call.with_context(Context::new().with_remote_span_context(trace))
-        .await
+        state,
+    ))
 }
 
 /// Whether the current OpenTelemetry context is a trace [`decide`] did not sample (or a
