@@ -46,6 +46,21 @@ fn from_env<T: clap::Args>() -> anyhow::Result<T> {
     Ok(FromEnv::<T>::try_parse_from(["front-door"])?.config)
 }
 
+/// The `service` dimension of the process's EMF metrics: each part's series under its own
+/// service's name, as the microservices publish them (the template's alarms and dashboard
+/// read them so, in either shape); the process's own (the gRPC callers refused, the admin
+/// port's) under `front-door`.
+pub fn metric_owners() -> telemetry::emf::Owners {
+    telemetry::emf::Owners::parts(
+        "front-door",
+        &[
+            ("gateway_", "gateway"),
+            ("predictor_", "predictor"),
+            ("logger_", "interaction-logger"),
+        ],
+    )
+}
+
 /// The process's listeners: the gateway's HTTP and OIP gRPC ports, and the logger's admin
 /// port (which serves the whole process's `/metrics`: one recorder).
 pub struct Listeners {

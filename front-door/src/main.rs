@@ -36,6 +36,6 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = bootstrap::shutdown::on_signal();
     let service = front_door::run(listeners, parts, shutdown.clone());
     args.observability
-        .run("front-door", &shutdown, service)
+        .run(front_door::metric_owners(), &shutdown, service)
         .await
 }

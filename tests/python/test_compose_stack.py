@@ -261,3 +261,13 @@ def test_the_one_process_compose_file_runs_the_front_door_in_one_container(image
         stopped = {line["message"]: line for line in lines if line.get("message") in ("gateway stopped", "interaction-logger stopped")}
         assert stopped["gateway stopped"]["buffered"] == 0 and stopped["interaction-logger stopped"]["pending"] == 0, stopped
         say("one-process: exited 0, its spool and buffer empty")
+        # EMF: each part's series under its own service's name, as the microservices publish
+        # them (the template's alarms and dashboard name them so in either shape).
+        docs = [d for d in lines if "_aws" in d]
+        answered = [d for d in docs if "gateway_predict_requests_total" in d and d.get("status") == "200"]
+        assert {d["service"] for d in answered} == {"gateway"}, answered[:2]
+        assert sum(d["gateway_predict_requests_total"] for d in answered) == 1, answered
+        spool = [d for d in docs if "logger_spool_depth" in d]
+        assert spool and {d["service"] for d in spool} == {"interaction-logger"}, spool[:2]
+        assert spool[-1]["logger_spool_depth"] == 0, spool[-1]
+        assert {d["service"] for d in docs if any(k.startswith("predictor_") for k in d)} == {"predictor"}

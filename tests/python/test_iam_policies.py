@@ -21,7 +21,8 @@ def template():
 
 
 def test_every_role_has_no_wildcard_action_and_no_managed_policy(template):
-    assert len(roles(template)) == 9, roles(template)  # 4 task + 4 execution + flow logs
+    # 4 task + 4 execution (+ front-door's two, InferenceShape one-process) + flow logs
+    assert len(roles(template)) == 11, roles(template)
     kinds = {v["Type"] for v in template["Resources"].values()}
     assert not kinds & {"AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::User", "AWS::IAM::Group"}, kinds
     for role in roles(template):
@@ -59,7 +60,7 @@ def test_the_logger_may_only_put_records_in_the_one_feature_group_and_use_its_sp
 
 def test_only_the_logger_reaches_the_spool_file_system_and_only_through_its_access_point(template):
     for role in roles(template):
-        if role == "LoggerTaskRole":
+        if role in ("LoggerTaskRole", "FrontDoorTaskRole"):  # front-door: the logger's part
             continue
         for params in (PARAMS, dict(PARAMS, FeatureGroupKmsKeyArn=KMS_KEY)):
             assert not [a for a, _, _ in grants(template, params, role) if a.startswith("elasticfilesystem:")], role
@@ -81,7 +82,7 @@ def test_only_the_logger_reaches_the_spool_file_system_and_only_through_its_acce
     assert container["RestartPolicy"]["Enabled"] is True
     # Every other task definition mounts nothing.
     for k, v in res.items():
-        if v["Type"] == "AWS::ECS::TaskDefinition" and k != "LoggerTask":
+        if v["Type"] == "AWS::ECS::TaskDefinition" and k not in ("LoggerTask", "FrontDoorTask"):
             assert "Volumes" not in v["Properties"], k
 
 
@@ -221,9 +222,9 @@ def test_ecs_exec_is_off_by_default_and_grants_only_its_channels_when_on(templat
         resolve = Resolver(template, params)
         for role in roles(template):
             got = {(a, r) for a, r in plain(grants(template, params, role)) if a.startswith("ssmmessages:")}
-            expected = channels if on and role in ("LoggerTaskRole", "WatcherTaskRole") else set()
+            expected = channels if on and role in ("LoggerTaskRole", "WatcherTaskRole", "FrontDoorTaskRole") else set()
             assert got == expected, (role, on, got)
-        for service in ("LoggerService", "WatcherService"):
+        for service in ("LoggerService", "WatcherService", "FrontDoorService"):
             assert resolve.value(res[service]["Properties"]["EnableExecuteCommand"]) is on
         for service in ("GatewayService", "PredictorService"):
             assert "EnableExecuteCommand" not in res[service]["Properties"], service
@@ -235,7 +236,8 @@ def test_every_task_stops_only_after_its_drain(template):
     (SHUTDOWN_GRACE_SECS, 20 unless set; the gateway drains its requests, then its retry
     buffer, each within the grace), with room for the last metrics."""
     res = template["Resources"]
-    for task, drains in (("GatewayTask", 2), ("PredictorTask", 1), ("LoggerTask", 1), ("WatcherTask", 1)):
+    for task, drains in (("GatewayTask", 2), ("PredictorTask", 1), ("LoggerTask", 1), ("WatcherTask", 1),
+                         ("FrontDoorTask", 3)):
         container = res[task]["Properties"]["ContainerDefinitions"][0]
         env = {e["Name"]: e["Value"] for e in Resolver(template, PARAMS).value(container.get("Environment", []))}
         grace = int(env.get("SHUTDOWN_GRACE_SECS", 20))

@@ -17,7 +17,9 @@ TRACES = dict(PARAMS, TraceCollectorImageTag="adot-v0.43.3")
 TASKS = {"GatewayTask": ("gateway", "GatewayLogGroup", "traceidratio"),
          "PredictorTask": ("predictor", "PredictorLogGroup", "parentbased_traceidratio"),
          "LoggerTask": ("interaction-logger", "LoggerLogGroup", "parentbased_traceidratio"),
-         "WatcherTask": ("registry-watcher", "WatcherLogGroup", "parentbased_traceidratio")}
+         "WatcherTask": ("registry-watcher", "WatcherLogGroup", "parentbased_traceidratio"),
+         # InferenceShape one-process: the gateway's part decides, as the gateway does
+         "FrontDoorTask": ("front-door", "FrontDoorLogGroup", "traceidratio")}
 SOURCES = {"gateway": "gateway/src", "predictor": "predictor/src", "interaction-logger": "interaction-logger/src",
            "registry-watcher": "registry-watcher/src"}
 
@@ -76,7 +78,8 @@ def test_with_a_collector_image_every_task_sends_its_spans_to_its_own_collector_
         f"com.amazonaws.{REGION}.xray"
 
 
-@pytest.mark.parametrize("role", ["GatewayTaskRole", "PredictorTaskRole", "LoggerTaskRole", "WatcherTaskRole"])
+@pytest.mark.parametrize("role", ["GatewayTaskRole", "PredictorTaskRole", "LoggerTaskRole", "WatcherTaskRole",
+                                  "FrontDoorTaskRole"])
 def test_tracing_grants_each_task_role_put_trace_segments_and_nothing_else(template, role):
     before, after = plain(grants(template, PARAMS, role)), plain(grants(template, TRACES, role))
     assert after - before == {("xray:PutTraceSegments", "*")}, after - before

@@ -11,7 +11,10 @@
 //!   `<name>_p99` (upper bound of the bucket holding that quantile of the interval's
 //!   observations), in `Seconds` for `*_seconds` histograms.
 //!
-//! Dimensions: `service`, plus the metric's own labels.
+//! Dimensions: `service`, plus the metric's own labels. `service` is the process's name, or,
+//! in a process that runs several services' parts (front-door), the part whose prefix the
+//! metric's name carries ([`Owners::parts`]): the same series, alarms and dashboards in both
+//! shapes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -31,15 +34,58 @@ type Labels = BTreeMap<String, String>;
 
 pub struct Emf {
     namespace: String,
-    service: String,
+    owners: Owners,
     previous: HashMap<String, f64>,
 }
 
+/// The `service` dimension of each metric a process publishes.
+#[derive(Clone, Debug)]
+pub struct Owners {
+    process: String,
+    /// (metric name prefix, service), first match wins; the rest are the process's.
+    parts: Vec<(String, String)>,
+}
+
+impl Owners {
+    /// Every metric is the process's own (a microservice).
+    pub fn process(name: impl Into<String>) -> Self {
+        Owners {
+            process: name.into(),
+            parts: Vec::new(),
+        }
+    }
+
+    /// A process running several services' parts: a metric whose name starts with a part's
+    /// prefix is that service's; any other is the process's.
+    pub fn parts(process: impl Into<String>, parts: &[(&str, &str)]) -> Self {
+        Owners {
+            process: process.into(),
+            parts: parts
+                .iter()
+                .map(|(prefix, service)| ((*prefix).to_owned(), (*service).to_owned()))
+                .collect(),
+        }
+    }
+
+    fn of(&self, metric: &str) -> &str {
+        self.parts
+            .iter()
+            .find(|(prefix, _)| metric.starts_with(prefix.as_str()))
+            .map_or(&self.process, |(_, service)| service)
+    }
+}
+
+impl From<&str> for Owners {
+    fn from(process: &str) -> Self {
+        Owners::process(process)
+    }
+}
+
 impl Emf {
-    pub fn new(namespace: impl Into<String>, service: impl Into<String>) -> Self {
+    pub fn new(namespace: impl Into<String>, owners: impl Into<Owners>) -> Self {
         Emf {
             namespace: namespace.into(),
-            service: service.into(),
+            owners: owners.into(),
             previous: HashMap::new(),
         }
     }
@@ -47,8 +93,8 @@ impl Emf {
     /// The EMF documents (one JSON object each) for one render of `/metrics`.
     pub fn documents(&mut self, prometheus_text: &str, timestamp_ms: u64) -> Vec<String> {
         let (kinds, samples) = parse(prometheus_text);
-        // label set -> metric name -> (value, unit)
-        let mut groups: BTreeMap<Labels, BTreeMap<String, (f64, &str)>> = BTreeMap::new();
+        // (service, label set) -> metric name -> (value, unit)
+        let mut groups: BTreeMap<(String, Labels), BTreeMap<String, (f64, &str)>> = BTreeMap::new();
         // (name, label set) -> (bucket bound, cumulative count)
         let mut histograms: BTreeMap<(String, Labels), Vec<(f64, f64)>> = BTreeMap::new();
         for s in samples {
@@ -79,7 +125,7 @@ impl Emf {
                 _ => (s.value, "None"),
             };
             groups
-                .entry(s.labels)
+                .entry((self.owners.of(&s.name).to_owned(), s.labels))
                 .or_default()
                 .insert(s.name, (value, unit));
         }
@@ -91,7 +137,9 @@ impl Emf {
             } else {
                 "None"
             };
-            let group = groups.entry(labels).or_default();
+            let group = groups
+                .entry((self.owners.of(&name).to_owned(), labels))
+                .or_default();
             group.insert(format!("{name}_count"), (count, "Count"));
             if count > 0.0 {
                 for (q, suffix) in [(0.5, "p50"), (0.99, "p99")] {
@@ -100,10 +148,10 @@ impl Emf {
             }
         }
         let mut out = Vec::new();
-        for (labels, metrics) in groups {
+        for ((service, labels), metrics) in groups {
             let metrics: Vec<_> = metrics.into_iter().collect();
             for chunk in metrics.chunks(MAX_METRICS_PER_DOCUMENT) {
-                out.push(self.document(&labels, chunk, timestamp_ms));
+                out.push(self.document(&service, &labels, chunk, timestamp_ms));
             }
         }
         out
@@ -123,6 +171,7 @@ impl Emf {
 
     fn document(
         &self,
+        service: &str,
         labels: &BTreeMap<String, String>,
         metrics: &[(String, (f64, &str))],
         timestamp_ms: u64,
@@ -145,7 +194,7 @@ impl Emf {
                 }],
             }),
         );
-        doc.insert("service".into(), self.service.clone().into());
+        doc.insert("service".into(), service.into());
         for (k, v) in labels {
             if k != "service" {
                 doc.insert(k.clone(), v.clone().into());
@@ -179,7 +228,7 @@ pub struct Flags {
 /// `shutdown` is cancelled, the process's metrics go to stdout as EMF lines.
 /// Await the handle after shutdown to get that last emission out.
 pub fn spawn(
-    service: &str,
+    owners: impl Into<Owners>,
     flags: &Flags,
     shutdown: CancellationToken,
 ) -> Option<tokio::task::JoinHandle<()>> {
@@ -189,7 +238,7 @@ pub fn spawn(
     }
     let secs = flags.metrics_emf_interval_secs.max(1);
     tracing::info!(%namespace, interval_secs = secs, "emitting CloudWatch EMF metrics on stdout");
-    let mut emf = Emf::new(namespace, service);
+    let mut emf = Emf::new(namespace, owners);
     Some(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(secs));
         tick.tick().await; // the first tick is immediate: nothing has happened yet
@@ -209,12 +258,12 @@ pub fn spawn(
 /// Runs `service` with the emitter alongside (when `METRICS_EMF_NAMESPACE` is set), then lets
 /// the emitter print the final interval once the service has stopped.
 pub async fn alongside<T>(
-    name: &str,
+    owners: impl Into<Owners>,
     flags: &Flags,
     shutdown: &CancellationToken,
     service: impl std::future::Future<Output = T>,
 ) -> T {
-    let emitter = spawn(name, flags, shutdown.clone());
+    let emitter = spawn(owners, flags, shutdown.clone());
     let out = service.await;
     if let Some(last) = emitter {
         let _ = last.await;
@@ -371,5 +420,44 @@ mod tests {
             plain.get("gateway_predict_seconds_p99").is_none(),
             "no quantile of nothing"
         );
+    }
+
+    /// One process running several services' parts publishes each part's series under that
+    /// service's name, as the microservices do (the alarms and the dashboard name them so),
+    /// and anything else under the process's.
+    #[test]
+    fn a_process_of_parts_publishes_each_metric_under_its_parts_service() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let owners = Owners::parts(
+            "front-door",
+            &[("gateway_", "gateway"), ("logger_", "interaction-logger")],
+        );
+        let mut emf = Emf::new("ns", owners);
+        metrics::with_local_recorder(&recorder, || {
+            metrics::counter!("gateway_predict_requests_total", "status" => "200").increment(1);
+            metrics::gauge!("logger_spool_depth").set(2.0);
+            metrics::histogram!("logger_commit_seconds").record(0.01);
+            metrics::counter!("grpc_callers_refused_total").increment(1);
+        });
+        let all = docs(&mut emf, &handle.render());
+        let service = |metric: &str| find(&all, metric)["service"].clone();
+        assert_eq!(service("gateway_predict_requests_total"), "gateway");
+        assert_eq!(service("logger_spool_depth"), "interaction-logger");
+        assert_eq!(service("logger_commit_seconds_count"), "interaction-logger");
+        assert_eq!(service("grpc_callers_refused_total"), "front-door");
+        for d in &all {
+            let named: Vec<_> = d["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["Name"].as_str().unwrap().to_owned())
+                .collect();
+            let owner = emf.owners.of(&named[0]).to_owned();
+            assert!(
+                named.iter().all(|n| emf.owners.of(n) == owner),
+                "one document, one service: {named:?}"
+            );
+        }
     }
 }

@@ -49,14 +49,15 @@ impl Observability {
         init(process, self.logging.log_format, &self.tracing)
     }
 
-    /// Runs `service` with the EMF emitter beside it, then exports the last spans.
+    /// Runs `service` with the EMF emitter beside it (its metrics under `owners`: the process's
+    /// name, or [`emf::Owners::parts`]), then exports the last spans.
     pub async fn run<T>(
         &self,
-        process: &str,
+        owners: impl Into<emf::Owners>,
         shutdown: &tokio_util::sync::CancellationToken,
         service: impl std::future::Future<Output = T>,
     ) -> T {
-        let finished = emf::alongside(process, &self.emf, shutdown, service).await;
+        let finished = emf::alongside(owners, &self.emf, shutdown, service).await;
         traces::shutdown().await;
         finished
     }
