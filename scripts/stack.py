@@ -25,13 +25,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ACCESS_KEY, SECRET_KEY, REGION = "sagemaker-local", "sagemaker-local-secret", "us-east-1"
 
 
-def metric(url, name):
+def urlopen(url, timeout=5, ca=None):
+    """GET `url`; an https one trusting the PEM CA file `ca` (sagemaker-local over HTTPS)."""
+    import ssl
+    import urllib.request
+    context = ssl.create_default_context(cafile=ca) if ca else None
+    return urllib.request.urlopen(url, timeout=timeout, context=context)
+
+
+def metric(url, name, ca=None):
     """The sum of the samples of every series whose name starts with `name`, from a process's
     Prometheus text at `url` (its `/metrics`, appended when `url` does not end with it)."""
-    import urllib.request
     if not url.endswith("/metrics"):
         url = url.rstrip("/") + "/metrics"
-    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    text = urlopen(url, ca=ca).read().decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith(name) and not line.startswith("#"))
 
@@ -41,7 +48,7 @@ def aws_client(service, env):
     import boto3
     return boto3.client(service, endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
                         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+                        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], verify=env.get("AWS_CA_BUNDLE"))
 
 
 def run_tool(bin_dir, tool, args, env, check=True, timeout=300):
@@ -69,7 +76,7 @@ class Service:
                 break
             self._forward(line)
         self.addrs = dict(re.findall(r"(\w+)=(\S+)", line))
-        m = re.search(r"http://(\S+)", line)
+        m = re.search(r"https?://(\S+)", line)
         if m:
             self.addrs.setdefault("http", m.group(1))
         # Keep reading stdout (the JSON logs) so the child never blocks on a full pipe.
@@ -102,15 +109,22 @@ class Service:
 class Stack:
     def __init__(self, bin_dir, data_dir, gateway="127.0.0.1:0", sagemaker="127.0.0.1:0", log=None, extra_env=None,
                  poll_ms=500, pipeline=False, tls_dir=None, mutual_tls=False, shadow=False, shadow_fraction=1.0,
-                 deploy_strategy="all-at-once", bake_secs=20, shape="microservices"):
+                 deploy_strategy="all-at-once", bake_secs=20, shape="microservices", sagemaker_tls=None):
         self.bin_dir, self.data_dir, self.shape = bin_dir, data_dir, shape
         self.log = log if log is not None else subprocess.DEVNULL
         base = dict(os.environ, LOG_FORMAT=os.environ.get("LOG_FORMAT", "json"), **(extra_env or {}))
         self.services = []
+        # sagemaker-local over HTTPS when given a scripts/dev-ca folder (its sagemaker-local
+        # certificate; every client trusts the folder's CA through AWS_CA_BUNDLE).
+        self.sagemaker_ca = os.path.join(sagemaker_tls, "ca.crt") if sagemaker_tls else None
+        https = ["--tls-cert", os.path.join(sagemaker_tls, "sagemaker-local.crt"),
+                 "--tls-key", os.path.join(sagemaker_tls, "sagemaker-local.key")] if sagemaker_tls else []
         self.sagemaker = self._start("sagemaker-local", [
             "--listen", sagemaker, "--data-dir", os.path.join(data_dir, "sagemaker-local"), "--demo",
-            "--endpoint-delay-ms", "100", "--offline-flush-ms", "1000"], base)
-        self.sagemaker_url = "http://" + self.sagemaker.addrs["http"]
+            "--endpoint-delay-ms", "100", "--offline-flush-ms", "1000", *https], base)
+        self.sagemaker_url = ("https://" if sagemaker_tls else "http://") + self.sagemaker.addrs["http"]
+        if sagemaker_tls:
+            base["AWS_CA_BUNDLE"] = self.sagemaker_ca
         self.aws_env = dict(base, AWS_ENDPOINT_URL=self.sagemaker_url, AWS_ACCESS_KEY_ID=ACCESS_KEY,
                             AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_REGION=REGION, AWS_EC2_METADATA_DISABLED="true",
                             SAGEMAKER_ENDPOINT_NAME="my-mlops-prod-endpoint",
@@ -201,12 +215,11 @@ class Stack:
         return logger, predictor, front
 
     def wait_ready(self, url, timeout=30):
-        """Waits for a 200 from `url` (a service's /readyz)."""
-        import urllib.request
+        """Waits for a 200 from `url` (a service's /readyz; sagemaker-local's, over HTTPS too)."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
-                if urllib.request.urlopen(url, timeout=1).status == 200:
+                if urlopen(url, timeout=1, ca=self.sagemaker_ca).status == 200:
                     return
             except OSError:
                 pass

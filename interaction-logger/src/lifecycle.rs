@@ -33,7 +33,7 @@ impl Logger {
         let (claim, spool) = claim_spool(&config, &id)?;
         let wake = Arc::new(Notify::new());
         let store = Arc::new(store::FeatureStore::new(
-            aws_sdk_sagemakerfeaturestoreruntime::Client::new(&config.aws.load().await),
+            aws_sdk_sagemakerfeaturestoreruntime::Client::new(&config.aws.load().await?),
             config.feature_group.clone(),
             config.ship_batch_write,
         ));

@@ -80,7 +80,7 @@ pub async fn service(
     shadow_logger: Option<hops::Logger>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<service::PredictorService> {
-    let aws = config.aws.load().await;
+    let aws = config.aws.load().await?;
     let client = aws_sdk_sagemakerruntime::Client::new(&aws);
     let breaker = breaker::Breaker::new(
         config.breaker_threshold,

@@ -251,7 +251,7 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let aws = config.aws.load().await;
+    let aws = config.aws.load().await?;
     let client = aws_sdk_sagemaker::Client::new(&aws);
     let poller = poll::Poller::new(
         client.clone(),

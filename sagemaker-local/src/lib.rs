@@ -13,6 +13,7 @@ pub mod error;
 pub mod featurestore;
 pub mod runtime;
 pub mod sigv4;
+pub mod tls;
 
 use std::{
     future::Future,
@@ -289,10 +290,22 @@ async fn request_id(request: Request, next: Next) -> Response {
     response
 }
 
+/// What the server listens with: plain HTTP, or HTTPS ([`tls`]).
+pub enum Listening {
+    Plain(TcpListener),
+    Tls(tls::TlsListener),
+}
+
+impl From<TcpListener> for Listening {
+    fn from(listener: TcpListener) -> Self {
+        Listening::Plain(listener)
+    }
+}
+
 /// Serves on `listener` until `shutdown` resolves, then drains requests and writes the
 /// offline store's queued rows.
 pub async fn run(
-    listener: TcpListener,
+    listener: impl Into<Listening>,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
@@ -306,14 +319,22 @@ pub async fn run(
         state.settings.offline_flush_interval,
         cancel.clone(),
     ));
-    axum::serve(
-        listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        }),
-        router(state),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await?;
+    let app = router(state);
+    match listener.into() {
+        Listening::Plain(listener) => {
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await?
+        }
+        Listening::Tls(listener) => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await?
+        }
+    }
     cancel.cancel();
     let _ = flusher.await;
     Ok(())

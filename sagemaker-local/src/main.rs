@@ -64,6 +64,13 @@ struct Args {
     /// Create the demo world (registry, endpoint, feature groups) if it is missing.
     #[arg(long, env = "SAGEMAKER_LOCAL_DEMO")]
     demo: bool,
+    /// HTTPS: the server's certificate chain (PEM), e.g. `scripts/dev-ca`'s
+    /// `sagemaker-local.crt`; with `SAGEMAKER_LOCAL_TLS_KEY`. Unset: plain HTTP.
+    #[arg(long, env = "SAGEMAKER_LOCAL_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// HTTPS: the certificate's private key (PEM).
+    #[arg(long, env = "SAGEMAKER_LOCAL_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     #[command(flatten)]
     logging: telemetry::Logging,
     #[command(flatten)]
@@ -99,11 +106,19 @@ async fn main() -> anyhow::Result<()> {
         let s = state.clone();
         tokio::task::spawn_blocking(move || sagemaker_local::demo::bootstrap(&s)).await??;
     }
-    let listener = tokio::net::TcpListener::bind(&args.listen).await?;
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, data_dir = %state.settings.data_dir.display(), demo = args.demo, "sagemaker-local listening");
+    let tcp = tokio::net::TcpListener::bind(&args.listen).await?;
+    let addr = tcp.local_addr()?;
+    let (listener, scheme) = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let acceptor = sagemaker_local::tls::acceptor(cert, key)?;
+            let tls = sagemaker_local::tls::TlsListener::new(tcp, acceptor)?;
+            (sagemaker_local::Listening::Tls(tls), "https")
+        }
+        _ => (tcp.into(), "http"),
+    };
+    tracing::info!(%addr, scheme, data_dir = %state.settings.data_dir.display(), demo = args.demo, "sagemaker-local listening");
     // Tests and scripts read this line to learn the port when listening on :0.
-    println!("sagemaker-local listening on http://{addr}");
+    println!("sagemaker-local listening on {scheme}://{addr}");
     let shutdown = bootstrap::shutdown::on_signal();
     let signal = shutdown.clone();
     let serving = sagemaker_local::run(listener, state, async move { signal.cancelled().await });

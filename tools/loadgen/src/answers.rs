@@ -66,8 +66,7 @@ pub async fn verify(path: &Path, feature_group: &str) -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("not an answer line: {line:?}"))?;
         expected.push((id.to_owned(), p.parse()?));
     }
-    let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let client = aws_sdk_sagemakerfeaturestoreruntime::Client::new(&conf);
+    let client = aws_sdk_sagemakerfeaturestoreruntime::Client::new(&crate::aws().await?);
     let chunks: Vec<Vec<(String, f64)>> = expected.chunks(100).map(<[_]>::to_vec).collect();
     let results = Arc::new(Mutex::new((
         0usize,

@@ -168,8 +168,7 @@ async fn make_call(target: Target) -> anyhow::Result<Call> {
             endpoint_name,
             body,
         } => {
-            let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-            let client = aws_sdk_sagemakerruntime::Client::new(&conf);
+            let client = aws_sdk_sagemakerruntime::Client::new(&aws().await?);
             Arc::new(move || {
                 let call = client
                     .invoke_endpoint()
@@ -341,4 +340,14 @@ async fn main() -> anyhow::Result<()> {
         })
     );
     Ok(())
+}
+
+/// The SDK's configuration from the environment (`AWS_*`), trusting `AWS_CA_BUNDLE` as the
+/// services do (sagemaker-local over HTTPS), with the tools' retries and timeouts.
+pub(crate) async fn aws() -> anyhow::Result<aws_config::SdkConfig> {
+    let client = bootstrap::aws::AwsClient {
+        aws_ca_bundle: std::env::var_os("AWS_CA_BUNDLE").map(std::path::PathBuf::from),
+        ..Default::default()
+    };
+    Ok(client.load_for_tool().await?)
 }

@@ -141,7 +141,13 @@ impl EndpointArgs {
 async fn main() -> std::process::ExitCode {
     deploy::init_cli_logging("info");
     let args = Args::parse();
-    let conf = args.aws.load_for_tool().await;
+    let conf = match args.aws.load_for_tool().await {
+        Ok(conf) => conf,
+        Err(e) => {
+            eprintln!("mlops-deploy: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let mut deployer = deploy::Deployer::new(aws_sdk_sagemaker::Client::new(&conf), args.target);
     let result = match args.command {
         Command::Register {

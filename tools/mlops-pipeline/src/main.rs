@@ -93,7 +93,13 @@ enum Command {
 async fn main() -> ExitCode {
     deploy::init_cli_logging("warn");
     let args = Args::parse();
-    let conf = args.aws.load_for_tool().await;
+    let conf = match args.aws.load_for_tool().await {
+        Ok(conf) => conf,
+        Err(e) => {
+            eprintln!("mlops-pipeline: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let client = aws_sdk_sagemaker::Client::new(&conf);
     let source_dir = std::path::absolute(&args.source_dir).unwrap_or(args.source_dir);
     let pipeline = Pipeline {
