@@ -36,6 +36,11 @@ prints ranges.
 10. The two shapes: the one-process `front-door` against the microservices, at 1,000 requests/s
     and at 64 concurrent, interleaved, beside InvokeEndpoint direct (and Flask at 64): added
     latency, throughput, CPU per request, peak RSS.
+11. HTTPS: a second sagemaker-local serving TLS (scripts/dev-ca's certificate, the services and
+    loadgen trusting its CA by AWS_CA_BUNDLE) beside the plain-HTTP one, at 1,000 requests/s:
+    InvokeEndpoint direct and the gateway path (the one-process shape, which leaves the two
+    cores room enough for latency to mean something) on each, interleaved; the TLS handshakes
+    sagemaker-local counted during each run (connections reused, or one per request).
 
 BENCH_ONLY (e.g. "7,8") runs only those sections; BENCH_TRACE_RATIO (default 0.1) is section
 8's sampling ratio (0: every request unsampled, the cost of tracing's unsampled path alone).
@@ -380,6 +385,49 @@ def shapes(stack, data, env, extra, micro, flask, direct):
     print(f"  peak RSS of front-door: {peak_rss_mb(single.gateway.proc.pid):.1f} MB")
 
 
+def https(stack, data, direct):
+    """Section 11: the gateway path and InvokeEndpoint direct on sagemaker-local over HTTP and
+    over HTTPS, interleaved (each scheme first in every other round), with the handshakes."""
+    print("\n11. sagemaker-local over HTTPS against HTTP, at 1,000 requests/s")
+    certs = os.path.join(data, "sagemaker-ca")
+    subprocess.run([str(ROOT / "scripts" / "dev-ca"), certs], check=True, capture_output=True)
+    secure = Stack(str(TARGET), os.path.join(data, "https"), poll_ms=5000, sagemaker_tls=certs)
+    copies = [secure]
+    try:
+        on = Services(stack, data, "front-door-http", batching=True, shape="one-process")
+        copies.append(on)
+        gateway = Services(secure, data, "front-door-https", batching=True, shape="one-process")
+        copies.append(gateway)
+
+        def handshakes(st):  # less the read's own handshake, over HTTPS
+            return metric(st.sagemaker_url, "sagemaker_local_tls_handshakes_total", ca=st.sagemaker_ca) - (1 if st.sagemaker_ca else 0)
+        seen = {"http": [], "https": []}
+        for n in range(ROUNDS):
+            for scheme, st, svc in (("http", stack, on), ("https", secure, gateway))[::1 if n % 2 == 0 else -1]:
+                h0 = handshakes(st)
+                d = loadgen(st.aws_env, *direct, "--rate", "1000")
+                h1 = handshakes(st)
+                r = gateway_run(svc, st, ["--rate", "1000"])
+                h2 = handshakes(st)
+                seen[scheme].append((d, r, h1 - h0, h2 - h1))
+                print(f"  {scheme:<5} direct  {fmt(d)}  handshakes {h1 - h0:.0f}")
+                print(f"  {scheme:<5} gateway {fmt(r)}  handshakes {h2 - h1:.0f}, CPU/request {r['cpu_services']:.3f} ms"
+                      f" (front-door {r['cpu']['front-door']:.3f}, sagemaker-local {r['cpu']['sagemaker-local']:.3f})")
+        for scheme, runs in seen.items():
+            added = [r["p50_ms"] - d["p50_ms"] for d, r, _, _ in runs]
+            print(f"  {scheme:<5} direct p50 {span([d['p50_ms'] for d, _, _, _ in runs], '{:.2f}')} ms; the gateway path adds"
+                  f" {span(added, '{:+.2f}')} ms at p50, {span([r['p99_ms'] - d['p99_ms'] for d, r, _, _ in runs], '{:+.2f}')} ms"
+                  f" at p99; CPU/request {span([r['cpu_services'] for _, r, _, _ in runs], '{:.3f}')} ms (front-door"
+                  f" {span([r['cpu']['front-door'] for _, r, _, _ in runs], '{:.3f}')}, sagemaker-local"
+                  f" {span([r['cpu']['sagemaker-local'] for _, r, _, _ in runs], '{:.3f}')}); handshakes per run:"
+                  f" direct {span([h for _, _, h, _ in runs])}, gateway {span([h for _, _, _, h in runs])}")
+        diff = [(b[1]["p50_ms"] - b[0]["p50_ms"]) - (a[1]["p50_ms"] - a[0]["p50_ms"]) for a, b in zip(seen["http"], seen["https"])]
+        print(f"  HTTPS changes the gateway path's added p50 by {span(diff, '{:+.2f}')} ms (same round)")
+    finally:
+        for c in reversed(copies):
+            c.stop()
+
+
 def main():
     print(f"machine: {os.cpu_count()} cores, shared by the load generator and every process; "
           f"{SECONDS:.0f} s per run, {ROUNDS} interleaved rounds")
@@ -551,6 +599,9 @@ def main():
 
             if want("10"):
                 shapes(stack, data, env, extra, on, flask, direct)
+
+            if want("11"):
+                https(stack, data, direct)
 
             if want("6"):
                 print("\n6. peak RSS (VmHWM)")

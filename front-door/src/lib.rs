@@ -46,6 +46,26 @@ fn from_env<T: clap::Args>() -> anyhow::Result<T> {
     Ok(FromEnv::<T>::try_parse_from(["front-door"])?.config)
 }
 
+/// Variables the parts' services read that mean nothing in one process: the hops are in
+/// process and the listeners are front-door's own. Set, they are named in a warning at start
+/// ([`unused_variables`]), so a configuration written for the microservices is not applied by
+/// half in silence.
+pub const UNUSED_IN_ONE_PROCESS: [&str; 5] = [
+    "PREDICTOR_URL",
+    "LOGGER_URL",
+    "PREDICTOR_LISTEN",
+    "PREDICTOR_ADMIN_LISTEN",
+    "LOGGER_LISTEN",
+];
+
+/// Which of [`UNUSED_IN_ONE_PROCESS`] the environment sets.
+pub fn unused_variables() -> Vec<&'static str> {
+    UNUSED_IN_ONE_PROCESS
+        .into_iter()
+        .filter(|name| std::env::var_os(name).is_some())
+        .collect()
+}
+
 /// The `service` dimension of the process's EMF metrics: each part's series under its own
 /// service's name, as the microservices publish them (the template's alarms and dashboard
 /// read them so, in either shape); the process's own (the gRPC callers refused, the admin

@@ -30,6 +30,14 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let parts = front_door::Parts::from_env()?;
     args.observability.init("front-door")?;
+    let unused = front_door::unused_variables();
+    if !unused.is_empty() {
+        tracing::warn!(
+            variables = ?unused,
+            "set but unused in one process: the parts call each other in process and listen on \
+             front-door's addresses (GATEWAY_LISTEN, GATEWAY_GRPC_LISTEN, LOGGER_ADMIN_LISTEN)"
+        );
+    }
     let listeners =
         front_door::Listeners::bind(&args.listen, &args.grpc_listen, &args.admin_listen).await?;
     println!("front-door listening on {}", listeners.describe()?);

@@ -1,7 +1,8 @@
 //! HTTPS, as SageMaker's endpoints are: with `SAGEMAKER_LOCAL_TLS_CERT` and
 //! `SAGEMAKER_LOCAL_TLS_KEY` (PEM files, e.g. `scripts/dev-ca`'s `sagemaker-local.crt` and
-//! `.key`) the one port speaks TLS 1.2/1.3 with HTTP/1.1 and HTTP/2 by ALPN, and clients
-//! trust the certificate's CA (`AWS_CA_BUNDLE` for the services and boto3).
+//! `.key`) the one port speaks TLS 1.2/1.3 and HTTP/1.1 (ALPN `http/1.1`, as SageMaker's
+//! runtime), and clients trust the certificate's CA (`AWS_CA_BUNDLE` for the services and
+//! boto3).
 //!
 //! Every completed handshake counts in `sagemaker_local_tls_handshakes_total` (failed ones in
 //! `sagemaker_local_tls_handshake_failures_total`), on `/metrics`: how a benchmark or a test
@@ -74,7 +75,10 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(chain, key_der)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // HTTP/1.1 only, as SageMaker's runtime endpoint (its HTTP/2 API is a separate service,
+    // `runtime.sagemaker` for bidirectional streams): a client opens a connection per request
+    // in flight and reuses them, so bursts cost handshakes as they do against AWS.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -76,3 +76,32 @@ def test_sigkill_under_load_then_restart_loses_no_acknowledged_interaction(stack
     assert before > 50 and len(answered) > before + 50, "too few answers before and after the kill to prove anything"
     assert broken == [], f"requests failed that were not in flight at the kill: {broken[:5]}"
     wait_for_records(feature_store(stack), answered)
+
+
+def test_a_microservice_variable_with_no_meaning_here_is_named_at_start(tmp_path):
+    """PREDICTOR_URL, LOGGER_URL and the parts' own listeners mean nothing in one process: set,
+    front-door says so at start (a configuration written for the microservices is not applied
+    by half in silence)."""
+    import json
+    import os
+    import subprocess
+    from conftest import binary
+    env = dict(os.environ, LOG_FORMAT="json", PREDICTOR_URL="http://predictor:50051", LOGGER_LISTEN="0.0.0.0:50052",
+               LOGGER_SPOOL_DIR=str(tmp_path / "spool"), AWS_ENDPOINT_URL="http://127.0.0.1:9", AWS_REGION="us-east-1",
+               AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y", AWS_EC2_METADATA_DISABLED="true")
+    proc = subprocess.Popen([str(binary().parent / "front-door"), "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0",
+                             "--admin-listen", "127.0.0.1:0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        warned = None
+        for line in proc.stdout:
+            if "unused in one process" in line:
+                warned = json.loads(line)
+                break
+            if " listening on " in line:
+                break
+        assert warned, "no warning before front-door listened"
+        assert warned["level"] == "WARN" and "PREDICTOR_URL" in warned["variables"] and "LOGGER_LISTEN" in warned["variables"], warned
+        assert "LOGGER_URL" not in warned["variables"], warned
+    finally:
+        proc.kill()
+        proc.wait()
