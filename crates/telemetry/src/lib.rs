@@ -103,6 +103,9 @@ where
     // fields), so a warning inside a traced request still carries its trace id.
     let env =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let gate = traces.is_some().then(|| UnsampledGate {
+        logs: env.max_level_hint().unwrap_or(LevelFilter::TRACE),
+    });
     let filter = if traces.is_some() {
         env.or(filter_fn(|m| {
             m.is_span()
@@ -131,7 +134,37 @@ where
     let _ = tracing_subscriber::registry()
         .with(traces)
         .with(logs.with_filter(filter))
+        .with(gate)
         .try_init();
+}
+
+/// The first word on every span and event when traces are on. In a trace the front door did
+/// not sample, the traces' filter refuses everything; a span that both layers' filters refuse
+/// would still be made, entered at every poll and closed by the registry (per-layer filters
+/// only keep it from their own layer). So here, before the per-layer filters: in an unsampled
+/// trace, only what the log lines may want goes on (a level within `RUST_LOG`'s most verbose,
+/// or a span carrying `trace_id`); everything else, as before.
+struct UnsampledGate {
+    logs: tracing_subscriber::filter::LevelFilter,
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for UnsampledGate {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::always() // the layers below decide what is cached
+    }
+
+    fn enabled(
+        &self,
+        meta: &tracing::Metadata<'_>,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        *meta.level() <= self.logs
+            || (meta.is_span() && meta.fields().field("trace_id").is_some())
+            || !traces::in_unsampled_trace()
+    }
 }
 
 /// How often the recorder's upkeep runs. The recorder keeps every histogram sample until
