@@ -149,11 +149,18 @@ struct UnsampledGate {
 }
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for UnsampledGate {
+    /// Never for what no layer below can want (more verbose than the traces' INFO and than
+    /// `RUST_LOG`'s most verbose): anything but `never` here would make a callsite the layers
+    /// below refuse a dynamic one, asked at every use. For the rest, the layers below decide.
     fn register_callsite(
         &self,
-        _: &'static tracing::Metadata<'static>,
+        meta: &'static tracing::Metadata<'static>,
     ) -> tracing::subscriber::Interest {
-        tracing::subscriber::Interest::always() // the layers below decide what is cached
+        if *meta.level() <= self.logs.max(tracing_subscriber::filter::LevelFilter::INFO) {
+            tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
     }
 
     fn enabled(

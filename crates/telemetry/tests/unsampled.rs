@@ -27,6 +27,27 @@ async fn an_unsampled_request_builds_no_span_the_logs_do_not_want() {
     assert_eq!(built, (false, false), "spans built in an unsampled trace");
     // outside any trace a span is built (a root the sampler decides for)
     assert!(!tracing::info_span!("background").is_none());
+    // and what no layer can ever want stays off for good: `never`, cached, not asked again at
+    // every use (anything else from the gate would make it a dynamic callsite)
+    assert!(tracing::debug_span!("verbose").is_none());
+    let interest = tracing::dispatcher::get_default(|d| d.register_callsite(debug_metadata()));
+    assert!(interest.is_never(), "{interest:?}");
+}
+
+fn debug_metadata() -> &'static tracing::Metadata<'static> {
+    static CALLSITE: tracing::callsite::DefaultCallsite =
+        tracing::callsite::DefaultCallsite::new(&META);
+    static META: tracing::Metadata<'static> = tracing::Metadata::new(
+        "verbose",
+        "unsampled",
+        tracing::Level::DEBUG,
+        None,
+        None,
+        None,
+        tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&CALLSITE)),
+        tracing::metadata::Kind::SPAN,
+    );
+    &META
 }
 
 #[tracing::instrument(name = "log", skip_all, fields(request_id = "r2"))]
