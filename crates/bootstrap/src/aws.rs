@@ -6,9 +6,10 @@
 //! (`mlops-deploy`, `mlops-pipeline`) have no policy of their own around each call, so they
 //! keep the SDK's standard retries ([`AwsClient::load_for_tool`]) under the same timeouts.
 //!
-//! `AWS_CA_BUNDLE` (the AWS CLI's and boto3's variable) names PEM certificates the SDK trusts
-//! beside the system's roots: how the services reach an endpoint whose certificate a private
-//! CA signed (sagemaker-local over HTTPS, with `scripts/dev-ca`'s CA).
+//! `AWS_CA_BUNDLE` (the AWS CLI's and boto3's variable, read as they read it) names the PEM
+//! certificates the SDK trusts instead of the system's roots: how the services reach an
+//! endpoint whose certificate a private CA signed (sagemaker-local over HTTPS, with
+//! `scripts/dev-ca`'s CA; a corporate TLS proxy, with a bundle holding its CA and AWS's roots).
 
 use std::{path::PathBuf, time::Duration};
 
@@ -34,8 +35,9 @@ pub struct AwsClient {
     /// by the caller's deadline as well).
     #[arg(long, env = "AWS_OPERATION_TIMEOUT_MS", default_value_t = OPERATION_TIMEOUT_MS)]
     pub aws_operation_timeout_ms: u64,
-    /// PEM certificates to trust beside the system's roots for AWS endpoints (a private CA's,
-    /// e.g. `scripts/dev-ca`'s `ca.crt` for sagemaker-local over HTTPS). Unset: the system's only.
+    /// PEM certificates to trust for AWS endpoints instead of the system's roots, as the AWS CLI
+    /// and boto3 read it (e.g. `scripts/dev-ca`'s `ca.crt` for sagemaker-local over HTTPS).
+    /// Unset: the system's roots.
     #[arg(long, env = "AWS_CA_BUNDLE")]
     pub aws_ca_bundle: Option<PathBuf>,
 }
@@ -107,7 +109,7 @@ impl AwsClient {
                     .build(),
             );
         if let Some(path) = &self.aws_ca_bundle {
-            let trust = tls::TrustStore::default().with_pem_certificate(ca_bundle(path)?);
+            let trust = tls::TrustStore::empty().with_pem_certificate(ca_bundle(path)?);
             let context = tls::TlsContext::builder()
                 .with_trust_store(trust)
                 .build()
