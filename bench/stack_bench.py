@@ -41,6 +41,10 @@ prints ranges.
     InvokeEndpoint direct and the gateway path (the one-process shape, which leaves the two
     cores room enough for latency to mean something) on each, interleaved; the TLS handshakes
     sagemaker-local counted during each run (connections reused, or one per request).
+12. Against another build (only with BENCH_BASELINE_DIR, the release directory of another
+    build, e.g. an older commit's): its gateway, predictor and logger beside this build's, on
+    the same sagemaker-local and watcher, at 64 concurrent and at 1,000 requests/s, each first
+    in every other round; CPU per request and its change in the same round.
 
 BENCH_ONLY (e.g. "7,8") runs only those sections; BENCH_TRACE_RATIO (default 0.1) is section
 8's sampling ratio (0: every request unsampled, the cost of tracing's unsampled path alone).
@@ -71,6 +75,7 @@ SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SUSTAINED = float(os.environ.get("BENCH_SUSTAINED_SECONDS", "60"))
 TRACE_RATIO = os.environ.get("BENCH_TRACE_RATIO", "0.1")
+BASELINE = os.environ.get("BENCH_BASELINE_DIR")
 ONLY = {x.strip() for x in os.environ.get("BENCH_ONLY", "").split(",") if x.strip()}
 MODEL = "my-mlops-prod-endpoint"  # the OIP model's name is the endpoint's
 
@@ -385,6 +390,40 @@ def shapes(stack, data, env, extra, micro, flask, direct):
     print(f"  peak RSS of front-door: {peak_rss_mb(single.gateway.proc.pid):.1f} MB")
 
 
+def against_baseline(stack, data, extra, on, direct):
+    """Section 12: this build's microservices against BASELINE's binaries, interleaved."""
+    print(f"\n12. this build's microservices against {BASELINE}'s")
+    ours = stack.bin_dir
+    stack.bin_dir = BASELINE
+    try:
+        base = Services(stack, data, "baseline", batching=True)
+    finally:
+        stack.bin_dir = ours
+    extra.append(base)
+    front = lambda r: r["cpu_services"] - r["cpu"]["sagemaker-local"]  # noqa: E731
+    for label, args in (("64 concurrent", ["--concurrency", "64"]), ("1,000 requests/s", ["--rate", "1000"])):
+        print(f" {label}")
+        seen = {"this build": [], "baseline": [], "direct": []}
+        for n in range(ROUNDS):
+            d = loadgen(stack.aws_env, *direct, *args)
+            seen["direct"].append(d)
+            print(f"  {'InvokeEndpoint direct':<22} {fmt(d)}")
+            for name, svc in (("baseline", base), ("this build", on))[::1 if n % 2 == 0 else -1]:
+                r = gateway_run(svc, stack, args)
+                seen[name].append(r)
+                print(f"  {name:<22} {fmt(r)}  CPU/request {r['cpu_services']:.3f} ms ({per_service(r)})")
+        for name in ("baseline", "this build"):
+            rs = seen[name]
+            print(f"  {name:<12} {span([r['rps'] for r in rs])} req/s"
+                  f" ({span([100 * r['rps'] / max(d['rps'], 1) for r, d in zip(rs, seen['direct'])])}% of direct),"
+                  f" adds {span([r['p50_ms'] - d['p50_ms'] for r, d in zip(rs, seen['direct'])], '{:+.2f}')} ms at p50 and"
+                  f" {span([r['p99_ms'] - d['p99_ms'] for r, d in zip(rs, seen['direct'])], '{:+.2f}')} ms at p99;"
+                  f" CPU/request {span([front(r) for r in rs], '{:.3f}')} ms front door,"
+                  f" {span([r['cpu_services'] for r in rs], '{:.3f}')} with sagemaker-local")
+        change = [front(a) - front(b) for a, b in zip(seen["this build"], seen["baseline"])]
+        print(f"  this build changes the front door's CPU/request by {span(change, '{:+.3f}')} ms (same round)")
+
+
 def https(stack, data, direct):
     """Section 11: the gateway path and InvokeEndpoint direct on sagemaker-local over HTTP and
     over HTTPS, interleaved (each scheme first in every other round), with the handshakes."""
@@ -602,6 +641,12 @@ def main():
 
             if want("11"):
                 https(stack, data, direct)
+
+            if want("12"):
+                if BASELINE:
+                    against_baseline(stack, data, extra, on, direct)
+                else:
+                    print("\n12. against another build: skipped (set BENCH_BASELINE_DIR to its release directory)")
 
             if want("6"):
                 print("\n6. peak RSS (VmHWM)")
