@@ -353,34 +353,54 @@ def print_gateway(name, r):
           f" (its InvokeEndpoint {invoke:.2f} ms) + Log call {log:.2f} ms + the gateway's own work")
 
 
+def front_cpu(r):
+    """A run's CPU ms per request in the front door's own processes (not sagemaker-local's)."""
+    return sum(v for k, v in r["cpu"].items() if k not in ("loadgen", "sagemaker-local"))
+
+
+def side_by_side(stack, env, direct, args, copies, describe, after_round=None):
+    """ROUNDS rounds of InvokeEndpoint direct, then each of `copies` ((name, Services) pairs,
+    each first in every other round), under loadgen `args`; prints every run (`describe(r)`
+    after its figures), calls `after_round` at each round's end, and returns the runs by name
+    ("direct" included)."""
+    seen = {"direct": [], **{name: [] for name, _ in copies}}
+    for n in range(ROUNDS):
+        d = loadgen(env, *direct, *args)
+        seen["direct"].append(d)
+        print(f"  {'InvokeEndpoint direct':<22} {fmt(d)}")
+        for name, svc in copies[::1 if n % 2 == 0 else -1]:
+            r = gateway_run(svc, stack, args)
+            seen[name].append(r)
+            print(f"  {name:<22} {fmt(r)}  {describe(r)}")
+        if after_round:
+            after_round()
+    return seen
+
+
 def shapes(stack, data, env, extra, micro, flask, direct):
     """Section 10: the one-process shape against the microservices, both batching, interleaved
     (each first in every other round), beside InvokeEndpoint direct and the Flask reference."""
     print("\n10. the two shapes: one process (front-door) and the microservices")
     single = Services(stack, data, "one-process", batching=True, shape="one-process")
     extra.append(single)
-    front = lambda r: sum(v for k, v in r["cpu"].items() if k not in ("loadgen", "sagemaker-local"))  # noqa: E731
     for label, args in (("1,000 requests/s", ["--rate", "1000"]), ("64 concurrent", ["--concurrency", "64"])):
         print(f" {label}")
-        seen = {"direct": [], "microservices": [], "one process": [], "flask": []}
-        for n in range(ROUNDS):
-            d = loadgen(env, *direct, *args)
-            seen["direct"].append(d)
-            print(f"  {'InvokeEndpoint direct':<22} {fmt(d)}")
-            for name, svc in (("microservices", micro), ("one process", single))[::1 if n % 2 == 0 else -1]:
-                r = gateway_run(svc, stack, args)
-                seen[name].append(r)
-                print(f"  {name:<22} {fmt(r)}  CPU/request {front(r):.3f} ms front door, {r['cpu_services']:.3f} with sagemaker-local")
+        flask_runs = []
+
+        def with_flask():
             if "--concurrency" in args:
-                f = flask_run(flask, env, args)
-                seen["flask"].append(f)
-                print(f"  {'Flask reference':<22} {fmt(f)}")
+                flask_runs.append(flask_run(flask, env, args))
+                print(f"  {'Flask reference':<22} {fmt(flask_runs[-1])}")
+        seen = side_by_side(stack, env, direct, args, [("microservices", micro), ("one process", single)],
+                            lambda r: f"CPU/request {front_cpu(r):.3f} ms front door, {r['cpu_services']:.3f} with sagemaker-local",
+                            after_round=with_flask)
+        seen["flask"] = flask_runs
         for name in ("microservices", "one process"):
             rs = seen[name]
             p50 = [r["p50_ms"] - d["p50_ms"] for r, d in zip(rs, seen["direct"])]
             p99 = [r["p99_ms"] - d["p99_ms"] for r, d in zip(rs, seen["direct"])]
             line = (f"  {name:<14} {span([r['rps'] for r in rs])} req/s, adds {span(p50, '{:+.2f}')} ms at p50 and"
-                    f" {span(p99, '{:+.2f}')} ms at p99 over direct; CPU/request {span([front(r) for r in rs], '{:.3f}')} ms"
+                    f" {span(p99, '{:+.2f}')} ms at p99 over direct; CPU/request {span([front_cpu(r) for r in rs], '{:.3f}')} ms"
                     f" front door, {span([r['cpu_services'] for r in rs], '{:.3f}')} with sagemaker-local")
             if seen["flask"]:
                 share = [r["rps"] / max(d["rps"], 1) for r, d in zip(rs, seen["direct"])]
@@ -400,27 +420,19 @@ def against_baseline(stack, data, extra, on, direct):
     finally:
         stack.bin_dir = ours
     extra.append(base)
-    front = lambda r: r["cpu_services"] - r["cpu"]["sagemaker-local"]  # noqa: E731
     for label, args in (("64 concurrent", ["--concurrency", "64"]), ("1,000 requests/s", ["--rate", "1000"])):
         print(f" {label}")
-        seen = {"this build": [], "baseline": [], "direct": []}
-        for n in range(ROUNDS):
-            d = loadgen(stack.aws_env, *direct, *args)
-            seen["direct"].append(d)
-            print(f"  {'InvokeEndpoint direct':<22} {fmt(d)}")
-            for name, svc in (("baseline", base), ("this build", on))[::1 if n % 2 == 0 else -1]:
-                r = gateway_run(svc, stack, args)
-                seen[name].append(r)
-                print(f"  {name:<22} {fmt(r)}  CPU/request {r['cpu_services']:.3f} ms ({per_service(r)})")
+        seen = side_by_side(stack, stack.aws_env, direct, args, [("baseline", base), ("this build", on)],
+                            lambda r: f"CPU/request {r['cpu_services']:.3f} ms ({per_service(r)})")
         for name in ("baseline", "this build"):
             rs = seen[name]
             print(f"  {name:<12} {span([r['rps'] for r in rs])} req/s"
                   f" ({span([100 * r['rps'] / max(d['rps'], 1) for r, d in zip(rs, seen['direct'])])}% of direct),"
                   f" adds {span([r['p50_ms'] - d['p50_ms'] for r, d in zip(rs, seen['direct'])], '{:+.2f}')} ms at p50 and"
                   f" {span([r['p99_ms'] - d['p99_ms'] for r, d in zip(rs, seen['direct'])], '{:+.2f}')} ms at p99;"
-                  f" CPU/request {span([front(r) for r in rs], '{:.3f}')} ms front door,"
+                  f" CPU/request {span([front_cpu(r) for r in rs], '{:.3f}')} ms front door,"
                   f" {span([r['cpu_services'] for r in rs], '{:.3f}')} with sagemaker-local")
-        change = [front(a) - front(b) for a, b in zip(seen["this build"], seen["baseline"])]
+        change = [front_cpu(a) - front_cpu(b) for a, b in zip(seen["this build"], seen["baseline"])]
         print(f"  this build changes the front door's CPU/request by {span(change, '{:+.3f}')} ms (same round)")
 
 
